@@ -1,0 +1,1 @@
+"""ordermail's daemon: the order book, mail intake and outbound mail."""

@@ -1,0 +1,210 @@
+"""The `ordermail` command line.
+
+Every subcommand exits 0 on success, 2 on a usage or configuration error and
+1 on any other failure, with one line on stderr; `--format json` prints
+exactly one JSON document on stdout. Errors are turned into that answer here,
+in `main`, and nowhere else.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from daemon import app, commands, demo, filters, orders
+from daemon.config import Settings, load_settings
+from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
+from daemon.order_json import order_to_json
+from daemon.order_text import order_detail, order_table
+from daemon.orders import Via
+from daemon.store import open_store
+
+
+class UsageError(InputError):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2, like every other error."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> Parser:
+    common = Parser(add_help=False)
+    common.add_argument("--config", metavar="PATH",
+                        help="configuration file (default: $ORDERMAIL_CONFIG)")
+    parser = Parser(prog="ordermail", parents=[common],
+                    description="Order-tracking mail daemon for small web shops.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    sub.add_parser("serve", parents=[common], help="run the daemon in the foreground")
+    sub.add_parser("check", parents=[common], help="validate the configuration and the database")
+    init = sub.add_parser("init", parents=[common], help="write a working configuration if none exists")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    sub.add_parser("demo", parents=[common], help="add demo orders (once) and print their status pages")
+
+    order = sub.add_parser("order", parents=[common], help="one order").add_subparsers(
+        dest="order_command", required=True, parser_class=Parser)
+    create = order.add_parser("create", parents=[common], help="create an order from JSON")
+    create.add_argument("--json", required=True, metavar="FILE", help="the order JSON, or - for stdin")
+    create.add_argument("--quiet", action="store_true", help="do not mail the customer")
+    create.add_argument("--format", choices=("text", "json"), default="text")
+    show = order.add_parser("show", parents=[common], help="an order and its whole log")
+    show.add_argument("number")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+
+    listing = sub.add_parser("orders", parents=[common], help="many orders").add_subparsers(
+        dest="orders_command", required=True, parser_class=Parser)
+    lst = listing.add_parser("list", parents=[common], help="orders matching a filter, newest first")
+    lst.add_argument("--filter", default="", metavar="EXPR", help="e.g. 'not paid and not cancelled'")
+    lst.add_argument("--limit", type=int, default=None, help="at most this many (0: all)")
+    lst.add_argument("--format", choices=("table", "json"), default="table")
+
+    command = sub.add_parser("command", parents=[common], help="run owner commands, as by mail")
+    command.add_argument("text", help="one or more command lines, or - to read them from stdin")
+    command.add_argument("--quiet", action="store_true", help="mail no customer for any line")
+    command.add_argument("--format", choices=("text", "json"), default="text")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    wants_json = False
+    try:
+        args = build_parser().parse_args(argv)
+        wants_json = getattr(args, "format", None) == "json"
+        return dispatch(args)
+    except OrdermailError as exc:
+        return fail(str(exc), exc.exit_code, wants_json)
+    except KeyboardInterrupt:
+        return fail("interrupted", EXIT_FAILURE, wants_json)
+    except Exception as exc:  # one line, never a traceback, unless asked for
+        if os.environ.get("ORDERMAIL_DEBUG"):
+            traceback.print_exc()
+        return fail(f"unexpected error: {type(exc).__name__}: {exc}", EXIT_FAILURE, wants_json)
+
+
+def fail(message: str, code: int, wants_json: bool) -> int:
+    print(f"ordermail: {message}", file=sys.stderr)
+    if wants_json:
+        print(json.dumps({"error": message}))
+    return code
+
+
+def dispatch(args) -> int:
+    if args.command == "init":
+        return demo.write_config(config_path(args, must_exist=False), force=args.force)
+    settings = load_settings(config_path(args))
+    if args.command == "serve":
+        return app.serve(settings)
+    store = open_store(settings.database.url)
+    try:
+        handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))]
+        return handler(args, settings, store)
+    finally:
+        store.close()
+
+
+def config_path(args, must_exist: bool = True) -> Path:
+    path = args.config or os.environ.get("ORDERMAIL_CONFIG")
+    if not path:
+        raise ConfigError("no configuration: pass --config PATH or set ORDERMAIL_CONFIG")
+    return Path(path)
+
+
+def cmd_check(args, settings: Settings, store) -> int:
+    applied, pending = store.schema_status()
+    orders_count = filters.count_orders("")
+    print(f"configuration ok; database {store.backend} ok, schema {applied[-1]}, "
+          f"{orders_count} orders; command address {settings.command_address}")
+    return 0
+
+
+def cmd_demo(args, settings: Settings, store) -> int:
+    print(demo.seed(store, settings))
+    return 0
+
+
+def cmd_order_create(args, settings: Settings, store) -> int:
+    data = read_json(args.json)
+    order = orders.create_order(store, settings, data, quiet=args.quiet)
+    return print_order(order, settings, args.format)
+
+
+def cmd_order_show(args, settings: Settings, store) -> int:
+    return print_order(orders.find_order(args.number), settings, args.format)
+
+
+def print_order(order, settings: Settings, fmt: str) -> int:
+    events = orders.order_events(order)
+    if fmt == "json":
+        print(json.dumps(order_to_json(order, settings, events), ensure_ascii=False, indent=2))
+    else:
+        print(order_detail(order, events, settings))
+    return 0
+
+
+def cmd_orders_list(args, settings: Settings, store) -> int:
+    limit = settings.limits.list_default_limit if args.limit is None else args.limit
+    if limit < 0:
+        raise InputError("--limit must be 0 (all) or more")
+    found = filters.find_orders(args.filter, limit=(limit + 1) if limit else None)
+    more = bool(limit) and len(found) > limit
+    found = found[:limit] if limit else found
+    if args.format == "json":
+        print(json.dumps({"orders": [order_to_json(o, settings, []) | {"events": None} for o in found],
+                          "more": more}, ensure_ascii=False, indent=2))
+    else:
+        print(order_table(found, more=more))
+    return 0
+
+
+def cmd_command(args, settings: Settings, store) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    outcomes = commands.run_text(store, settings, text, via=Via(quiet=args.quiet))
+    if not outcomes:
+        raise InputError("no command given (try 'help')")
+    if args.format == "json":
+        print(json.dumps({"results": [o.__dict__ for o in outcomes]}, ensure_ascii=False, indent=2))
+    else:
+        for outcome in outcomes:
+            mark = "" if outcome.ok else "NOT DONE: "
+            print(f"{mark}{outcome.text}")
+    if all(o.ok for o in outcomes):
+        return 0
+    return EXIT_USAGE if any(_is_usage(o) for o in outcomes) else EXIT_FAILURE
+
+
+def _is_usage(outcome) -> bool:
+    return outcome.number is None and not outcome.ok
+
+
+def read_json(source: str):
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {source}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{source} is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+HANDLERS = {
+    ("check", None): cmd_check,
+    ("demo", None): cmd_demo,
+    ("order", "create"): cmd_order_create,
+    ("order", "show"): cmd_order_show,
+    ("orders", "list"): cmd_orders_list,
+    ("command", None): cmd_command,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Settings: the TOML configuration, loaded once into a frozen value.
+
+Every default lives here. `load_settings` reads a file, rejects unknown keys
+and wrongly typed values with one line naming the key, and returns a
+`Settings` that callers pass on explicitly (no module-level config).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import string
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from daemon.errors import ConfigError
+
+SUPPORTED_LOCALES = ("de", "en", "fr")
+PLACEHOLDERS = frozenset({"total", "number", "name"})
+
+
+@dataclass(frozen=True)
+class ShopSettings:
+    name: str = "Beispiel-Shop"
+    address: str = "orders@shop.example"
+    base_url: str = "http://127.0.0.1:8080"
+    locale: str = "de"
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class OwnerSettings:
+    addresses: tuple[str, ...] = ()
+    secret: str = ""
+    trusted_authserv_id: str = ""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///var/ordermail.db"
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    host: str = ""
+    port: int = 993
+    tls: bool = True
+    user: str = ""
+    password: str = ""
+    folder: str = "INBOX"
+
+
+@dataclass(frozen=True)
+class InboundSettings:
+    smtp_listen: str = "127.0.0.1:2525"
+    lmtp_listen: str = ""
+    max_message_bytes: int = 26214400
+    imap: ImapSettings = field(default_factory=ImapSettings)
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    mode: str = "maildir"
+    maildir: str = "var/outbox"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    retry_base_seconds: int = 60
+    give_up_after_hours: int = 120
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    listen: str = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class PaymentMethod:
+    label: str = ""
+    instructions: str = ""
+    remind_after_days: int = 0
+    cancel_after_days: int = 0
+
+
+@dataclass(frozen=True)
+class PaypalSettings:
+    ipn_verify_url: str = "https://ipnpb.paypal.com/cgi-bin/webscr"
+    receiver_email: str = ""
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    secret: str = ""
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Bounds that keep one order or one mail from swamping the store."""
+    attachment_max_bytes: int = 10 * 1024 * 1024
+    event_body_max_chars: int = 100_000
+    items_per_order_max: int = 500
+    list_default_limit: int = 100
+
+
+DEFAULT_PAYMENT_METHODS = {
+    "bank_transfer": PaymentMethod(
+        label="Überweisung",
+        instructions="Bitte überweisen Sie {total} mit dem Verwendungszweck {number}.",
+        remind_after_days=7, cancel_after_days=21),
+    "paypal": PaymentMethod(label="PayPal"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    shop: ShopSettings = field(default_factory=ShopSettings)
+    owner: OwnerSettings = field(default_factory=OwnerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    payment: dict = field(default_factory=lambda: dict(DEFAULT_PAYMENT_METHODS))
+    paypal: PaypalSettings = field(default_factory=PaypalSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+
+    @property
+    def command_address(self) -> str:
+        local, _, domain = self.shop.address.partition("@")
+        return f"{local}+cmd-{self.owner.secret}@{domain}"
+
+    def status_url(self, token: str) -> str:
+        return f"{self.shop.base_url.rstrip('/')}/o/{token}"
+
+
+def load_settings(path: str | os.PathLike) -> Settings:
+    """Read and validate a TOML file; raise ConfigError naming the bad key."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return settings_from_dict(raw)
+
+
+def settings_from_dict(raw: dict, **overrides) -> Settings:
+    """Build Settings from parsed TOML (tests use this with overrides)."""
+    raw = dict(raw)
+    payment = raw.pop("payment", None)
+    settings = _build(Settings, raw, "")
+    if payment is not None:
+        settings = dataclasses.replace(settings, payment=_payment_methods(payment))
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
+    validate(settings)
+    return settings
+
+
+def _build(cls, raw: dict, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "payment"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown key {_key(where, key)}")
+    values = {name: _convert(hints[name], raw[name], _key(where, name))
+              for name in known if name in raw}
+    return cls(**values)
+
+
+def _convert(hint, value, key: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key.strip("[]").replace("] ", "."))
+    if hint is bool:
+        return _checked(value, bool, key, "true or false")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a whole number, not {value!r}")
+        return _checked(value, int, key, "a whole number")
+    if hint is str:
+        return _checked(value, str, key, "a string")
+    if typing.get_origin(hint) is tuple:
+        _checked(value, list, key, "a list of strings")
+        return tuple(_checked(item, str, key, "a list of strings") for item in value)
+    raise AssertionError(f"no converter for {hint}")
+
+
+def _checked(value, kind, key: str, wanted: str):
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key} must be {wanted}, not {value!r}")
+    return value
+
+
+def _payment_methods(raw) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError("[payment] must hold tables like [payment.bank_transfer]")
+    return {name: _build(PaymentMethod, table, f"payment.{name}")
+            for name, table in raw.items()}
+
+
+def _key(where: str, name: str) -> str:
+    return f"[{where}] {name}" if where else name
+
+
+def validate(settings: Settings) -> None:
+    """Checks across values that a type alone cannot express."""
+    shop = settings.shop
+    if shop.locale not in SUPPORTED_LOCALES:
+        raise ConfigError(f"[shop] locale must be one of {', '.join(SUPPORTED_LOCALES)}, not {shop.locale!r}")
+    if shop.address.count("@") != 1 or "+" in shop.address.partition("@")[0]:
+        raise ConfigError(f"[shop] address must be a plain address like orders@shop.example, not {shop.address!r}")
+    if urlsplit(shop.base_url).scheme not in ("http", "https"):
+        raise ConfigError(f"[shop] base_url must start with http:// or https://, not {shop.base_url!r}")
+    if settings.owner.secret and len(settings.owner.secret) < 16:
+        raise ConfigError("[owner] secret must be at least 16 characters")
+    if not settings.owner.secret.replace("-", "").replace("_", "").isalnum() and settings.owner.secret:
+        raise ConfigError("[owner] secret may hold only letters, digits, '-' and '_' (it is part of an address)")
+    for address in settings.owner.addresses:
+        if address.count("@") != 1:
+            raise ConfigError(f"[owner] addresses: {address!r} is not a mail address")
+    if settings.outbound.mode not in ("smtp", "maildir"):
+        raise ConfigError(f"[outbound] mode must be \"smtp\" or \"maildir\", not {settings.outbound.mode!r}")
+    for key in ("smtp_listen", "lmtp_listen"):
+        _check_listen(getattr(settings.inbound, key), f"[inbound] {key}")
+    _check_listen(settings.web.listen, "[web] listen")
+    if settings.inbound.max_message_bytes < 1024:
+        raise ConfigError("[inbound] max_message_bytes must be at least 1024")
+    for name, method in settings.payment.items():
+        _check_placeholders(method.instructions, f"[payment.{name}] instructions")
+    _check_database_url(settings.database.url)
+
+
+def _check_listen(value: str, key: str) -> None:
+    if not value:
+        return
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key} must be HOST:PORT, not {value!r}")
+
+
+def _check_placeholders(text: str, key: str) -> None:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    unknown = names - PLACEHOLDERS
+    if unknown:
+        raise ConfigError(f"{key}: unknown placeholder {{{sorted(unknown)[0]}}} "
+                          f"(known: {', '.join('{%s}' % p for p in sorted(PLACEHOLDERS))})")
+
+
+def _check_database_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        if not parts.path.lstrip("/") and parts.path != "/:memory:":
+            raise ConfigError(f"[database] url {url!r} names no file (sqlite:///var/ordermail.db)")
+        return
+    if parts.scheme in ("postgresql", "postgres"):
+        if not parts.path.lstrip("/"):
+            raise ConfigError(f"[database] url {url!r} names no database (postgresql://user@host/db)")
+        return
+    raise ConfigError(f"[database] url must start with sqlite:/// or postgresql://, not {url!r}")

@@ -1,0 +1,348 @@
+"""The domain service: every change to an order goes through here.
+
+Each change locks the order, checks the shop's rules, writes its event,
+updates the order's flags and queues the customer's notification (an outbox
+row) in one transaction — so a crash leaves all of it or none of it. The CLI,
+mail commands, PayPal and the scheduler all call these functions; nothing
+else writes orders or events.
+
+Rules a shop owner expects:
+- repeating a status that already holds (paid on a paid order) changes
+  nothing and says so;
+- shipped is refused on a cancelled order, cancelled on a shipped one;
+- refunded needs a payment and never exceeds what was paid;
+- delete removes the order and its whole log for good, only with `confirm`;
+- notes (and bounces, system events) are internal: never notified.
+"""
+from __future__ import annotations
+
+import decimal
+import hashlib
+from dataclasses import dataclass, field
+
+import peewee as pw
+
+from daemon import filters
+from daemon.config import Settings
+from daemon.errors import InputError, OrderNotFound, Refused
+from daemon.order_json import parse_new_order
+from daemon.richtext import sanitize_html, text_to_html
+from daemon.store import (CANCELLED, EVENT_KINDS, PAID, REFUNDED, SHIPPED, Attachment, Blob,
+                          Counter, Event, Order, OrderItem, OutboxMessage, Store,
+                          new_message_id, utcnow)
+
+FIRST_ORDER_NUMBER = 1001
+
+
+@dataclass(frozen=True)
+class NewFile:
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None   # set for an image shown inline (cid:)
+
+
+@dataclass(frozen=True)
+class Content:
+    """What the owner (or customer) wrote with an event."""
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    files: tuple[NewFile, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.text.strip() or self.html.strip() or self.files)
+
+
+@dataclass(frozen=True)
+class Via:
+    """Who makes a change and how: the same for every kind of change."""
+    author: str = "owner"
+    quiet: bool = False             # the owner said `quiet`: no customer mail
+    message_id: str | None = None   # the mail that made the change, if any
+    now: object = None              # a datetime; None means the clock
+
+
+@dataclass(frozen=True)
+class Change:
+    """The answer to one change: done, or nothing changed (and why)."""
+    number: str
+    done: bool
+    summary: str
+    notified: bool = False
+    data: dict = field(default_factory=dict)
+
+
+class _Unchanged(Exception):
+    """Raised by a rule when the order is already as asked."""
+
+
+# ---- reading ---------------------------------------------------------------
+
+def find_order(number: str) -> Order:
+    order = Order.get_or_none(Order.number == number.lstrip("#"))
+    if order is None:
+        raise OrderNotFound(number)
+    return order
+
+
+def order_events(order: Order) -> list[Event]:
+    return list(Event.select().where(Event.order == order).order_by(Event.id))
+
+
+# ---- creating --------------------------------------------------------------
+
+def create_order(store: Store, settings: Settings, data, *, quiet: bool = False, now=None) -> Order:
+    """Create an order from the contract's JSON; queue the customer's confirmation."""
+    new = parse_new_order(data, settings)
+    now = now or utcnow()
+    customer_key, surname_key = filters.name_keys(new.customer_name)
+    try:
+        with store.atomic():
+            order = Order.create(
+                number=new.number or _next_number(), customer_name=new.customer_name,
+                customer_email=new.customer_email, customer_key=customer_key,
+                surname_key=surname_key, total=new.total, currency=new.currency,
+                payment_method=new.payment_method, locale=new.locale,
+                created_at=now, updated_at=now)
+            for position, item in enumerate(new.items):
+                OrderItem.create(order=order, position=position, sku=item.sku, name=item.name,
+                                 quantity=item.quantity, unit_price=item.unit_price)
+            event = _log(order, "created", Via(author="system", now=now), Content(), {}, now)
+            _notify(settings, order, event, Via(quiet=quiet), now)
+    except pw.IntegrityError:
+        raise Refused(f"order {new.number} exists already") from None
+    return order
+
+
+def _next_number() -> str:
+    """The next free number, counted in the caller's transaction."""
+    while True:
+        updated = Counter.update(value=Counter.value + 1).where(Counter.name == "order_number").execute()
+        if not updated:
+            Counter.create(name="order_number", value=FIRST_ORDER_NUMBER)
+        number = str(Counter.get_by_id("order_number").value)
+        if not Order.select().where(Order.number == number).exists():
+            return number
+
+
+# ---- status changes ----------------------------------------------------------
+
+def mark_paid(store, settings, number, *, content=Content(), via=Via()) -> Change:
+    def apply(order, now):
+        if order.has(PAID):
+            raise _Unchanged(f"{order.number} was already paid on {_day(order.paid_at)}; nothing changed")
+        order.status |= PAID
+        order.paid_at = now
+        hint = " (note: it is cancelled)" if order.has(CANCELLED) else ""
+        return {}, f"{order.number} marked paid{hint}"
+    return _change(store, settings, number, "paid", content, via, apply)
+
+
+def mark_shipped(store, settings, number, *, tracking=None, carrier=None,
+                 content=Content(), via=Via()) -> Change:
+    def apply(order, now):
+        if order.has(CANCELLED):
+            raise Refused(f"{order.number} was cancelled on {_day(order.cancelled_at)}; "
+                          "a cancelled order is not shipped")
+        news = {k: v for k, v in (("tracking_code", tracking), ("carrier", carrier))
+                if v and v != getattr(order, k)}
+        if order.has(SHIPPED) and not news and content.is_empty():
+            raise _Unchanged(f"{order.number} was already shipped on {_day(order.shipped_at)}; nothing changed")
+        for key, value in news.items():
+            setattr(order, key, value)
+        data = {"tracking_code": order.tracking_code, "carrier": order.carrier}
+        if order.has(SHIPPED):
+            return {**data, "update": True}, f"{order.number} shipping details updated"
+        order.status |= SHIPPED
+        order.shipped_at = now
+        return data, f"{order.number} marked shipped" + _tracking_words(order)
+    return _change(store, settings, number, "shipped", content, via, apply)
+
+
+def mark_cancelled(store, settings, number, *, reason="", content=Content(), via=Via()) -> Change:
+    def apply(order, now):
+        if order.has(CANCELLED):
+            raise _Unchanged(f"{order.number} was already cancelled on {_day(order.cancelled_at)}; nothing changed")
+        if order.has(SHIPPED):
+            raise Refused(f"{order.number} was shipped on {_day(order.shipped_at)}; "
+                          "a shipped order is refunded, not cancelled")
+        order.status |= CANCELLED
+        order.cancelled_at = now
+        hint = f" (it was paid: refund it with 'refunded {order.number}')" if order.has(PAID) else ""
+        return {"reason": reason}, f"{order.number} cancelled{hint}"
+    return _change(store, settings, number, "cancelled", _with_reason(content, reason), via, apply)
+
+
+def mark_refunded(store, settings, number, *, amount=None, reason="", content=Content(), via=Via()) -> Change:
+    def apply(order, now):
+        if not order.has(PAID):
+            raise Refused(f"{order.number} is not paid; only a payment can be refunded")
+        already = order.refunded_amount or decimal.Decimal("0.00")
+        left = order.total - already
+        if left <= 0:
+            raise _Unchanged(f"{order.number} was already refunded in full; nothing changed")
+        refund = left if amount is None else amount
+        if refund <= 0 or refund > left:
+            raise Refused(f"{order.number}: a refund of {refund} {order.currency} is more than "
+                          f"the {left} {order.currency} left to refund" if refund > 0 else
+                          f"{order.number}: a refund must be more than 0")
+        order.status |= REFUNDED
+        order.refunded_at = now
+        order.refunded_amount = already + refund
+        return ({"amount": str(refund), "reason": reason},
+                f"{order.number} refunded {refund} {order.currency}")
+    return _change(store, settings, number, "refunded", _with_reason(content, reason), via, apply)
+
+
+# ---- messages and notes --------------------------------------------------------
+
+def add_message(store, settings, number, content: Content, *, via=Via()) -> Change:
+    """A message from the shop to the customer: logged and mailed."""
+    return _add_text(store, settings, number, content, via, "message", "message to the customer")
+
+
+def add_note(store, settings, number, content: Content, *, via=Via()) -> Change:
+    """An internal note: logged, never mailed, never shown to the customer."""
+    return _add_text(store, settings, number, content, via, "note", "internal note")
+
+
+def add_event(store, settings, number, kind: str, content: Content, *, via=Via(), data=None) -> Change:
+    """Log an event that changes no status (customer replies, bounces, system)."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
+    return _change(store, settings, number, kind, content, via,
+                   lambda order, now: (data or {}, f"{order.number}: {kind.replace('_', ' ')} logged"))
+
+
+def _add_text(store, settings, number, content, via, kind, what) -> Change:
+    if content.is_empty():
+        raise InputError(f"the {what} for {number} has no text")
+    return _change(store, settings, number, kind, content, via,
+                   lambda order, now: ({}, f"{order.number}: {what} added"))
+
+
+# ---- deleting --------------------------------------------------------------------
+
+def delete_order(store: Store, number: str, *, confirm: bool) -> Change:
+    """Remove an order and its whole log for good — only when confirmed."""
+    if not confirm:
+        raise Refused(f"deleting removes order {number} and its whole log for good; "
+                      f"write 'delete {number} confirm' to do it")
+    with store.atomic():
+        order = _locked_order(store, number)
+        events = Event.select().where(Event.order == order).count()
+        blobs = [a.blob_id for a in Attachment.select(Attachment.blob)
+                 .join(Event).where(Event.order == order)]
+        order.delete_instance(recursive=False)   # the database cascades
+        _drop_unused_blobs(blobs)
+    return Change(number, True, f"order {number} and its log ({events} events) deleted for good")
+
+
+def _drop_unused_blobs(shas: list[str]) -> None:
+    for sha in set(shas):
+        if not Attachment.select().where(Attachment.blob == sha).exists():
+            Blob.delete().where(Blob.sha256 == sha).execute()
+
+
+# ---- the one path every change takes ---------------------------------------------
+
+def _change(store, settings, number, kind, content, via, apply) -> Change:
+    """Lock, check the rule (`apply`), log, notify — all in one transaction."""
+    _check_content(settings, content)
+    with store.atomic():
+        order = _locked_order(store, number)
+        if via.message_id and _already_logged(order, kind, via.message_id):
+            return Change(order.number, False, f"{order.number}: already done by this mail; nothing changed")
+        now = via.now or utcnow()
+        try:
+            data, summary = apply(order, now)
+        except _Unchanged as unchanged:
+            return Change(order.number, False, str(unchanged))
+        order.updated_at = now
+        order.save()
+        event = _log(order, kind, via, content, data, now)
+        notified = _notify(settings, order, event, via, now)
+    if kind in NOTIFYING_KINDS and not notified:
+        summary += " (customer not notified)"
+    return Change(order.number, True, summary, notified, data)
+
+
+def _locked_order(store: Store, number: str) -> Order:
+    query = Order.select().where(Order.number == number.lstrip("#"))
+    if store.backend == "postgresql":
+        query = query.for_update()   # SQLite's IMMEDIATE transaction already serialises
+    order = query.first()
+    if order is None:
+        raise OrderNotFound(number)
+    return order
+
+
+def _already_logged(order: Order, kind: str, message_id: str) -> bool:
+    return Event.select().where((Event.order == order) & (Event.kind == kind)
+                                & (Event.message_id == message_id)).exists()
+
+
+def _log(order, kind, via: Via, content: Content, data: dict, now) -> Event:
+    html = sanitize_html(content.html) if content.html.strip() else text_to_html(content.text)
+    event = Event.create(order=order, kind=kind, author=via.author, subject=content.subject[:300],
+                         body_text=content.text, body_html=html, data=data,
+                         message_id=via.message_id, created_at=now)
+    for file in content.files:
+        _attach(event, file)
+    return event
+
+
+def _attach(event: Event, file: NewFile) -> None:
+    sha = hashlib.sha256(file.data).hexdigest()
+    Blob.insert(sha256=sha, size=len(file.data), data=file.data).on_conflict_ignore().execute()
+    Attachment.create(event=event, blob=sha, filename=file.filename[:255],
+                      content_type=file.content_type[:127], content_id=file.content_id,
+                      size=len(file.data))
+
+
+NOTIFYING_KINDS = frozenset({"created", "paid", "shipped", "cancelled", "refunded", "message"})
+
+
+def _notify(settings: Settings, order: Order, event: Event, via: Via, now) -> bool:
+    """Queue the customer's mail for a public event unless told to be quiet."""
+    if event.kind not in NOTIFYING_KINDS or via.quiet:
+        return False
+    OutboxMessage.create(order=order, event=event, kind=event.kind, recipient=order.customer_email,
+                         message_id=new_message_id(settings.shop.domain),
+                         next_attempt_at=now, created_at=now)
+    event.notified = True
+    event.save(only=[Event.notified])
+    return True
+
+
+def _check_content(settings: Settings, content: Content) -> None:
+    """Bounds checked before the transaction, so nothing is half-written."""
+    limits = settings.limits
+    if len(content.text) > limits.event_body_max_chars or len(content.html) > limits.event_body_max_chars:
+        raise InputError(f"the text is longer than {limits.event_body_max_chars} characters")
+    for file in content.files:
+        if len(file.data) > limits.attachment_max_bytes:
+            raise InputError(f"the file {file.filename} is {_size(len(file.data))}, "
+                             f"over the limit of {_size(limits.attachment_max_bytes)}")
+
+
+def _with_reason(content: Content, reason: str) -> Content:
+    if not reason or content.text:
+        return content
+    return Content(subject=content.subject, text=reason, html=content.html, files=content.files)
+
+
+def _tracking_words(order: Order) -> str:
+    parts = [f"carrier {order.carrier}" if order.carrier else "",
+             f"tracking {order.tracking_code}" if order.tracking_code else ""]
+    words = ", ".join(p for p in parts if p)
+    return f" ({words})" if words else ""
+
+
+def _day(moment) -> str:
+    return moment.strftime("%Y-%m-%d") if moment else "an unknown day"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1_048_576:.1f} MB" if n >= 1_048_576 else f"{n / 1024:.0f} KB"

@@ -1,0 +1,298 @@
+"""The store: peewee models and opening the database (SQLite or PostgreSQL).
+
+Tables: orders and their items, the log (events) with attachments kept by
+content hash, inbound messages (raw bytes and state) and the outbox. The
+schema is versioned by numbered scripts in `daemon/migrations/`, applied on
+open, so an upgrade migrates an existing database. Driver errors are turned
+into `StoreUnavailable` here and nowhere else.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import peewee as pw
+from playhouse.migrations import Runner
+
+from daemon.errors import StoreTooNew, StoreUnavailable
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",      # readers never block the writer
+    "synchronous": 2,           # FULL: a commit survives power loss
+    "busy_timeout": 10_000,     # wait for a writer instead of failing at once
+    "foreign_keys": 1,          # cascades keep the log consistent on delete
+}
+
+# Status flags of an order, kept in one integer so that any combination of
+# status words in a filter becomes `status IN (…)` on one index.
+PAID, SHIPPED, CANCELLED, REFUNDED = 1, 2, 4, 8
+STATUS_FLAGS = {"paid": PAID, "shipped": SHIPPED, "cancelled": CANCELLED, "refunded": REFUNDED}
+
+EVENT_KINDS = ("created", "paid", "shipped", "cancelled", "refunded", "message",
+               "note", "customer_reply", "bounce", "system")
+INTERNAL_KINDS = frozenset({"note", "bounce", "system"})
+AUTHORS = ("owner", "customer", "system")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, as stored; both backends keep it without a zone."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def new_token() -> str:
+    """A 192-bit URL-safe token (status pages, sign-in links)."""
+    return secrets.token_urlsafe(24)
+
+
+def new_message_id(domain: str) -> str:
+    """A Message-ID on the shop's domain, fixed before the mail is sent."""
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+def new_secret() -> str:
+    """A 256-bit key, kept per order, that reply tokens are signed with."""
+    return secrets.token_hex(32)
+
+
+class MoneyField(pw.DecimalField):
+    """A Decimal with two places; SQLite keeps NUMERIC as REAL, so re-quantize."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, max_digits=14, decimal_places=2, auto_round=True, **kwargs)
+
+    def python_value(self, value):
+        value = super().python_value(value)
+        return None if value is None else value.quantize(decimal.Decimal("0.01"))
+
+
+class JSONTextField(pw.TextField):
+    """JSON kept as text: the same on SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BytesField(pw.BlobField):
+    """BLOB/bytea that always comes back as bytes (psycopg2 gives memoryview)."""
+
+    def python_value(self, value):
+        return None if value is None else bytes(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class Order(BaseModel):
+    number = pw.CharField(max_length=32, unique=True)
+    customer_name = pw.CharField(max_length=200)
+    customer_email = pw.CharField(max_length=254, index=True)
+    # Case-folded name and surname: prefix search on an ordinary index.
+    customer_key = pw.CharField(max_length=200)
+    surname_key = pw.CharField(max_length=200)
+    total = MoneyField()
+    currency = pw.CharField(max_length=3)
+    payment_method = pw.CharField(max_length=40)
+    locale = pw.CharField(max_length=5)
+    status = pw.SmallIntegerField(default=0)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+    paid_at = pw.DateTimeField(null=True)
+    shipped_at = pw.DateTimeField(null=True)
+    cancelled_at = pw.DateTimeField(null=True)
+    refunded_at = pw.DateTimeField(null=True)
+    refunded_amount = MoneyField(null=True)
+    tracking_code = pw.CharField(max_length=100, null=True)
+    carrier = pw.CharField(max_length=60, null=True)
+    status_token = pw.CharField(max_length=64, unique=True, default=new_token)
+    reply_secret = pw.CharField(max_length=64, default=new_secret)
+
+    class Meta:
+        table_name = "orders"
+
+    def has(self, flag: int) -> bool:
+        return bool(self.status & flag)
+
+    def status_words(self) -> dict[str, bool]:
+        return {word: self.has(flag) for word, flag in STATUS_FLAGS.items()}
+
+
+class OrderItem(BaseModel):
+    order = pw.ForeignKeyField(Order, backref="items", on_delete="CASCADE")
+    position = pw.SmallIntegerField()
+    sku = pw.CharField(max_length=64, default="")
+    name = pw.CharField(max_length=300)
+    quantity = pw.IntegerField()
+    unit_price = MoneyField()
+
+    class Meta:
+        indexes = ((("order", "position"), True),)
+
+
+class Event(BaseModel):
+    """One entry of an order's log. Visibility follows from the kind."""
+    order = pw.ForeignKeyField(Order, backref="events", on_delete="CASCADE")
+    kind = pw.CharField(max_length=20)
+    author = pw.CharField(max_length=10)
+    subject = pw.CharField(max_length=300, default="")
+    body_text = pw.TextField(default="")
+    body_html = pw.TextField(default="")
+    data = JSONTextField(default=dict)
+    notified = pw.BooleanField(default=False)
+    message_id = pw.CharField(max_length=255, null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("order", "kind", "message_id"), True),)
+
+    @property
+    def visibility(self) -> str:
+        return "internal" if self.kind in INTERNAL_KINDS else "public"
+
+
+class Blob(BaseModel):
+    """File content, stored once per SHA-256 however often it is attached."""
+    sha256 = pw.CharField(max_length=64, primary_key=True)
+    size = pw.IntegerField()
+    data = BytesField()
+
+
+class Attachment(BaseModel):
+    event = pw.ForeignKeyField(Event, backref="attachments", on_delete="CASCADE")
+    blob = pw.ForeignKeyField(Blob, backref="attachments", on_delete="RESTRICT")
+    filename = pw.CharField(max_length=255)
+    content_type = pw.CharField(max_length=127)
+    content_id = pw.CharField(max_length=255, null=True)  # inline image (cid:)
+    size = pw.IntegerField()
+
+
+class InboundMessage(BaseModel):
+    """A received mail, committed before it is acknowledged; processed later."""
+    received_at = pw.DateTimeField(default=utcnow)
+    channel = pw.CharField(max_length=10)          # smtp, lmtp, imap, pipe
+    envelope_from = pw.CharField(max_length=320, default="")
+    recipients = JSONTextField(default=list)
+    message_id = pw.CharField(max_length=998, null=True)
+    sha256 = pw.CharField(max_length=64, index=True)
+    size = pw.IntegerField()
+    raw = BytesField()
+    state = pw.CharField(max_length=12, default="new")  # new, done, quarantined
+    reason = pw.TextField(default="")
+    attempts = pw.SmallIntegerField(default=0)
+    processed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("state", "id"), False),)
+
+
+class OutboxMessage(BaseModel):
+    """A mail to send; queued in the same transaction as the event it tells of."""
+    order = pw.ForeignKeyField(Order, null=True, backref="outbox", on_delete="CASCADE")
+    event = pw.ForeignKeyField(Event, null=True, backref="outbox", on_delete="CASCADE")
+    kind = pw.CharField(max_length=30)
+    recipient = pw.CharField(max_length=320)
+    # Fixed when queued, so a resend after a crash carries the same Message-ID.
+    message_id = pw.CharField(max_length=255, unique=True)
+    state = pw.CharField(max_length=12, default="pending")  # pending, sent, failed
+    attempts = pw.SmallIntegerField(default=0)
+    next_attempt_at = pw.DateTimeField(default=utcnow)
+    last_error = pw.TextField(default="")
+    created_at = pw.DateTimeField(default=utcnow)
+    sent_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("state", "next_attempt_at"), False),)
+
+
+class Counter(BaseModel):
+    """Named sequences (order numbers), advanced inside the caller's transaction."""
+    name = pw.CharField(max_length=40, primary_key=True)
+    value = pw.BigIntegerField()
+
+
+MODELS = (Order, OrderItem, Event, Blob, Attachment, InboundMessage, OutboxMessage, Counter)
+
+
+@dataclass
+class Store:
+    """An open database with the models bound to it."""
+    db: pw.Database
+    url: str
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if isinstance(self.db, pw.PostgresqlDatabase) else "sqlite"
+
+    def atomic(self):
+        return self.db.atomic()
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    def schema_status(self) -> tuple[list[str], list[str]]:
+        """(applied, pending) migration names."""
+        rows = Runner(self.db, str(MIGRATIONS_DIR)).status()
+        return ([m.name for m in rows if m.applied], [m.name for m in rows if not m.applied])
+
+
+def open_store(url: str, migrate: bool = True) -> Store:
+    """Connect, bind the models and bring the schema up to date."""
+    db = database_for_url(url)
+    try:
+        db.connect()
+        db.bind(MODELS)
+        store = Store(db, url)
+        if migrate:
+            migrate_schema(store)
+        return store
+    except pw.OperationalError as exc:
+        db.close()
+        raise StoreUnavailable(f"cannot open database {redact(url)}: {first_line(exc)}") from None
+
+
+def migrate_schema(store: Store) -> list[str]:
+    """Apply pending migrations; refuse a database from a newer version."""
+    runner = Runner(store.db, str(MIGRATIONS_DIR))
+    unknown = [m.name for m in runner.status() if m.path is None]
+    if unknown:
+        raise StoreTooNew(f"database has migration {unknown[0]} that this ordermail does not know; "
+                          "upgrade ordermail")
+    return runner.up()
+
+
+def database_for_url(url: str) -> pw.Database:
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path[1:]) if parts.path != "/:memory:" else ":memory:"
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # IMMEDIATE: a write transaction takes the lock when it begins, so two
+        # writers queue on busy_timeout instead of failing on lock upgrade.
+        return pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+    options = dict(parse_qsl(parts.query))
+    return pw.PostgresqlDatabase(
+        unquote(parts.path.lstrip("/")), user=unquote(parts.username or "") or None,
+        password=unquote(parts.password or "") or None, host=parts.hostname or None,
+        port=parts.port or None, connect_timeout=int(options.pop("connect_timeout", 5)), **options)
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,170 @@
+"""The `ordermail` command as a user runs it: real processes, exit codes, one-line errors."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, sample_order
+
+
+def assert_one_line_error(result, code: int, text: str):
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ordermail: "), result.stderr
+    assert text in lines[0]
+
+
+def create(ordermail, **change):
+    return ordermail("order", "create", "--json", "-", stdin=json.dumps(sample_order(**change)))
+
+
+def test_create_then_show_as_json_follows_the_contract(ordermail):
+    created = create(ordermail)
+    assert created.returncode == 0, created.stderr
+    assert "Order 1042 — open (not paid)" in created.stdout
+    shown = ordermail("order", "show", "1042", "--format", "json")
+    document = json.loads(shown.stdout)
+    assert document["status"] == {"paid": False, "shipped": False, "cancelled": False, "refunded": False}
+    assert document["status_url"].startswith("https://shop.example/status/o/")
+    assert document["total"] == "24.90" and document["customer"]["email"] == "erika@example.org"
+    [event] = document["events"]
+    assert {k: event[k] for k in ("kind", "visibility", "author", "notified")} == {
+        "kind": "created", "visibility": "public", "author": "system", "notified": True}
+    assert set(event) >= {"subject", "body", "attachments", "created_at", "message_id"}
+
+
+def test_create_reads_a_file_too(ordermail, tmp_path):
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps(sample_order("77")), encoding="utf-8")
+    assert ordermail("order", "create", "--json", str(path), "--format", "json").returncode == 0
+    assert json.loads(ordermail("order", "show", "77", "--format", "json").stdout)["number"] == "77"
+
+
+@pytest.mark.parametrize("stdin, code, text", [
+    ("{not json", 2, "not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+    (json.dumps(sample_order(customer={"name": "Erika"})), 2, "customer.email is missing"),
+    (json.dumps(sample_order(items=[{"name": "x", "quantity": -2, "unit_price": "1"}])), 2, "quantity"),
+    (json.dumps(sample_order(payment_method="cash")), 2, "unknown payment_method 'cash'"),
+])
+def test_bad_order_input_is_one_line_and_exit_2(ordermail, stdin, code, text):
+    assert_one_line_error(ordermail("order", "create", "--json", "-", stdin=stdin), code, text)
+    assert "no orders match" in ordermail("orders", "list").stdout
+
+
+def test_an_existing_number_exits_1(ordermail):
+    create(ordermail)
+    assert_one_line_error(create(ordermail), 1, "order 1042 exists already")
+
+
+def test_a_json_error_is_still_one_json_document(ordermail):
+    result = ordermail("order", "show", "404", "--format", "json")
+    assert result.returncode == 1 and json.loads(result.stdout) == {"error": "no order 404"}
+
+
+def test_commands_from_the_command_line(ordermail):
+    create(ordermail)
+    create(ordermail, number="1043")
+    result = ordermail("command", "paid 1042 1043")
+    assert result.returncode == 0 and result.stdout.splitlines() == ["1042 marked paid", "1043 marked paid"]
+    again = ordermail("command", "paid 1042", "--format", "json")
+    [line] = json.loads(again.stdout)["results"]
+    assert line["ok"] and not line["changed"] and "already paid" in line["text"]
+
+
+def test_command_lines_can_come_from_stdin(ordermail):
+    create(ordermail)
+    result = ordermail("command", "-", stdin="note 1042 supplier ref A77\nshipped 1042 tracking XYZ quiet\n")
+    assert result.returncode == 0, result.stderr
+    shown = ordermail("order", "show", "1042").stdout
+    assert "supplier ref A77" in shown and "XYZ" in shown
+
+
+def test_a_refused_command_exits_1_and_says_why(ordermail):
+    create(ordermail)
+    ordermail("command", "cancelled 1042")
+    result = ordermail("command", "shipped 1042")
+    assert result.returncode == 1 and "NOT DONE: 1042 was cancelled on" in result.stdout
+
+
+def test_an_unknown_command_exits_2(ordermail):
+    result = ordermail("command", "frobnicate 1042")
+    assert result.returncode == 2 and "unknown command 'frobnicate'" in result.stdout
+
+
+def test_orders_list_filters(ordermail):
+    for number in ("1", "2", "3"):
+        create(ordermail, number=number)
+    ordermail("command", "paid 2\ncancelled 3")
+    table = ordermail("orders", "list", "--filter", "not paid and not cancelled")
+    assert table.returncode == 0
+    numbers = [line.split()[0] for line in table.stdout.splitlines()[1:]]
+    assert numbers == ["1"]
+    listed = json.loads(ordermail("orders", "list", "--filter", "paid or cancelled", "--format", "json").stdout)
+    assert sorted(o["number"] for o in listed["orders"]) == ["2", "3"] and listed["more"] is False
+
+
+def test_a_filter_that_does_not_parse_exits_2_naming_the_column(ordermail):
+    result = ordermail("orders", "list", "--filter", "paid and and")
+    assert_one_line_error(result, 2, "column 10")
+
+
+def test_missing_configuration_is_one_line_and_exit_2(ordermail):
+    result = ordermail("orders", "list", config=None)
+    assert_one_line_error(result, 2, "no configuration: pass --config PATH or set ORDERMAIL_CONFIG")
+
+
+@pytest.mark.parametrize("toml, text", [
+    ("[shop]\nnmae = \"x\"\n", "unknown key [shop] nmae"),
+    ("[inbound]\nmax_message_bytes = \"big\"\n", "[inbound] max_message_bytes must be a whole number"),
+    ("[database]\nurl = \"mysql://x/y\"\n", "[database] url must start with sqlite:/// or postgresql://"),
+    ("[shop\n", "not valid TOML"),
+])
+def test_bad_configuration_is_one_line_and_exit_2(ordermail, tmp_path, toml, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml, encoding="utf-8")
+    assert_one_line_error(ordermail("check", config=path), 2, text)
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1(ordermail, tmp_path):
+    path = tmp_path / "pg.toml"
+    path.write_text('[database]\nurl = "postgresql://nobody@127.0.0.1:1/none"\n', encoding="utf-8")
+    assert_one_line_error(ordermail("check", config=path), 1, "cannot open database postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_check_reports_the_schema_and_the_command_address(ordermail):
+    result = ordermail("check")
+    assert result.returncode == 0
+    assert "schema 0002" in result.stdout and "orders+cmd-s3cret-command-key-0123@shop.example" in result.stdout
+
+
+def test_init_demo_and_serve_on_a_fresh_directory(tmp_path):
+    """What `make run` does: a working config, demo orders, a daemon that stops on SIGTERM."""
+    config = tmp_path / "var" / "ordermail.toml"
+    ordermail = [sys.executable, "-m", "daemon.cli"]
+    run = lambda *a: subprocess.run([*ordermail, *a, "--config", str(config)], cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
+    assert run("init").returncode == 0 and config.exists()
+    assert "exists" in run("init").stdout                      # never overwritten
+    demo = run("demo")
+    assert demo.returncode == 0, demo.stderr
+    assert demo.stdout.count("http://127.0.0.1:8080/o/") == 3 and "orders+cmd-" in demo.stdout
+    assert run("demo").stdout.count("/o/") == 3                # idempotent
+    assert (tmp_path / "var" / "ordermail.db").exists()
+    daemon = subprocess.Popen([*ordermail, "serve", "--config", str(config)], cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 30
+        line = ""
+        while "ready" not in line and time.monotonic() < deadline:
+            line = daemon.stderr.readline()
+        assert "ready" in line
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        daemon.kill()

@@ -1,0 +1,58 @@
+"""Configuration: the contract's TOML, every mistake named by its key."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT
+from daemon.config import load_settings, settings_from_dict
+from daemon.errors import ConfigError
+
+
+def test_the_example_configuration_loads_and_matches_the_contract():
+    settings = load_settings(ROOT / "config" / "ordermail.example.toml")
+    assert settings.shop.address == "orders@shop.example"
+    assert settings.inbound.max_message_bytes == 26214400
+    assert settings.payment["bank_transfer"].cancel_after_days == 21
+    assert settings.command_address == "orders+cmd-change-me-to-a-long-random-string@shop.example"
+
+
+def test_an_empty_file_gives_the_embedded_defaults(tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_text("", encoding="utf-8")
+    settings = load_settings(path)
+    assert settings.database.url == "sqlite:///var/ordermail.db"
+    assert settings.outbound.mode == "maildir" and set(settings.payment) == {"bank_transfer", "paypal"}
+
+
+def test_settings_are_frozen():
+    settings = settings_from_dict({})
+    with pytest.raises(AttributeError):
+        settings.shop.name = "other"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"shop": {"nmae": "x"}}, "unknown key [shop] nmae"),
+    ({"shopp": {}}, "unknown key shopp"),
+    ({"inbound": {"imap": {"prot": 1}}}, "unknown key [inbound.imap] prot"),
+    ({"inbound": {"imap": {"port": "993"}}}, "[inbound.imap] port must be a whole number"),
+    ({"inbound": {"max_message_bytes": True}}, "[inbound] max_message_bytes must be a whole number"),
+    ({"owner": {"addresses": "owner@shop.example"}}, "[owner] addresses must be a list of strings"),
+    ({"owner": {"secret": "short"}}, "[owner] secret must be at least 16 characters"),
+    ({"shop": {"locale": "es"}}, "[shop] locale must be one of de, en, fr"),
+    ({"shop": {"address": "orders+x@shop.example"}}, "[shop] address must be a plain address"),
+    ({"outbound": {"mode": "carrier-pigeon"}}, "[outbound] mode must be"),
+    ({"web": {"listen": "8080"}}, "[web] listen must be HOST:PORT"),
+    ({"database": {"url": "sqlite://"}}, "[database] url 'sqlite://' names no file"),
+    ({"database": {"url": "postgresql://host/"}}, "names no database"),
+    ({"payment": {"cash": {"instructions": "Pay {amount}"}}}, "[payment.cash] instructions: unknown placeholder {amount}"),
+    ({"payment": {"cash": {"lable": "x"}}}, "unknown key [payment.cash] lable"),
+])
+def test_mistakes_are_named_by_their_key(raw, message):
+    with pytest.raises(ConfigError) as raised:
+        settings_from_dict(raw)
+    assert message in str(raised.value)
+
+
+def test_configured_payment_methods_replace_the_defaults():
+    settings = settings_from_dict({"payment": {"invoice": {"label": "Rechnung"}}})
+    assert set(settings.payment) == {"invoice"}
