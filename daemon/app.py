@@ -1,18 +1,24 @@
 """`ordermail serve`: the daemon's lifecycle.
 
-Start in order — store, then (in later releases) the inbound worker, the
-SMTP/LMTP/IMAP listeners, the web server and the scheduler — run until
-SIGTERM or SIGINT, then stop in reverse and exit 0. A second signal exits at
-once.
+Start in order — store, inbound worker, spool, IMAP door, SMTP/LMTP
+listeners (and in later releases the web server and the scheduler) — run until SIGTERM
+or SIGINT, then stop in reverse: refuse new mail with 421, let messages in
+DATA commit, stop the worker after its current message, close the store,
+exit 0. A second signal exits at once.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 
 from daemon.config import Settings
+from daemon.inbound import InboundWorker
+from daemon.intake.imap import ImapDoor
+from daemon.intake.smtp import Listeners
+from daemon.intake.spool import Spool
 from daemon.store import open_store, redact
 
 log = logging.getLogger("ordermail")
@@ -21,22 +27,54 @@ log = logging.getLogger("ordermail")
 def serve(settings: Settings) -> int:
     logging.basicConfig(level=os.environ.get("ORDERMAIL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)   # aiosmtpd logs every command at INFO
+    logging.getLogger("aioimaplib").setLevel(logging.WARNING)  # and aioimaplib every untagged line
     return asyncio.run(_run(settings))
 
 
 async def _run(settings: Settings) -> int:
     store = open_store(settings.database.url)
     log.info("store open: %s (%s)", redact(settings.database.url), store.backend)
+    worker = InboundWorker(store, settings)
+    spool = Spool(store, on_commit=worker.wake)
+    listeners = Listeners(settings, spool)
+    imap = _ImapTask(settings, spool)
     stop = asyncio.Event()
     _install_signals(stop)
-    log.info("ordermail ready; command address %s", settings.command_address)
     try:
+        worker.start()
+        imap.start()
+        await listeners.start()
+        log.info("ordermail ready; command address %s", settings.command_address)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: refusing new mail, finishing what was taken")
     finally:
+        await listeners.stop()
+        await imap.stop()
+        spool.close()
+        worker.stop()
         store.close()
     log.info("stopped")
     return 0
+
+
+class _ImapTask:
+    """The IMAP door, when `[inbound.imap] host` is set, with its own stop event."""
+
+    def __init__(self, settings: Settings, spool):
+        self.settings, self.spool = settings, spool
+        self.stopping, self.task = asyncio.Event(), None
+
+    def start(self) -> None:
+        if self.settings.inbound.imap.host:
+            self.task = asyncio.create_task(ImapDoor(self.settings, self.spool).run(self.stopping), name="imap")
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        self.stopping.set()                 # finish the message in hand, LOGOUT
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.task, 30)
 
 
 def _install_signals(stop: asyncio.Event) -> None:

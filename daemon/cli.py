@@ -14,7 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import app, commands, demo, filters, orders
+from daemon import app, commands, demo, errors, filters, inbound, inbound_views, orders
+from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
 from daemon.order_json import order_to_json
@@ -65,6 +66,24 @@ def build_parser() -> Parser:
     lst.add_argument("--limit", type=int, default=None, help="at most this many (0: all)")
     lst.add_argument("--format", choices=("table", "json"), default="table")
 
+    deliver = sub.add_parser("deliver", parents=[common], help="take one message from stdin (pipe delivery)")
+    deliver.add_argument("--recipient", action="append", default=[], metavar="ADDR",
+                         help="envelope recipient (repeatable; default: Delivered-To/X-Original-To/To/Cc)")
+    deliver.add_argument("--sender", default=None, metavar="ADDR",
+                         help="envelope sender, '' for a bounce (default: the Return-Path header, else From)")
+
+    inbound = sub.add_parser("inbound", parents=[common], help="received mail").add_subparsers(
+        dest="inbound_command", required=True, parser_class=Parser)
+    inlist = inbound.add_parser("list", parents=[common], help="received messages, newest first")
+    inlist.add_argument("--state", choices=("new", "processing", "done", "duplicate", "held", "quarantined"))
+    inlist.add_argument("--limit", type=int, default=50)
+    inlist.add_argument("--format", choices=("table", "json"), default="table")
+    inshow = inbound.add_parser("show", parents=[common], help="one received message, with its raw text")
+    inshow.add_argument("id", type=int)
+    inshow.add_argument("--format", choices=("text", "json"), default="text")
+    inretry = inbound.add_parser("retry", parents=[common], help="handle a message again")
+    inretry.add_argument("id", type=int)
+
     command = sub.add_parser("command", parents=[common], help="run owner commands, as by mail")
     command.add_argument("text", help="one or more command lines, or - to read them from stdin")
     command.add_argument("--quiet", action="store_true", help="mail no customer for any line")
@@ -101,6 +120,8 @@ def dispatch(args) -> int:
     settings = load_settings(config_path(args))
     if args.command == "serve":
         return app.serve(settings)
+    if args.command == "deliver":
+        return cmd_deliver(args, settings)
     store = open_store(settings.database.url)
     try:
         handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))]
@@ -183,6 +204,49 @@ def _is_usage(outcome) -> bool:
     return outcome.number is None and not outcome.ok
 
 
+def cmd_deliver(args, settings: Settings) -> int:
+    """Pipe delivery: every failure is a sysexits code, never a traceback."""
+    try:
+        store = open_store(settings.database.url)
+    except OrdermailError as exc:
+        print(f"ordermail: {exc}", file=sys.stderr)
+        return errors.EX_TEMPFAIL
+    try:
+        return pipe.deliver(store, settings, sys.stdin.buffer, args.recipient, args.sender)
+    except Exception as exc:
+        print(f"ordermail: {exc}", file=sys.stderr)
+        return errors.sysexit(exc)
+    finally:
+        store.close()
+
+
+def cmd_inbound_list(args, settings: Settings, store) -> int:
+    rows = inbound_views.list_messages(args.state, args.limit)
+    if args.format == "json":
+        print(json.dumps({"messages": [inbound_views.message_json(m) for m in rows]}, ensure_ascii=False, indent=2))
+    else:
+        print(inbound_views.message_table(rows))
+    return 0
+
+
+def cmd_inbound_show(args, settings: Settings, store) -> int:
+    message = inbound_views.get_message(args.id)
+    if args.format == "json":
+        print(json.dumps(inbound_views.message_json(message, raw=True), ensure_ascii=False, indent=2))
+    else:
+        print(inbound_views.message_detail(message))
+    return 0
+
+
+def cmd_inbound_retry(args, settings: Settings, store) -> int:
+    inbound_views.get_message(args.id)
+    message = inbound.retry(store, args.id)
+    if inbound.claim(message.id):
+        state = inbound.process_message(store, settings, inbound_views.get_message(args.id))
+        print(f"message {args.id}: {state}: {inbound_views.get_message(args.id).reason}")
+    return 0
+
+
 def read_json(source: str):
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
@@ -203,6 +267,9 @@ HANDLERS = {
     ("order", "show"): cmd_order_show,
     ("orders", "list"): cmd_orders_list,
     ("command", None): cmd_command,
+    ("inbound", "list"): cmd_inbound_list,
+    ("inbound", "show"): cmd_inbound_show,
+    ("inbound", "retry"): cmd_inbound_retry,
 }
 
 

@@ -27,6 +27,7 @@ class ShopSettings:
     address: str = "orders@shop.example"
     base_url: str = "http://127.0.0.1:8080"
     locale: str = "de"
+    files_address: str = ""
 
     @property
     def domain(self) -> str:
@@ -38,6 +39,16 @@ class OwnerSettings:
     addresses: tuple[str, ...] = ()
     secret: str = ""
     trusted_authserv_id: str = ""
+    digest_time: str = "07:00"          # the daily digest, server's local time; "" disables it
+    verify_dkim: bool = False
+    dkim_keys_file: str = ""
+
+    def __post_init__(self):
+        hour, sep, minute = self.digest_time.partition(":")
+        if self.digest_time and not (sep and hour.isdigit() and minute.isdigit() and len(minute) == 2
+                                     and int(hour) < 24 and int(minute) < 60):
+            raise ConfigError(f'[owner] digest_time must be HH:MM like "07:00" (or "" for none), '
+                              f'not {self.digest_time!r}')
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,12 @@ class ImapSettings:
     user: str = ""
     password: str = ""
     folder: str = "INBOX"
+    done_folder: str = ""
+    poll_seconds: int = 60
+
+    def __post_init__(self):
+        if self.poll_seconds < 1:
+            raise ConfigError(f"[inbound.imap] poll_seconds must be at least 1, not {self.poll_seconds}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,7 @@ class InboundSettings:
     smtp_listen: str = "127.0.0.1:2525"
     lmtp_listen: str = ""
     max_message_bytes: int = 26214400
+    reply_token_days: int = 730
     imap: ImapSettings = field(default_factory=ImapSettings)
 
 
@@ -71,6 +89,25 @@ class OutboundSettings:
     smtp_port: int = 25
     retry_base_seconds: int = 60
     give_up_after_hours: int = 120
+    smtp_tls: str = "none"              # "starttls", "tls" (implicit, port 465) or "none"
+    smtp_user: str = ""                 # AUTH when set
+    smtp_password: str = ""
+    smtp_ca_file: str = ""              # CA bundle for the smarthost's certificate; "": the system's
+    smtp_connections: int = 4           # sent over at most this many connections at once
+    per_recipient_per_hour: int = 30    # more mails to one address wait for the next hour
+    attachments_max_bytes: int = 10 * 1024 * 1024   # files beyond it are linked, not attached
+    templates_dir: str = ""             # the shop's own mail templates, tried first
+
+    def __post_init__(self):
+        if self.smtp_tls not in ("starttls", "tls", "none"):
+            raise ConfigError(f'[outbound] smtp_tls must be "starttls", "tls" or "none", not {self.smtp_tls!r}')
+        for key in ("retry_base_seconds", "give_up_after_hours", "smtp_connections", "per_recipient_per_hour"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[outbound] {key} must be at least 1, not {getattr(self, key)}")
+        if self.smtp_password and not self.smtp_user:
+            raise ConfigError("[outbound] smtp_password is set but smtp_user is empty")
+        if self.templates_dir and not Path(self.templates_dir).is_dir():
+            raise ConfigError(f"[outbound] templates_dir {self.templates_dir!r} is not a folder")
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,60 @@ class StoreUnavailable(OrdermailError):
 
 class StoreTooNew(OrdermailError):
     """The database was written by a newer ordermail than this one."""
+
+
+# ---- outcomes at the mail doors -------------------------------------------------
+# Each carries the SMTP reply it becomes and the sysexits code `ordermail
+# deliver` exits with; `smtp_reply` and `sysexit` are the one mapping.
+
+EX_OK, EX_DATAERR, EX_NOUSER, EX_SOFTWARE, EX_TEMPFAIL = 0, 65, 67, 70, 75
+
+
+class MailRefused(OrdermailError):
+    smtp = "550 5.0.0 Refused"
+    sysexit = EX_DATAERR
+
+    def __init__(self, detail: str = ""):
+        super().__init__(detail or self.smtp[10:])
+
+
+class NotOurDomain(MailRefused):
+    smtp = "550 5.7.1 Relaying denied: we accept mail for the shop only"
+    sysexit = EX_NOUSER
+
+
+class UnknownRecipient(MailRefused):
+    smtp = "550 5.1.1 No such recipient here"
+    sysexit = EX_NOUSER
+
+
+class ExpiredRecipient(UnknownRecipient):
+    smtp = "550 5.1.1 This reply address has expired; please write to the shop's address"
+
+
+class TooLarge(MailRefused):
+    smtp = "552 5.3.4 Message too big for this system"
+    sysexit = EX_DATAERR
+
+
+class AutoSubmittedCommand(MailRefused):
+    smtp = "550 5.7.1 Automatic mail is not taken at the command address"
+    sysexit = EX_DATAERR
+
+
+class TryLater(MailRefused):
+    smtp = "451 4.3.0 Temporary failure, please try again later"
+    sysexit = EX_TEMPFAIL
+
+
+class ShuttingDown(TryLater):
+    smtp = "421 4.3.2 Service shutting down, please try again later"
+
+
+def smtp_reply(error: BaseException) -> str:
+    """The SMTP answer for any failure; the unexpected is temporary, never 5xx."""
+    return error.smtp if isinstance(error, MailRefused) else TryLater.smtp
+
+
+def sysexit(error: BaseException) -> int:
+    return error.sysexit if isinstance(error, MailRefused) else EX_TEMPFAIL

@@ -16,6 +16,7 @@ Rules a shop owner expects:
 """
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import hashlib
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Change:
     summary: str
     notified: bool = False
     data: dict = field(default_factory=dict)
+    event_id: int | None = None
 
 
 class _Unchanged(Exception):
@@ -265,7 +267,7 @@ def _change(store, settings, number, kind, content, via, apply) -> Change:
         notified = _notify(settings, order, event, via, now)
     if kind in NOTIFYING_KINDS and not notified:
         summary += " (customer not notified)"
-    return Change(order.number, True, summary, notified, data)
+    return Change(order.number, True, summary, notified, data, event.id)
 
 
 def _locked_order(store: Store, number: str) -> Order:
@@ -308,12 +310,28 @@ def _notify(settings: Settings, order: Order, event: Event, via: Via, now) -> bo
     """Queue the customer's mail for a public event unless told to be quiet."""
     if event.kind not in NOTIFYING_KINDS or via.quiet:
         return False
-    OutboxMessage.create(order=order, event=event, kind=event.kind, recipient=order.customer_email,
-                         message_id=new_message_id(settings.shop.domain),
-                         next_attempt_at=now, created_at=now)
+    queue_mail(settings, event.kind, order.customer_email, order=order, event=event, now=now)
     event.notified = True
     event.save(only=[Event.notified])
     return True
+
+
+def queue_mail(settings: Settings, kind: str, recipient: str, *, order=None, event=None,
+               inbound=None, data=None, now=None) -> OutboxMessage:
+    """An outbox row; call inside the transaction of what the mail tells of."""
+    now = now or utcnow()
+    return OutboxMessage.create(order=order, event=event, inbound=inbound, kind=kind,
+                                recipient=recipient, data=data or {},
+                                message_id=new_message_id(settings.shop.domain),
+                                next_attempt_at=now, created_at=now)
+
+
+def mailed_recently(kind: str, recipient: str, now, hours: int = 24) -> bool:
+    """Whether a mail of this kind went to this address lately (once-a-day rules)."""
+    since = now - dt.timedelta(hours=hours)
+    return OutboxMessage.select().where(
+        (OutboxMessage.recipient == recipient) & (OutboxMessage.kind == kind)
+        & (OutboxMessage.created_at > since)).exists()
 
 
 def _check_content(settings: Settings, content: Content) -> None:

@@ -190,6 +190,8 @@ class InboundMessage(BaseModel):
     reason = pw.TextField(default="")
     attempts = pw.SmallIntegerField(default=0)
     processed_at = pw.DateTimeField(null=True)
+    order = pw.ForeignKeyField(Order, null=True, backref="inbound", on_delete="SET NULL")
+    claimed_by = pw.CharField(max_length=100, default="")   # host:pid while processing
 
     class Meta:
         indexes = ((("state", "id"), False),)
@@ -199,6 +201,7 @@ class OutboxMessage(BaseModel):
     """A mail to send; queued in the same transaction as the event it tells of."""
     order = pw.ForeignKeyField(Order, null=True, backref="outbox", on_delete="CASCADE")
     event = pw.ForeignKeyField(Event, null=True, backref="outbox", on_delete="CASCADE")
+    inbound = pw.ForeignKeyField(InboundMessage, null=True, backref="forwards", on_delete="CASCADE")
     kind = pw.CharField(max_length=30)
     recipient = pw.CharField(max_length=320)
     # Fixed when queued, so a resend after a crash carries the same Message-ID.
@@ -209,6 +212,7 @@ class OutboxMessage(BaseModel):
     last_error = pw.TextField(default="")
     created_at = pw.DateTimeField(default=utcnow)
     sent_at = pw.DateTimeField(null=True)
+    data = JSONTextField(default=dict)
 
     class Meta:
         indexes = ((("state", "next_attempt_at"), False),)

@@ -112,11 +112,14 @@ def config_file(settings, tmp_path):
 @pytest.fixture
 def ordermail(config_file):
     """Run the installed `ordermail` command as a user would; returns the result."""
-    def run(*args, stdin: str | None = None, config: Path | None = config_file):
+    def run(*args, stdin: str | bytes | None = None, config: Path | None = config_file):
         argv = [sys.executable, "-m", "daemon.cli", *args]
         if config is not None:
             argv += ["--config", str(config)]
         env = {k: v for k, v in os.environ.items() if k != "ORDERMAIL_CONFIG"}
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True,
-                              cwd=ROOT, env=env, timeout=60)
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        result = subprocess.run(argv, input=data, capture_output=True, cwd=ROOT, env=env, timeout=60)
+        result.stdout = result.stdout.decode("utf-8", "replace")
+        result.stderr = result.stderr.decode("utf-8", "replace")
+        return result
     return run
