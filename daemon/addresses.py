@@ -1,0 +1,71 @@
+"""Our addresses: which recipients we take, and the reply addresses we hand out.
+
+    orders@shop.example               the shop's address (kind "shop")
+    orders+cmd-SECRET@shop.example    the owner's command address ("command")
+    orders+TOKEN@shop.example         a reply address of one order ("token")
+    postmaster@, abuse@               kept and passed to the owner ("shop")
+
+Anything else is refused while the sender is still connected (RCPT time), so
+we never accept a mail we would have to bounce later (backscatter).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from dataclasses import dataclass
+
+from daemon import tokens
+from daemon.config import Settings
+from daemon.errors import ExpiredRecipient, NotOurDomain, UnknownRecipient
+from daemon.store import Order
+
+ROLE_ACCOUNTS = frozenset({"postmaster", "abuse"})
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    kind: str                      # "shop", "command" or "token"
+    order_id: int | None = None
+    purpose: int | None = None
+
+
+def check_recipient(address: str, settings: Settings, today: dt.date) -> Recipient:
+    """Classify one envelope recipient or raise the refusal it deserves."""
+    local, at, domain = address.strip().strip("<>").rpartition("@")
+    if not at or domain.lower() != settings.shop.domain.lower():
+        raise NotOurDomain()
+    local = local.lower()
+    base, plus, detail = local.partition("+")
+    shop_local = settings.shop.address.partition("@")[0].lower()
+    if local in ROLE_ACCOUNTS or (base == shop_local and not plus):
+        return Recipient(address, "shop")
+    if base != shop_local or not detail:
+        raise UnknownRecipient()
+    if detail.startswith("cmd-"):
+        return _command_recipient(address, detail[4:], settings)
+    return _token_recipient(address, detail, settings, today)
+
+
+def _command_recipient(address: str, secret: str, settings: Settings) -> Recipient:
+    expected = settings.owner.secret.lower()
+    if not expected or not hmac.compare_digest(secret.encode(), expected.encode()):
+        raise UnknownRecipient()
+    return Recipient(address, "command")
+
+
+def _token_recipient(address: str, token: str, settings: Settings, today: dt.date) -> Recipient:
+    claim = tokens.read_token(token)
+    order = claim and Order.get_or_none(Order.id == claim.order_id)
+    if order is None or not tokens.is_genuine(claim, order.reply_secret):
+        raise UnknownRecipient()
+    if tokens.is_expired(claim, today, settings.inbound.reply_token_days):
+        raise ExpiredRecipient()
+    return Recipient(address, "token", order.id, claim.purpose)
+
+
+def token_address(settings: Settings, order: Order, purpose: int, today: dt.date) -> str:
+    """orders+TOKEN@shop.example for one order and purpose."""
+    local, _, domain = settings.shop.address.partition("@")
+    token = tokens.make_token(order.id, order.reply_secret, purpose, today)
+    return f"{local}+{token}@{domain}"

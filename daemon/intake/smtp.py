@@ -1,0 +1,138 @@
+"""SMTP and LMTP doors (aiosmtpd) on the daemon's own event loop.
+
+The server owns the protocol; `Door` implements only the hooks: RCPT checks
+the recipient (refused while the sender is connected: no backscatter), DATA
+commits the raw bytes through the spool and answers 250 only after that.
+LMTP answers once per recipient, as Postfix's lmtp transport expects.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP
+
+from daemon.addresses import check_recipient
+from daemon.config import Settings
+from daemon.errors import MailRefused, ShuttingDown, TooLarge, smtp_reply
+from daemon.store import utcnow
+
+log = logging.getLogger("ordermail.smtp")
+MAX_RECIPIENTS = 100
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+
+
+class Door:
+    """aiosmtpd handler shared by the SMTP and LMTP listeners."""
+
+    def __init__(self, settings: Settings, spool, *, lmtp: bool):
+        self.settings = settings
+        self.spool = spool
+        self.lmtp = lmtp
+        self.accepting = True
+        self.in_flight = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if not self.accepting:
+            return ShuttingDown.smtp
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return TOO_MANY_RECIPIENTS
+        try:
+            await asyncio.to_thread(check_recipient, address, self.settings, utcnow().date())
+        except Exception as exc:
+            if not isinstance(exc, MailRefused):
+                log.exception("recipient check failed for %s", address)
+            return smtp_reply(exc)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.in_flight += 1
+        try:
+            status = await self._take(envelope)
+        finally:
+            self.in_flight -= 1
+        return "\r\n".join([status] * len(envelope.rcpt_tos)) if self.lmtp else status
+
+    async def _take(self, envelope) -> str:
+        try:
+            if not self.accepting:
+                raise ShuttingDown()
+            message_id = await self.spool.put(
+                bytes(envelope.original_content), channel="lmtp" if self.lmtp else "smtp",
+                envelope_from=envelope.mail_from or "", recipients=envelope.rcpt_tos)
+        except Exception as exc:
+            if not isinstance(exc, MailRefused):
+                log.warning("message not taken: %s", exc)
+            return smtp_reply(exc)
+        return f"250 2.0.0 OK queued as {message_id}"
+
+
+class _EnhancedCodes:
+    """aiosmtpd's own size refusals, given the enhanced status code (RFC 3463).
+
+    Lines may be as long as the whole message may be: real mail has 100 KB
+    header lines and pasted quotes without line breaks, and refusing them
+    loses the mail; memory stays bounded by the size limit.
+    """
+
+    def __init__(self, *args, line_length_limit: int, **kwargs):
+        self.line_length_limit = line_length_limit
+        super().__init__(*args, **kwargs)
+
+    async def push(self, status: str):
+        if status.startswith("552 Error"):
+            status = TooLarge.smtp
+        await super().push(status)
+
+
+class SMTPDoor(_EnhancedCodes, SMTP):
+    pass
+
+
+class LMTPDoor(_EnhancedCodes, LMTP):
+    pass
+
+
+class Listeners:
+    """The SMTP and LMTP servers that are configured; started and stopped together."""
+
+    def __init__(self, settings: Settings, spool):
+        self.settings = settings
+        self.spool = spool
+        self.doors: list[Door] = []
+        self.servers: list[asyncio.AbstractServer] = []
+
+    async def start(self) -> None:
+        inbound = self.settings.inbound
+        for listen, lmtp in ((inbound.smtp_listen, False), (inbound.lmtp_listen, True)):
+            if listen:
+                await self._start_one(listen, lmtp)
+
+    async def _start_one(self, listen: str, lmtp: bool) -> None:
+        host, _, port = listen.rpartition(":")
+        door = Door(self.settings, self.spool, lmtp=lmtp)
+        protocol = LMTPDoor if lmtp else SMTPDoor
+        loop = asyncio.get_running_loop()
+
+        def factory():
+            return protocol(door, hostname=self.settings.shop.domain, loop=loop,
+                            data_size_limit=self.settings.inbound.max_message_bytes,
+                            line_length_limit=self.settings.inbound.max_message_bytes + 2,
+                            enable_SMTPUTF8=True, timeout=300)
+
+        server = await loop.create_server(factory, host.strip("[]"), int(port))
+        self.doors.append(door)
+        self.servers.append(server)
+        log.info("%s listening on %s", "LMTP" if lmtp else "SMTP", listen)
+
+    async def stop(self, drain_seconds: float = 20.0) -> None:
+        """Refuse new mail (421), let messages in DATA finish committing, close."""
+        for door in self.doors:
+            door.accepting = False
+        for server in self.servers:
+            server.close()
+        deadline = asyncio.get_running_loop().time() + drain_seconds
+        while any(d.in_flight for d in self.doors) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)

@@ -1,0 +1,121 @@
+"""The spool: raw messages committed to the store before anyone says "taken".
+
+Every door (SMTP, LMTP, IMAP, pipe) hands its message to `Spool.put` and
+answers only after it returns. A single writer thread commits whatever has
+arrived meanwhile in one transaction (group commit): under load one fsync
+covers many messages, when idle a message is committed at once. A message
+that cannot be committed raises `StoreUnavailable` to every caller of its
+group, who answer "try again later" — nothing is acknowledged unstored.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import threading
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import peewee as pw
+
+from daemon.errors import ShuttingDown, StoreUnavailable
+from daemon.store import InboundMessage, Store, first_line, utcnow
+
+log = logging.getLogger("ordermail.spool")
+
+
+@dataclass
+class _Pending:
+    raw: bytes
+    channel: str
+    envelope_from: str
+    recipients: list[str]
+    done: Future = field(default_factory=Future)
+
+
+class Spool:
+    def __init__(self, store: Store, *, max_batch: int = 200, on_commit=None):
+        self._store = store
+        self._max_batch = max_batch
+        self._on_commit = on_commit or (lambda ids: None)
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+        self._writer.start()
+
+    async def put(self, raw: bytes, *, channel: str, envelope_from: str, recipients: list[str]) -> int:
+        """Commit one message; returns its id once it is durable."""
+        return await asyncio.wrap_future(self._submit(raw, channel, envelope_from, recipients))
+
+    def put_blocking(self, raw: bytes, *, channel: str, envelope_from: str, recipients: list[str]) -> int:
+        return self._submit(raw, channel, envelope_from, recipients).result()
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        self._closing = True
+        self._queue.put(None)
+        self._writer.join()
+
+    def _submit(self, raw, channel, envelope_from, recipients) -> Future:
+        if self._closing:
+            raise ShuttingDown()
+        pending = _Pending(raw, channel, envelope_from, list(recipients))
+        self._queue.put(pending)
+        return pending.done
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first] + self._drain()
+            stop = batch[-1] is None
+            self._commit([p for p in batch if p is not None])
+            if stop:
+                break
+        self._store.db.close()
+
+    def _drain(self) -> list:
+        batch = []
+        while len(batch) < self._max_batch - 1:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(item)
+            if item is None:
+                break
+        return batch
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self._store.atomic():
+                ids = [store_message(p.raw, channel=p.channel, envelope_from=p.envelope_from,
+                                     recipients=p.recipients) for p in batch]
+        except pw.DatabaseError as exc:
+            log.error("cannot commit %d message(s): %s", len(batch), first_line(exc))
+            self._store.db.close()   # reconnect on the next batch
+            for pending in batch:
+                pending.done.set_exception(StoreUnavailable(first_line(exc)))
+            return
+        for pending, message_id in zip(batch, ids):
+            pending.done.set_result(message_id)
+        self._on_commit(ids)
+
+
+def store_message(raw: bytes, *, channel: str, envelope_from: str, recipients: list[str]) -> int:
+    """Insert one received message as `new`; the caller commits."""
+    return InboundMessage.insert(
+        received_at=utcnow(), channel=channel, envelope_from=envelope_from[:320],
+        recipients=list(recipients), message_id=_message_id(raw),
+        sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw, state="new").execute()
+
+
+def _message_id(raw: bytes) -> str | None:
+    """The Message-ID header, read from the first 64 KB of headers only."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+    value = str(headers.get("Message-ID", "")).strip()
+    return value[:998] or None

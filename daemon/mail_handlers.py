@@ -1,0 +1,62 @@
+"""What happens to bounces, automatic replies, command mail and unmatched mail.
+
+None of these is ever answered: a bounce or an auto-reply answered is how
+mail loops start, and an unmatched mail goes to the owner, not back.
+"""
+from __future__ import annotations
+
+from daemon import orders
+from daemon.orders import Content, Via
+from daemon.replies import Held
+from daemon.store import Order, OutboxMessage
+from daemon.trimming import trim_reply
+
+
+def handle_bounce(ctx) -> str:
+    bounce = ctx.bounce
+    order = _bounced_order(ctx)
+    if order is None:
+        return "kept; it answers no mail of ours"
+    ctx.message.order = order
+    change = orders.add_event(
+        ctx.store, ctx.settings, order.number, "bounce",
+        Content(subject=f"Delivery failed{': ' + bounce.status if bounce.status else ''}",
+                text=bounce.diagnostic),
+        data={"status": bounce.status, "permanent": bounce.permanent, "recipient": bounce.recipient,
+              "original_message_id": bounce.original_message_id},
+        via=Via(author="system", message_id=ctx.mail.message_id, now=ctx.now))
+    return change.summary
+
+
+def _bounced_order(ctx) -> Order | None:
+    original = ctx.bounce.original_message_id
+    if original:
+        sent = OutboxMessage.get_or_none(OutboxMessage.message_id == original)
+        if sent is not None and sent.order_id is not None:
+            return sent.order
+    target = ctx.target
+    return target.order if target is not None and target.how == "token" else None
+
+
+def handle_auto_reply(ctx) -> str:
+    target = ctx.target
+    if target is None:
+        return f"kept, not answered ({ctx.mail.auto_submitted})"
+    ctx.message.order = target.order
+    change = orders.add_event(
+        ctx.store, ctx.settings, target.order.number, "system",
+        Content(subject=f"Automatic reply received ({ctx.mail.auto_submitted})",
+                text=trim_reply(ctx.mail.text).text[:2000]),
+        data={"reason": "auto_reply"},
+        via=Via(author="system", message_id=ctx.mail.message_id, now=ctx.now))
+    return change.summary + "; not answered"
+
+
+def handle_command(ctx) -> str:
+    raise Held("owner commands by mail are taken with the owner-command release")
+
+
+def handle_unmatched(ctx) -> str:
+    for owner in ctx.settings.owner.addresses:
+        orders.queue_mail(ctx.settings, "unmatched_forward", owner, inbound=ctx.message, now=ctx.now)
+    return "forwarded to the owner" if ctx.settings.owner.addresses else "kept (no owner address configured)"

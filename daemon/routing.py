@@ -1,0 +1,112 @@
+"""Routing: what a stored mail is, as an ordered tuple of checks.
+
+The first route whose check holds handles the mail; the order is the policy:
+
+    bounce → auto-reply or loop → owner command → customer reply → unmatched
+
+Finding the order a mail is about (`find_target`) is separate from handling
+it: first a reply token in a recipient address, then our own Message-ID in
+In-Reply-To/References, then an order number in the subject — the last only
+when the sender is that order's customer (a number in a subject lets anyone
+write to an order otherwise).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+from daemon import mail_handlers, replies, tokens
+from daemon.addresses import Recipient
+from daemon.bounces import Bounce
+from daemon.config import Settings
+from daemon.inbound_mail import InboundMail
+from daemon.store import InboundMessage, Order, OutboxMessage, Store
+
+
+@dataclass(frozen=True)
+class Target:
+    order: Order
+    how: str                 # "token", "message-id" or "subject"
+    purpose: int | None = None
+
+
+@dataclass
+class Context:
+    """One stored mail being routed, with what the worker already knows of it."""
+    store: Store
+    settings: Settings
+    message: InboundMessage
+    mail: InboundMail
+    recipients: tuple[Recipient, ...]
+    bounce: Bounce | None
+    now: dt.datetime
+
+    def sent_to(self, kind: str) -> bool:
+        return any(r.kind == kind for r in self.recipients)
+
+    @cached_property
+    def target(self) -> Target | None:
+        return find_target(self)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    check: Callable[[Context], bool]
+    handle: Callable[[Context], str]
+
+
+ROUTES = (
+    Route("bounce", lambda ctx: ctx.bounce is not None, mail_handlers.handle_bounce),
+    Route("auto-reply", lambda ctx: ctx.mail.auto_submitted is not None, mail_handlers.handle_auto_reply),
+    Route("owner command", lambda ctx: ctx.sent_to("command"), mail_handlers.handle_command),
+    Route("customer reply", lambda ctx: ctx.target is not None, replies.handle_customer_reply),
+    Route("unmatched", lambda ctx: True, mail_handlers.handle_unmatched),
+)
+
+
+def route(ctx: Context) -> str:
+    """Handle the mail by the first route that fits; returns what was done."""
+    for candidate in ROUTES:
+        if candidate.check(ctx):
+            return f"{candidate.name}: {candidate.handle(ctx)}"
+    raise AssertionError("the last route takes everything")
+
+
+def find_target(ctx: Context) -> Target | None:
+    return _by_token(ctx) or _by_message_id(ctx.mail) or _by_subject(ctx.mail)
+
+
+def _by_token(ctx: Context) -> Target | None:
+    for recipient in ctx.recipients:
+        if recipient.kind == "token":
+            order = Order.get_or_none(Order.id == recipient.order_id)
+            if order is not None:
+                return Target(order, "token", recipient.purpose)
+    return None
+
+
+def _by_message_id(mail: InboundMail) -> Target | None:
+    ids = [i for i in (*mail.in_reply_to, *reversed(mail.references)) if i]
+    if not ids:
+        return None
+    sent = (OutboxMessage.select().where(OutboxMessage.message_id.in_(ids) & OutboxMessage.order.is_null(False))
+            .order_by(OutboxMessage.id.desc()).first())
+    return Target(sent.order, "message-id", tokens.CUSTOMER_REPLY) if sent else None
+
+
+ORDER_IN_SUBJECT = re.compile(r"(?:#|\b(?:order|bestellung|commande|nr\.?|no\.?)\s*#?\s*)([A-Za-z0-9][A-Za-z0-9_-]{0,31})",
+                              re.IGNORECASE)
+
+
+def _by_subject(mail: InboundMail) -> Target | None:
+    if not mail.from_address:
+        return None
+    for number in ORDER_IN_SUBJECT.findall(mail.subject):
+        order = Order.get_or_none(Order.number == number)
+        if order is not None and order.customer_email == mail.from_address:
+            return Target(order, "subject", tokens.CUSTOMER_REPLY)
+    return None

@@ -1,0 +1,75 @@
+"""`ordermail serve` as a real process on free loopback ports, for end-to-end tests."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
+
+
+class Daemon:
+    """Start, stop and kill `ordermail serve` with its own config file."""
+
+    def __init__(self, tmp_path: Path, database_url: str, extra: str = ""):
+        self.smtp_port, self.lmtp_port = free_port(), free_port()
+        self.config = tmp_path / "daemon.toml"
+        self.log = tmp_path / "daemon.log"
+        self.maildir = tmp_path / "outbox"
+        self.config.write_text(
+            "[shop]\nname = \"Teeladen\"\naddress = \"orders@shop.example\"\n"
+            "base_url = \"https://shop.example/status\"\nlocale = \"de\"\n"
+            "[owner]\naddresses = [\"owner@shop.example\"]\nsecret = \"s3cret-command-key-0123\"\n"
+            f"[database]\nurl = {json.dumps(database_url)}\n"
+            f"[inbound]\nsmtp_listen = \"127.0.0.1:{self.smtp_port}\"\n"
+            f"lmtp_listen = \"127.0.0.1:{self.lmtp_port}\"\nmax_message_bytes = 1048576\n"
+            f"[outbound]\nmaildir = {json.dumps(str(self.maildir))}\n"
+            "[web]\nlisten = \"\"\n" + extra, encoding="utf-8")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Daemon":
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("ORDERMAIL_CONFIG", None)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config)],
+                cwd=ROOT, env=env, stdout=log, stderr=log)
+        wait_for_port(self.smtp_port)
+        wait_for_port(self.lmtp_port)
+        return self
+
+    def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")

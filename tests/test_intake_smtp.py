@@ -1,0 +1,243 @@
+"""SMTP and LMTP into the running daemon: refuse early, acknowledge only what is stored.
+
+Every test starts `ordermail serve` as a real process on loopback ports, on
+both databases, and talks to it with smtplib, a raw LMTP socket and swaks.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import smtplib
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from conftest import sample_order
+from daemon import orders, tokens
+from daemon.addresses import token_address
+from daemon.store import Event, InboundMessage, Order
+from daemonproc import Daemon
+from mailbuilder import mail
+from realservers import swaks  # noqa: F401  (fixture)
+
+CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+
+
+@pytest.fixture
+def daemon(store, settings, tmp_path):
+    running = Daemon(tmp_path, settings.database.url).start()
+    yield running
+    assert running.stop() == 0, running.log_text()
+    assert "Traceback" not in running.log_text()
+
+
+@pytest.fixture
+def order(store, settings):
+    return orders.create_order(store, settings, sample_order())
+
+
+@pytest.fixture
+def reply_to(settings, order):
+    return token_address(settings, order, tokens.CUSTOMER_REPLY, dt.date.today())
+
+
+def smtp(daemon) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=30)
+    client.ehlo("client.example.org")
+    return client
+
+
+def wait_until(condition, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def replies_on(number: str) -> list[Event]:
+    order = Order.get(Order.number == number)
+    return list(Event.select().where((Event.order == order) & (Event.kind == "customer_reply")))
+
+
+def test_a_reply_is_acknowledged_after_it_is_stored_and_lands_on_its_order(daemon, reply_to):
+    with smtp(daemon) as client:
+        client.mail("erika@example.org")
+        assert client.rcpt(reply_to)[0] == 250
+        code, answer = client.data(mail(to=reply_to, body="Bitte mit Geschenkpapier."))
+    assert code == 250 and answer.startswith(b"2.0.0 OK queued as ")
+    stored = InboundMessage.get_by_id(int(answer.split()[-1]))
+    assert stored.channel == "smtp" and stored.recipients == [reply_to]
+    [reply] = wait_until(lambda: replies_on("1042"))
+    assert reply.body_text == "Bitte mit Geschenkpapier."
+
+
+def test_recipients_are_refused_while_the_sender_is_connected(daemon, reply_to):
+    forged = reply_to.replace(reply_to[7:11], "aaaa" if reply_to[7:11] != "aaaa" else "bbbb")
+    with smtp(daemon) as client:
+        client.mail("someone@example.org")
+        assert client.rcpt("victim@elsewhere.example") == (550, b"5.7.1 Relaying denied: we accept mail for the shop only")
+        assert client.rcpt("sales@shop.example")[0:1] == (550,) and client.rcpt("sales@shop.example")[1].startswith(b"5.1.1")
+        assert client.rcpt(forged)[1].startswith(b"5.1.1")
+        assert client.rcpt("orders+cmd-guessed-secret-0000@shop.example")[1].startswith(b"5.1.1")
+    assert InboundMessage.select().count() == 0
+
+
+def test_size_is_announced_and_enforced(daemon):
+    with smtp(daemon) as client:
+        assert client.esmtp_features["size"] == "1048576"
+        code, answer = client.mail("a@example.org", ["SIZE=2000000"])
+        assert (code, answer[:5]) == (552, b"5.3.4")
+        client.rset()
+        client.mail("a@example.org")
+        client.rcpt("orders@shop.example")
+        code, answer = client.data(mail(to="orders@shop.example", body=("x" * 70 + "\n") * 17_000))
+        assert (code, answer[:5]) == (552, b"5.3.4")
+    assert InboundMessage.select().count() == 0
+
+
+def lmtp_session(port: int, recipients: list[str], raw: bytes) -> list[bytes]:
+    """A minimal LMTP client: smtplib.LMTP reads only one reply after DATA."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+
+        def reply() -> bytes:
+            lines = [reader.readline()]
+            while lines[-1][3:4] == b"-":
+                lines.append(reader.readline())
+            return lines[-1].strip()
+
+        def say(line: bytes) -> bytes:
+            sock.sendall(line + b"\r\n")
+            return reply()
+
+        reply()
+        say(b"LHLO client.example.org")
+        say(b"MAIL FROM:<erika@example.org>")
+        rcpt_replies = [say(f"RCPT TO:<{r}>".encode()) for r in recipients]
+        say(b"DATA")
+        sock.sendall(raw.replace(b"\n.", b"\n..") + b"\r\n.\r\n")
+        accepted = sum(r.startswith(b"250") for r in rcpt_replies)
+        return rcpt_replies + [reply() for _ in range(accepted)]
+
+
+def test_lmtp_answers_once_per_accepted_recipient(daemon, reply_to):
+    answers = lmtp_session(daemon.lmtp_port, [reply_to, "nobody@shop.example", "orders@shop.example"],
+                           mail(to=reply_to, body="Per LMTP"))
+    assert answers[0].startswith(b"250") and answers[1].startswith(b"550 5.1.1") and answers[2].startswith(b"250")
+    assert [a[:9] for a in answers[3:]] == [b"250 2.0.0", b"250 2.0.0"]
+    message = InboundMessage.get()
+    assert message.channel == "lmtp" and message.recipients == [reply_to, "orders@shop.example"]
+    wait_until(lambda: replies_on("1042"))
+
+
+def test_swaks_as_an_independent_client(daemon, swaks, reply_to):
+    result = swaks("--to", reply_to, "--from", "erika@example.org", "--header", "Subject: Re: 1042",
+                   "--body", "Gesendet mit swaks", server=("127.0.0.1", daemon.smtp_port))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250 2.0.0 OK queued as" in result.stdout
+    [reply] = wait_until(lambda: replies_on("1042"))
+    assert reply.body_text.strip() == "Gesendet mit swaks"
+
+
+def _rename_inbound_table(settings, old: str, new: str) -> None:
+    """Break the store for real from outside the daemon, and mend it again."""
+    url = settings.database.url
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.split("sqlite:///", 1)[1], timeout=30)
+        conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        conn.commit()
+        conn.close()
+        return
+    schema = url.rsplit("search_path%3D", 1)[1]
+    conn = psycopg2.connect(url.split("?")[0])
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"ALTER TABLE {schema}.{old} RENAME TO {new}")
+    conn.close()
+
+
+def test_an_unusable_store_answers_try_again_later_and_loses_nothing(daemon, settings, reply_to):
+    _rename_inbound_table(settings, "inbound_message", "inbound_message_away")
+    try:
+        with smtp(daemon) as client:
+            client.mail("erika@example.org")
+            client.rcpt(reply_to)
+            code, answer = client.data(mail(to=reply_to, body="Erster Versuch"))
+        assert (code, answer[:5]) == (451, b"4.3.0")
+    finally:
+        _rename_inbound_table(settings, "inbound_message_away", "inbound_message")
+    with smtp(daemon) as client:
+        client.mail("erika@example.org")
+        client.rcpt(reply_to)
+        assert client.data(mail(to=reply_to, body="Zweiter Versuch"))[0] == 250
+    [reply] = wait_until(lambda: replies_on("1042"))
+    assert reply.body_text == "Zweiter Versuch"
+
+
+def test_every_acknowledged_message_survives_a_sigkill_exactly_once(store, settings, tmp_path, reply_to):
+    """The promise: a 250 means stored. Kill -9 mid-stream, restart, count."""
+    daemon = Daemon(tmp_path, settings.database.url).start()
+    acknowledged, lock = [], threading.Lock()
+
+    def sender(worker: int):
+        for n in range(60):
+            message_id = f"<crash-{worker}-{n}@example.org>"
+            try:
+                with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=10) as client:
+                    client.sendmail("erika@example.org", [reply_to],
+                                    mail(to=reply_to, body=f"Nachricht {worker}/{n}", message_id=message_id))
+                with lock:
+                    acknowledged.append(message_id)
+            except (smtplib.SMTPException, OSError):
+                return       # the daemon is gone: stop sending
+
+    threads = [threading.Thread(target=sender, args=(w,)) for w in range(5)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(acknowledged) >= 100, 60)
+    daemon.kill()
+    for thread in threads:
+        thread.join(30)
+    daemon.start()
+    try:
+        wait_until(lambda: not InboundMessage.select().where(
+            InboundMessage.state.in_(["new", "processing"])).exists(), 120)
+    finally:
+        assert daemon.stop() == 0
+    logged = [e.message_id for e in replies_on("1042")]
+    assert len(acknowledged) >= 100
+    assert sorted(set(acknowledged) - set(logged)) == []          # nothing acknowledged was lost
+    assert len(logged) == len(set(logged))                       # nothing applied twice
+
+
+def corpus_files() -> list[Path]:
+    folders = ["cpython_email", "mailparser", "django_helpdesk",
+               "github_email_reply_parser/emails", "zapier_email_reply_parser/emails"]
+    return sorted(p for f in folders for p in (CORPORA / f).glob("*") if p.is_file() and "LICENSE" not in p.name)
+
+
+def test_every_corpus_message_gets_a_clean_outcome_over_smtp(daemon):
+    files = corpus_files()
+    if not files:
+        pytest.skip(f"mail corpora not found at {CORPORA} (they come with the project's shared folder)")
+    answers = {}
+    with smtp(daemon) as client:
+        for path in files:
+            client.rset()
+            client.mail("")
+            client.rcpt("orders@shop.example")
+            wire = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            answers[str(path.relative_to(CORPORA))] = client.data(wire)[0]
+    assert set(answers.values()) <= {250, 552}, answers
+    taken = sum(code == 250 for code in answers.values())
+    wait_until(lambda: not InboundMessage.select().where(InboundMessage.state.in_(["new", "processing"])).exists(), 120)
+    states = {m.id: (m.state, m.reason) for m in InboundMessage.select()}
+    assert len(states) == taken
+    assert {state for state, _ in states.values()} <= {"done", "duplicate"}, states

@@ -1,0 +1,187 @@
+"""Customer replies land on the right order, trimmed; everything else is routed safely.
+
+These go through the pipe door in-process (`pipe.deliver`): store first, then
+the worker's handling, on both backends.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pytest
+
+from conftest import sample_order
+from daemon import orders, tokens
+from daemon.addresses import token_address
+from daemon.errors import ExpiredRecipient, NotOurDomain, UnknownRecipient
+from daemon.intake import pipe
+from daemon.store import Event, InboundMessage, OutboxMessage
+from mailbuilder import mail
+
+TODAY = dt.date.today()
+
+
+@pytest.fixture
+def order(store, settings):
+    return orders.create_order(store, settings, sample_order())
+
+
+@pytest.fixture
+def reply_to(settings, order):
+    return token_address(settings, order, tokens.CUSTOMER_REPLY, TODAY)
+
+
+def deliver(store, settings, raw: bytes, recipients=(), sender="erika@example.org") -> InboundMessage:
+    assert pipe.deliver(store, settings, io.BytesIO(raw), list(recipients), sender) == 0
+    return InboundMessage.select().order_by(InboundMessage.id.desc()).first()
+
+
+def log_of(number="1042") -> list[Event]:
+    return orders.order_events(orders.find_order(number))
+
+
+def forwards(kind="reply_forward") -> list[OutboxMessage]:
+    return list(OutboxMessage.select().where(OutboxMessage.kind == kind))
+
+
+QUOTED_REPLY = """Ja, gravieren Sie bitte "Für Oma".
+
+Viele Grüße
+Erika
+
+Am 26.11.2026 um 10:15 schrieb Teeladen <orders@shop.example>:
+> Ihre Bestellung 1042 ist eingegangen.
+> Gesamtbetrag: 24,90 €
+"""
+
+
+def test_a_reply_to_the_token_address_lands_trimmed_on_its_order(store, settings, reply_to):
+    message = deliver(store, settings, mail(to=reply_to, body=QUOTED_REPLY, message_id="<r1@example.org>"), [reply_to])
+    reply = log_of()[-1]
+    assert message.state == "done" and message.order.number == "1042"
+    assert reply.kind == "customer_reply" and reply.author == "customer" and reply.visibility == "public"
+    assert "Für Oma" in reply.body_text and "schrieb" not in reply.body_text and "24,90" not in reply.body_text
+    assert reply.message_id == "<r1@example.org>"
+    assert b"schrieb Teeladen" in message.raw                    # the untrimmed raw stays
+
+
+def test_the_owner_gets_each_reply_forwarded(store, settings, reply_to):
+    deliver(store, settings, mail(to=reply_to), [reply_to])
+    [forward] = forwards()
+    assert forward.recipient == "owner@shop.example" and forward.order.number == "1042"
+    assert forward.inbound_id is not None and forward.data == {"from_customer": True}
+
+
+def test_a_token_used_by_another_sender_never_becomes_the_customer(store, settings, reply_to):
+    deliver(store, settings, mail(to=reply_to, sender="Mallory <mallory@evil.example>", body="Send it to me"),
+            [reply_to], sender="mallory@evil.example")
+    event = log_of()[-1]
+    assert event.kind == "system" and event.visibility == "internal"
+    assert event.subject == "Reply from another address: mallory@evil.example"
+    assert orders.find_order("1042").customer_email == "erika@example.org"
+    [forward] = forwards()
+    assert forward.data == {"from_customer": False}
+    assert not OutboxMessage.select().where(OutboxMessage.recipient == "mallory@evil.example").exists()
+
+
+def test_a_reply_threads_by_our_message_id_when_the_token_is_gone(store, settings, order):
+    ours = OutboxMessage.get(OutboxMessage.order == order).message_id
+    deliver(store, settings, mail(to="orders@shop.example", in_reply_to=ours, body="Wann kommt sie?"))
+    assert log_of()[-1].kind == "customer_reply" and log_of()[-1].body_text == "Wann kommt sie?"
+
+
+def test_an_order_number_in_the_subject_counts_only_from_the_customer(store, settings, order):
+    deliver(store, settings, mail(to="orders@shop.example", subject="Frage zu Bestellung 1042", body="Farbe?"))
+    assert log_of()[-1].kind == "customer_reply"
+    deliver(store, settings, mail(to="orders@shop.example", sender="someone@else.example",
+                                  subject="Frage zu Bestellung 1042", body="Ich auch"))
+    assert [e.kind for e in log_of()] == ["created", "customer_reply"]
+    [unmatched] = forwards("unmatched_forward")
+    assert unmatched.recipient == "owner@shop.example" and unmatched.order_id is None
+
+
+def test_files_from_customers_are_left_out_and_they_are_told_once_a_day(store, settings, reply_to):
+    photo = ("kaputt.jpg", "image/jpeg", b"\xff\xd8" + b"x" * 5000)
+    for n in range(2):
+        deliver(store, settings, mail(to=reply_to, body=f"Foto {n}", attachments=(photo,)), [reply_to])
+    reply = log_of()[-1]
+    assert reply.data["files_left_out"] == 1 and list(reply.attachments) == []
+    notes = forwards("files_refused")
+    assert len(notes) == 1 and notes[0].recipient == "erika@example.org"
+
+
+def test_an_auto_reply_is_recorded_internally_and_never_answered(store, settings, reply_to):
+    deliver(store, settings, mail(to=reply_to, subject="Abwesenheitsnotiz", body="Ich bin bis Montag weg.",
+                                  headers={"Auto-Submitted": "auto-replied"}), [reply_to])
+    event = log_of()[-1]
+    assert event.kind == "system" and event.visibility == "internal" and "Automatic reply" in event.subject
+    assert forwards() == [] and forwards("files_refused") == []
+
+
+def test_a_bounce_of_our_notification_lands_on_the_order(store, settings, order):
+    ours = OutboxMessage.get(OutboxMessage.order == order).message_id
+    dsn = (
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: orders@shop.example\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn1@mx.example.org>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+        "Final-Recipient: rfc822; erika@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {ours}\r\nTo: erika@example.org\r\n"
+        "--B--\r\n").encode()
+    message = deliver(store, settings, dsn, ["orders@shop.example"], sender="")
+    event = log_of()[-1]
+    assert message.state == "done" and event.kind == "bounce" and event.visibility == "internal"
+    assert event.data["status"] == "5.1.1" and event.data["recipient"] == "erika@example.org"
+    assert forwards() == []
+
+
+def test_mail_that_matches_nothing_is_kept_and_forwarded(store, settings):
+    message = deliver(store, settings, mail(to="orders@shop.example", sender="new@customer.example",
+                                            subject="Haben Sie auch Tassen?"))
+    assert message.state == "done" and "forwarded to the owner" in message.reason
+    assert [f.recipient for f in forwards("unmatched_forward")] == ["owner@shop.example"]
+
+
+def test_the_same_message_twice_is_handled_once(store, settings, reply_to):
+    raw = mail(to=reply_to, body="Nur einmal bitte")
+    deliver(store, settings, raw, [reply_to])
+    second = deliver(store, settings, raw, [reply_to])
+    assert second.state == "duplicate"
+    assert [e.kind for e in log_of()] == ["created", "customer_reply"] and len(forwards()) == 1
+
+
+def test_a_crash_while_handling_quarantines_with_the_reason_and_retry_recovers(store, settings, reply_to, monkeypatch):
+    from daemon import inbound, routing
+
+    def broken(ctx):
+        raise RuntimeError("handler exploded")
+    monkeypatch.setattr(routing, "route", broken)
+    monkeypatch.setattr(inbound, "route", broken)
+    message = deliver(store, settings, mail(to=reply_to, body="Hallo"), [reply_to])
+    assert message.state == "quarantined" and message.reason == "RuntimeError: handler exploded"
+    assert [e.kind for e in log_of()] == ["created"]          # nothing half-done
+    monkeypatch.undo()
+    inbound.retry(store, message.id)
+    assert inbound.claim(message.id)
+    assert inbound.process_message(store, settings, InboundMessage.get_by_id(message.id)) == "done"
+    assert log_of()[-1].kind == "customer_reply"
+
+
+def test_refused_recipients(store, settings, order, reply_to):
+    local, _, domain = reply_to.partition("@")
+    forged = local[:-4] + ("aaaa" if not local.endswith("aaaa") else "bbbb") + "@" + domain
+    cases = [("someone@other.example", NotOurDomain), ("sales@shop.example", UnknownRecipient),
+             ("orders+nonsense@shop.example", UnknownRecipient), (forged, UnknownRecipient),
+             ("orders+cmd-wrong-secret-000000@shop.example", UnknownRecipient)]
+    for address, error in cases:
+        with pytest.raises(error):
+            pipe.deliver(store, settings, io.BytesIO(mail(to=address)), [address])
+    assert InboundMessage.select().count() == 0
+
+
+def test_an_expired_reply_address_is_refused_with_a_hint(store, settings, order):
+    old = token_address(settings, order, tokens.CUSTOMER_REPLY, TODAY - dt.timedelta(days=800))
+    with pytest.raises(ExpiredRecipient, match="expired"):
+        pipe.deliver(store, settings, io.BytesIO(mail(to=old)), [old])
