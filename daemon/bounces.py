@@ -97,25 +97,30 @@ def _after_type(value: str) -> str:
 
 # ---- free-text bounces ------------------------------------------------------------
 
-_MARKERS = (
+# Sentences only a mail program writes: enough on their own.
+_SIGNATURES = (
     ("qmail", r"this is the qmail-send program"),
     ("exim", r"this message was created automatically by mail delivery software"),
-    ("postfix", r"this is the mail system at host|i'm sorry to have to inform you that your"
-                r" message could not\s+be delivered"),
-    ("exchange", r"delivery has failed to these recipients|your message (?:couldn't|could not|"
-                 r"wasn't|was not) be(?:en)? delivered|the following recipient\(s\) cannot be"
-                 r" reached|die nachricht konnte nicht .{0,40}zugestellt werden"),
-    ("gmail", r"delivery to the following recipients? failed|there was a temporary problem"
-              r" delivering your message"),
-    ("sendmail", r"the original message was received at .{0,80}\n.{0,200}from|"
-                 r"-{3,} ?the following addresses had (?:permanent )?fatal errors|"
+    ("postfix", r"this is the mail system at host"),
+    ("sendmail", r"-{3,} ?the following addresses had (?:permanent )?fatal errors|"
                  r"-{3,} ?transcript of session follows"),
 )
-_MARKER_RES = tuple((kind, re.compile(rx, re.IGNORECASE | re.DOTALL)) for kind, rx in _MARKERS)
+# Wording a person might also write: a bounce only when a machine sent the mail.
+_WORDINGS = (
+    ("exchange", r"delivery has failed to these recipients|the following recipient\(s\) cannot"
+                 r" be reached|your message (?:couldn't be|could not be|wasn't|was not) delivered|"
+                 r"die nachricht konnte nicht .{0,40}zugestellt werden"),
+    ("gmail", r"delivery to the following recipients? failed|there was a temporary problem"
+              r" delivering your message"),
+    ("postfix", r"i'm sorry to have to inform you that your message could not\s+be delivered"),
+)
+_SIGNATURE_RES = tuple((k, re.compile(rx, re.IGNORECASE)) for k, rx in _SIGNATURES)
+_WORDING_RES = tuple((k, re.compile(rx, re.IGNORECASE)) for k, rx in _WORDINGS)
 _OOO_HEADERS = frozenset({"X-Autoreply", "X-Autorespond"})
 _BOUNCE_SUBJECT = re.compile(
     r"^\s*(?:undeliver(?:ed|able)|mail delivery failed|delivery status notification|"
-    r"delivery (?:failure|notification|failed)|failure notice|returned mail|"
+    r"delivery (?:failure|failed)|delivery notification: delivery has failed|"
+    r"failure notice|returned mail|"
     r"mail system error|message (?:not delivered|delivery failure)|unzustellbar|"
     r"nicht zustellbar|non remis|non distribuable|warning: could not send|"
     r"delayed mail|delivery delayed)", re.IGNORECASE)
@@ -125,16 +130,18 @@ def _text_kind(mail: InboundMail) -> str | None:
     """The program whose bounce wording this is, "text" for a bare bounce subject, or None."""
     if is_out_of_office_subject(mail.subject) or mail.auto_submitted in _OOO_HEADERS:
         return None                         # an out-of-office is never a bounce
-    head = "\n".join(line for line in mail.text[:8_000].splitlines()
-                     if not line.lstrip().startswith(">"))    # quoted wording is not the mail's own
-    for kind, rx in _MARKER_RES:
-        if rx.search(head):
+    own_words = "\n".join(line for line in mail.text[:8_000].splitlines()
+                          if not line.lstrip().startswith(">"))   # not what it quotes
+    for kind, rx in _SIGNATURE_RES:
+        if rx.search(own_words):
             return kind
     robot = (mail.envelope_from == "<>" or _is_robot(mail.envelope_from)
              or _is_robot(mail.from_address))
-    if robot and _BOUNCE_SUBJECT.search(mail.subject):
-        return "text"
-    return None
+    if robot or mail.auto_submitted:
+        for kind, rx in _WORDING_RES:
+            if rx.search(own_words):
+                return kind
+    return "text" if robot and _BOUNCE_SUBJECT.search(mail.subject) else None
 
 
 def _is_robot(address: str | None) -> bool:
@@ -211,7 +218,8 @@ def _text_diagnostic(human: str) -> str:
 
 
 def _marker_line(line: str) -> bool:
-    return any(rx.search(line) for _, rx in _MARKER_RES) or line.lower().startswith("hi.")
+    return (any(rx.search(line) for _, rx in _SIGNATURE_RES + _WORDING_RES)
+            or line.lower().startswith("hi."))
 
 
 _BODY_MESSAGE_ID = re.compile(r"(?im)^[ \t>]*message-id:[ \t]*(<[^<>\s]+>)")

@@ -17,10 +17,18 @@ without an operator are an error, not an implicit `and`: `paid shipped` could
 mean either, so the user is asked to say which. The empty filter is all orders.
 
 Any combination of status words compiles to one `status IN (…)` — the
-expression is evaluated over the 16 combinations of the four flags — so it is
-served by the (status, created_at) index of migration 0002. Prefixes compile
-to a range `key >= p AND key < successor(p)`, which a plain BINARY index
-serves on SQLite and a "C"-collated column (0002) on PostgreSQL.
+expression is evaluated over the 16 combinations of the four flags (a
+contradiction is false, a tautology true) — served by the (status,
+created_at) index of migration 0002. Prefixes compile to a range
+`key >= p AND key < successor(p)`: a BINARY index serves it on SQLite, and on
+PostgreSQL the "C" collation that 0002 gives the search columns; LIKE would
+need a NOCASE index on SQLite and text_pattern_ops on PostgreSQL, and has
+wildcards to escape.
+
+Public: search_key, name_keys (for storing an order), parse, condition (a
+peewee expression over Order), find_orders, count_orders; status_masks and
+orders_query for tests and the benchmark. On SQLite `orders_query` also
+guides the planner (see "planning" below).
 """
 from __future__ import annotations
 

@@ -44,11 +44,16 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 from io import BytesIO
 
+try:  # the reply-trimming stage owns HTML → text when it exists
+    from daemon.trimming import html_to_text
+except ImportError:  # pragma: no cover - then our own plain fallback below
+    html_to_text = None
 
 MAX_SUBJECT = 998                 # RFC 5322 line limit
 MAX_HEADER_CHARS = 65_536         # longer values are cut (and recorded) before decoding
 MAX_REFERENCES = 100              # keep the first and the last 99
 MAX_PARTS = 1_000
+MAX_HTML_RENDERED = 2**20         # characters of an HTML-only body rendered into `text`
 MAX_DEPTH = 50
 FEED_CHUNK = 65_536
 KEEP_ATTACHMENT_BYTES = 32 * 2**20
@@ -237,8 +242,9 @@ def _part_bytes(part: Message, defects: list[str]) -> bytes:
     if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
         data = part.get_payload(decode=True)
         return data if isinstance(data, bytes) else b""
-    data = payload.encode("ascii", "surrogateescape") if payload.isascii() else \
-        payload.encode("utf-8", "surrogateescape")
+    if cte == "quoted-printable" and payload.isascii():
+        return binascii.a2b_qp(payload)       # takes the ASCII str itself: no extra copy
+    data = payload.encode("utf-8", "surrogateescape")
     return binascii.a2b_qp(data) if cte == "quoted-printable" else data
 
 
@@ -278,13 +284,20 @@ def _flatten_list(messages: list) -> bytes:
 
 
 def _part_text(part: Message, ctype: str, defects: list[str]) -> str:
-    data = _part_bytes(part, defects)
     params = _params(part)
+    data = _part_bytes(part, defects)
+    _release(part)
     text = decode_bytes(data, params.get("charset"), defects, ctype)
+    del data    # a big body should exist in as few copies as possible at a time
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if params.get("format", "").lower() == "flowed":
         text = unflow(text, delsp=params.get("delsp", "").lower() == "yes")
     return text
+
+
+def _release(part: Message) -> None:
+    """Drop a decoded leaf's payload from our private tree, to save memory."""
+    part._payload = ""
 
 
 def _params(part: Message) -> dict[str, str]:
@@ -303,6 +316,8 @@ def _params(part: Message) -> dict[str, str]:
 
 def _attachment(part: Message, ctype: str, keep: int, defects: list[str]) -> AttachmentInfo:
     data = _part_bytes(part, defects)
+    enclosed_id = _enclosed_message_id(part, ctype, data)
+    _release(part)
     cid = _header_str(part.get("content-id", "")).strip()
     disposition = _disposition(part)
     return AttachmentInfo(
@@ -312,7 +327,7 @@ def _attachment(part: Message, ctype: str, keep: int, defects: list[str]) -> Att
         content_id=normalise_message_id(cid) if cid else None,
         is_inline=disposition == "inline" or (bool(cid) and disposition != "attachment"),
         data=data if len(data) <= max(keep, KEEP_REPORT_BYTES if _is_report(ctype) else 0) else None,
-        message_id=_enclosed_message_id(part, ctype, data),
+        message_id=enclosed_id,
     )
 
 
@@ -677,17 +692,15 @@ def _own_html_to_text(markup: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-try:  # the reply-trimming stage owns HTML → text once it exists
-    from daemon.trimming import html_to_text
-except ImportError:
-    html_to_text = _own_html_to_text
-
-
 def _html_text(markup: str, defects: list[str]) -> str:
+    if len(markup) > MAX_HTML_RENDERED:   # HTMLParser costs several times its input
+        defects.append(f"HTML body of {len(markup)} characters: text from the first "
+                       f"{MAX_HTML_RENDERED}")
+        markup = markup[:MAX_HTML_RENDERED]
     if not markup:
         return ""
     try:
-        return html_to_text(markup)
+        return (html_to_text or _own_html_to_text)(markup)
     except Exception as exc:   # never let the renderer cost us the mail
         defects.append(f"HTML rendering failed ({type(exc).__name__}): plain fallback")
         return _own_html_to_text(markup)

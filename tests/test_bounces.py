@@ -223,3 +223,24 @@ Your message to waiting@example.org is delayed.
 
 def test_an_ordinary_reply_is_not_a_bounce():
     assert bounce_in("From: anna@example.com\nSubject: Re: order 1042\n\nThanks!\n") is None
+
+
+def test_a_customer_quoting_bounce_wording_in_a_reply_is_not_a_bounce():
+    assert bounce_in("""
+From: Anna <anna@example.com>
+To: orders+r.1042.k7Zq@shop.example
+Subject: Re: Ihre Bestellung 1042
+
+My first mail to you came back: "Your message couldn't be delivered".
+Delivery has failed to these recipients or groups: that is what it said.
+""") is None
+
+
+def test_a_couriers_bulk_delivery_notification_is_not_a_bounce():
+    assert bounce_in("""
+From: Paketdienst <noreply@courier.example>
+Subject: Delivery notification: your parcel arrives today
+Precedence: bulk
+
+Your parcel 00340434 will be delivered today between 10:00 and 12:00.
+""") is None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon import inbound_mail
 from daemon.inbound_mail import InboundMail, attachment_data, parse_mail
 
 MAILS = Path(__file__).with_name("mails") / "inbound"
@@ -109,6 +110,14 @@ def test_html_only_reply_is_rendered_as_text_and_kept_raw():
     assert "Grüße" in parsed.text
     assert parsed.references == ("<n1042.created.1111@shop.example>",
                                  "<n1042.shipped.5f3a@shop.example>")
+
+
+def test_html_fallback_renders_when_the_trimming_stage_is_absent(monkeypatch):
+    monkeypatch.setattr(inbound_mail, "html_to_text", None)
+    parsed = parse_file("reply_html_only.eml")
+    assert parsed.text.startswith("Danke, das Paket ist angekommen & alles passt.")
+    assert "C:\\neu\\tabelle\\2026.pdf" in parsed.text
+    assert "alert(1)" not in parsed.text and "color: red" not in parsed.text
 
 
 def test_reply_with_attachments_lists_files_and_inline_image():
@@ -390,6 +399,9 @@ def test_long_header_100k_is_cut_and_recorded():
 
 # ---- memory -------------------------------------------------------------------------------
 
+MB25 = 25 * 2**20
+
+
 def _big_mail(size: int) -> bytes:
     data = os.urandom(size * 3 // 4)
     head = (b"From: a@example.com\r\nTo: orders@shop.example\r\nSubject: big\r\n"
@@ -401,8 +413,27 @@ def _big_mail(size: int) -> bytes:
     return head + base64.encodebytes(data).replace(b"\n", b"\r\n") + b"--BB--\r\n"
 
 
-def test_25mb_mail_peaks_below_four_times_its_size():
-    raw = _big_mail(25 * 2**20)
+def _big_text(ctype: str, line: bytes) -> bytes:
+    return (f"From: a@example.com\r\nContent-Type: {ctype}; charset=utf-8\r\n\r\n".encode()
+            + line * (MB25 // len(line)))
+
+
+def _big_forward() -> bytes:
+    return (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=OUT\r\n\r\n"
+            b"--OUT\r\nContent-Type: text/plain\r\n\r\nforwarded\r\n"
+            b"--OUT\r\nContent-Type: message/rfc822\r\n\r\n" + _big_mail(MB25) + b"\r\n--OUT--\r\n")
+
+
+BIG_MAILS = {
+    "base64 attachment": lambda: _big_mail(MB25),
+    "plain text body": lambda: _big_text("text/plain", b"Lorem ipsum dolor sit amet, consectetur\r\n"),
+    "forwarded message": _big_forward,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BIG_MAILS))
+def test_25mb_mail_peaks_below_four_times_its_size(shape):
+    raw = BIG_MAILS[shape]()
     gc.collect()
     tracemalloc.start()
     try:
@@ -410,9 +441,21 @@ def test_25mb_mail_peaks_below_four_times_its_size():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    [attached] = parsed.attachments
-    assert attached.size == 25 * 2**20 * 3 // 4 and attached.data is not None
+    assert parsed.from_address == "a@example.com"
+    assert parsed.text or parsed.attachments[0].size > MB25 // 2
     assert peak <= 4 * len(raw), f"peak {peak / len(raw):.2f}x the message size"
+    if shape == "base64 attachment":      # and the file's bytes are all there
+        assert len(parsed.attachments[0].data) == parsed.attachments[0].size == MB25 * 3 // 4
+
+
+def test_huge_html_only_body_is_kept_whole_but_rendered_in_part():
+    row = "<tr><td>Artikel</td><td>12,50</td></tr>\n"
+    raw = ("From: a@example.com\nContent-Type: text/html; charset=utf-8\n\n<table>"
+           + row * (3 * 2**20 // len(row))).encode()
+    parsed = parse_mail(raw)
+    assert len(parsed.html) > 3 * 2**20 - 100
+    assert parsed.text.startswith("Artikel") and len(parsed.text) < 2**20
+    assert any(d.startswith("HTML body of") for d in parsed.defects)
 
 
 # ---- real-world corpora -----------------------------------------------------------------------
