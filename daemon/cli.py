@@ -75,7 +75,7 @@ def build_parser() -> Parser:
     inbound = sub.add_parser("inbound", parents=[common], help="received mail").add_subparsers(
         dest="inbound_command", required=True, parser_class=Parser)
     inlist = inbound.add_parser("list", parents=[common], help="received messages, newest first")
-    inlist.add_argument("--state", choices=("new", "processing", "done", "duplicate", "held", "quarantined"))
+    inlist.add_argument("--state", choices=("new", "processing", "done", "duplicate", "quarantined"))
     inlist.add_argument("--limit", type=int, default=50)
     inlist.add_argument("--format", choices=("table", "json"), default="table")
     inshow = inbound.add_parser("show", parents=[common], help="one received message, with its raw text")

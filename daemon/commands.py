@@ -2,7 +2,7 @@
 
 One command per line: a verb (English or German), the order number(s), then
 the verb's arguments. The word `quiet` anywhere on a line means "do not mail
-the customer". Each line gives one `Outcome` per order it names: done, not
+the customer", `preview` means "say what would happen, change nothing". Each line gives one `Outcome` per order it names: done, not
 changed (already so), or not done with the reason. A failing line never stops
 the lines after it, and nothing of a failed change is written.
 
@@ -41,6 +41,7 @@ VERBS = {
     "help": "help", "hilfe": "help",
 }
 QUIET_WORDS = frozenset({"quiet"})
+PREVIEW_WORDS = frozenset({"preview", "vorschau"})
 CONFIRM_WORDS = frozenset({"confirm", "bestätigen", "bestaetigen"})
 TRACKING_WORDS = frozenset({"tracking", "sendungsnummer", "trackingnummer"})
 CARRIER_WORDS = frozenset({"carrier", "versanddienst", "paketdienst"})
@@ -57,6 +58,7 @@ class Outcome:
     changed: bool
     text: str
     number: str | None = None
+    event_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Parsed:
     words: tuple[str, ...]   # the arguments after the numbers, `quiet` removed
     rest: str                # the same arguments as typed (message text)
     quiet: bool
+    preview: bool = False    # show what would happen, change nothing
 
 
 def run_text(store: Store, settings: Settings, text: str, *, via: Via = Via()) -> list[Outcome]:
@@ -88,8 +91,22 @@ def run_line(store: Store, settings: Settings, line: str, *, via: Via = Via(),
     if not parsed.numbers:
         return [_answer(line, None, lambda: _run_whole_line(settings, parsed))]
     content = content or Content()
+    if parsed.preview:
+        return _preview(store, lambda: _run_numbers(store, settings, line, parsed, via, content))
+    return _run_numbers(store, settings, line, parsed, via, content)
+
+
+def _run_numbers(store, settings, line, parsed, via, content) -> list[Outcome]:
     return [_answer(line, number, lambda n=number: _run_for_order(store, settings, parsed, n, via, content))
             for number in parsed.numbers]
+
+
+def _preview(store: Store, run) -> list[Outcome]:
+    """Run the line inside a transaction that is always rolled back."""
+    with store.atomic() as transaction:
+        outcomes = run()
+        transaction.rollback()
+    return [replace(o, changed=False, event_id=None, text=f"preview, nothing done: {o.text}") for o in outcomes]
 
 
 def parse_line(line: str) -> Parsed:
@@ -100,13 +117,14 @@ def parse_line(line: str) -> Parsed:
     if verb is None:
         raise InputError(f"unknown command '{tokens[0][0]}' (try 'help')")
     quiet = any(word.lower() in QUIET_WORDS for word, _ in tokens[1:])
-    args = [(w, pos) for w, pos in tokens[1:] if w.lower() not in QUIET_WORDS]
+    preview = any(word.lower() in PREVIEW_WORDS for word, _ in tokens[1:])
+    args = [(w, pos) for w, pos in tokens[1:] if w.lower() not in QUIET_WORDS | PREVIEW_WORDS]
     numbers = _leading_numbers(verb, args)
     rest_tokens = args[len(numbers):]
     rest = " ".join(w for w, _ in rest_tokens)
     if rest_tokens and verb in ("message", "note"):
         rest = _text_from(line, rest_tokens[0][1])
-    return Parsed(verb, tuple(numbers), tuple(w for w, _ in rest_tokens), rest, quiet)
+    return Parsed(verb, tuple(numbers), tuple(w for w, _ in rest_tokens), rest, quiet, preview)
 
 
 def _leading_numbers(verb: str, args) -> list[str]:
@@ -122,23 +140,23 @@ def _leading_numbers(verb: str, args) -> list[str]:
 
 
 def _text_from(line: str, start: int) -> str:
-    """The rest of the line as typed, with the word quiet taken out."""
-    return re.sub(r"(?i)(?<!\S)quiet(?!\S)", "", line[start:]).strip()
+    """The rest of the line as typed, with the words quiet and preview taken out."""
+    return re.sub(r"(?i)(?<!\S)(?:quiet|preview|vorschau)(?!\S)", "", line[start:]).strip()
 
 
-def _run_whole_line(settings: Settings, parsed: Parsed) -> tuple[bool, str]:
+def _run_whole_line(settings: Settings, parsed: Parsed):
     if parsed.verb == "help":
-        return False, help_text()
+        return False, help_text(settings.shop.locale), None
     if parsed.verb == "list":
-        return False, _list(settings, parsed.rest)
+        return False, _list(settings, parsed.rest), None
     raise InputError(f"'{parsed.verb}' needs an order number")
 
 
 def _run_for_order(store, settings, parsed: Parsed, number: str, via: Via, content: Content):
-    """Do what the line says to one order; returns (changed, text)."""
+    """Do what the line says to one order; returns (changed, text, event id)."""
     verb = parsed.verb
     if verb == "show":
-        return False, _show(settings, number)
+        return False, _show(settings, number), None
     if verb == "delete":
         confirm = any(w.lower() in CONFIRM_WORDS for w in parsed.words)
         change = orders.delete_order(store, number, confirm=confirm)
@@ -159,13 +177,13 @@ def _run_for_order(store, settings, parsed: Parsed, number: str, via: Via, conte
         add = orders.add_message if verb == "message" else orders.add_note
         text = replace(content, text=_join(parsed.rest, content.text))
         change = add(store, settings, number, text, via=via)
-    return change.done, change.summary
+    return change.done, change.summary, change.event_id
 
 
 def _answer(line: str, number: str | None, run) -> Outcome:
     try:
-        changed, text = run()
-        return Outcome(line, True, changed, text, number)
+        changed, text, event_id = run()
+        return Outcome(line, True, changed, text, number, event_id)
     except OrdermailError as exc:
         return Outcome(line, False, False, str(exc), number)
 
@@ -219,11 +237,11 @@ def _list(settings: Settings, expression: str) -> str:
     return order_table(found[:limit], more=len(found) > limit)
 
 
-def help_text() -> str:
-    return HELP
+def help_text(locale: str = "en") -> str:
+    return HELP.get(locale, HELP["en"])
 
 
-HELP = """\
+HELP_EN = """\
 Commands, one per line (German words work too):
   paid 1042 1043                    mark orders paid (bezahlt)
   shipped 1042 tracking XYZ carrier DHL   mark shipped (versandt)
@@ -235,6 +253,46 @@ Commands, one per line (German words work too):
   show 1042                         the order and its whole log
   list not paid and not cancelled   orders matching a filter
   help                              this text
-Add the word 'quiet' to a line to change the order without mailing the customer.
+Add the word 'quiet' to a line to change the order without mailing the customer,
+or 'preview' to see what the line would do without doing it.
+Reply 'undo' to a receipt within 24 hours to take back what that mail did.
 Filters: paid shipped cancelled refunded, and/or/not, ( ), customer:NAME email:ADDR
 since:YYYY-MM-DD until:YYYY-MM-DD method:NAME number:N"""
+
+HELP_DE = """\
+Befehle, einer pro Zeile (englische Wörter gehen auch):
+  bezahlt 1042 1043                 als bezahlt markieren (paid)
+  versandt 1042 sendungsnummer XYZ paketdienst DHL   als versandt markieren
+  storniert 1042 nicht lieferbar    stornieren, mit Grund
+  erstattet 1042 12,50 Deckel kaputt   Betrag erstatten, oder 'voll'
+  nachricht 1042 Ihre Kanne ist fertig   Nachricht an die Kundin/den Kunden
+  vermerk 1042 Lieferant Ref. A77   interner Vermerk, wird nie verschickt
+  löschen 1042 bestätigen           Bestellung und Protokoll endgültig löschen
+  zeige 1042                        Bestellung mit ganzem Protokoll
+  liste nicht bezahlt und nicht storniert   Bestellungen nach Filter
+  hilfe                             dieser Text
+Mit dem Wort 'quiet' in einer Zeile wird die Kundschaft nicht benachrichtigt,
+mit 'vorschau' sehen Sie, was die Zeile täte, ohne dass etwas geschieht.
+Antworten Sie binnen 24 Stunden 'rückgängig' auf eine Quittung, um die Mail zurückzunehmen.
+Filter: bezahlt versandt storniert erstattet, und/oder/nicht, ( ), customer:NAME
+email:ADRESSE since:JJJJ-MM-TT until:JJJJ-MM-TT method:NAME number:N"""
+
+HELP_FR = """\
+Commandes, une par ligne (mots anglais ou allemands) :
+  paid 1042 1043                    marquer payé
+  shipped 1042 tracking XYZ carrier Colissimo   marquer expédié
+  cancelled 1042 rupture de stock   annuler, avec un motif
+  refunded 1042 12.50 couvercle cassé   rembourser un montant, ou 'full'
+  message 1042 Votre théière est prête   un message au client
+  note 1042 réf. fournisseur A77    une note interne, jamais envoyée
+  delete 1042 confirm               supprimer la commande et son journal
+  show 1042                         la commande et tout son journal
+  list not paid and not cancelled   les commandes selon un filtre
+  help                              ce texte
+Le mot 'quiet' sur une ligne : le client n'est pas prévenu ; 'preview' : voir
+ce que la ligne ferait, sans rien faire. Répondez 'undo' à un accusé dans les
+24 heures pour annuler ce que le mail a fait.
+Filtres : paid shipped cancelled refunded, and/or/not, ( ), customer:NOM
+email:ADRESSE since:AAAA-MM-JJ until:AAAA-MM-JJ method:NOM number:N"""
+
+HELP = {"en": HELP_EN, "de": HELP_DE, "fr": HELP_FR}

@@ -8,7 +8,7 @@ Message-ID). A message that cannot be handled is moved to `quarantine` with
 the reason and its raw bytes, never dropped; `ordermail inbound retry ID`
 puts it back.
 
-States: new → processing (claimed) → done | duplicate | held | quarantined.
+States: new → processing (claimed) → done | duplicate | quarantined.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from daemon.addresses import Recipient, check_recipient
 from daemon.bounces import find_bounce
 from daemon.errors import MailRefused
 from daemon.inbound_mail import parse_mail
-from daemon.replies import Held
 from daemon.routing import Context, route
 from daemon.store import InboundMessage, Store, first_line, utcnow
 
@@ -101,17 +100,14 @@ def _handle(store: Store, settings, message: InboundMessage) -> tuple[str, str]:
     if _already_handled(message):
         with store.atomic():
             return _finish(message, "duplicate", "the same message was handled before")
-    domain = settings.shop.domain.lower()
-    mail = parse_mail(message.raw, envelope_from=message.envelope_from, own_domains=frozenset({domain}))
+    # Our own mail coming back is recognised by its exact Message-ID (routing),
+    # not by domain: the owner's own client may well use the shop's domain.
+    mail = parse_mail(message.raw, envelope_from=message.envelope_from)
     ctx = Context(store=store, settings=settings, message=message, mail=mail,
                   recipients=_recipients(message, settings, now), bounce=find_bounce(mail),
                   now=now)
-    try:
-        with store.atomic():
-            return _finish(message, "done", route(ctx))
-    except Held as held:
-        with store.atomic():
-            return _finish(message, "held", str(held))
+    with store.atomic():
+        return _finish(message, "done", route(ctx))
 
 
 def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None):
@@ -125,7 +121,7 @@ def _finish(message: InboundMessage, state: str, reason: str, attempts: int | No
 def _already_handled(message: InboundMessage) -> bool:
     return InboundMessage.select().where(
         (InboundMessage.sha256 == message.sha256) & (InboundMessage.id < message.id)
-        & (InboundMessage.state.in_(["done", "held"]))).exists()
+        & (InboundMessage.state == "done")).exists()
 
 
 def _recipients(message: InboundMessage, settings, now) -> tuple[Recipient, ...]:

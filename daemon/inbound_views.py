@@ -40,7 +40,7 @@ def message_table(messages: list[InboundMessage]) -> str:
     lines = [f"{'ID':>6}  {'RECEIVED':16}  {'STATE':11}  {'FROM':30}  REASON"]
     for m in messages:
         lines.append(f"{m.id:>6}  {m.received_at:%Y-%m-%d %H:%M}  {m.state:11}  "
-                     f"{(m.envelope_from or '<>')[:30]:30}  {m.reason[:60]}")
+                     f"{(m.envelope_from or '(unknown)')[:30]:30}  {m.reason[:60]}")
     return "\n".join(lines)
 
 
@@ -48,7 +48,7 @@ def message_detail(message: InboundMessage) -> str:
     mail = parse_mail(message.raw, envelope_from=message.envelope_from)
     head = [f"Message {message.id} ({message.channel}, {message.size} bytes) — {message.state}",
             f"Reason:   {message.reason or '-'}",
-            f"Envelope: {message.envelope_from or '<>'} → {', '.join(message.recipients)}",
+            f"Envelope: {message.envelope_from or '(unknown)'} → {', '.join(message.recipients)}",
             f"From:     {mail.from_address or '-'}",
             f"Subject:  {mail.subject}",
             f"Order:    {message.order.number if message.order_id else '-'}",

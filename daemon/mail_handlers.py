@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from daemon import orders
 from daemon.orders import Content, Via
-from daemon.replies import Held
 from daemon.store import Order, OutboxMessage
 from daemon.trimming import trim_reply
 
@@ -41,19 +40,15 @@ def _bounced_order(ctx) -> Order | None:
 def handle_auto_reply(ctx) -> str:
     target = ctx.target
     if target is None:
-        return f"kept, not answered ({ctx.mail.auto_submitted})"
+        return f"kept, not answered ({ctx.automatic})"
     ctx.message.order = target.order
     change = orders.add_event(
         ctx.store, ctx.settings, target.order.number, "system",
-        Content(subject=f"Automatic reply received ({ctx.mail.auto_submitted})",
+        Content(subject=f"Automatic reply received ({ctx.automatic})",
                 text=trim_reply(ctx.mail.text).text[:2000]),
         data={"reason": "auto_reply"},
         via=Via(author="system", message_id=ctx.mail.message_id, now=ctx.now))
     return change.summary + "; not answered"
-
-
-def handle_command(ctx) -> str:
-    raise Held("owner commands by mail are taken with the owner-command release")
 
 
 def handle_unmatched(ctx) -> str:

@@ -224,6 +224,56 @@ def _add_text(store, settings, number, content, via, kind, what) -> Change:
                    lambda order, now: ({}, f"{order.number}: {what} added"))
 
 
+# ---- undoing ------------------------------------------------------------------------
+
+STATE_FIELDS = ("status", "paid_at", "shipped_at", "cancelled_at", "refunded_at",
+                "refunded_amount", "tracking_code", "carrier")
+STATUS_KINDS = ("paid", "shipped", "cancelled", "refunded")
+
+
+def snapshot(number: str) -> dict:
+    """The order's status fields as JSON values, to put back on undo."""
+    order = find_order(number)
+    return {name: _json_value(getattr(order, name)) for name in STATE_FIELDS}
+
+
+def undo_event(store, settings, number, event_id: int, before: dict, *, via=Via()) -> Change:
+    """Put an order back as it was before one event; the log keeps both, internally.
+
+    Refused when the order changed status again since: undoing the older
+    change would silently undo the newer one too.
+    """
+    def apply(order, now):
+        event = Event.get_or_none((Event.id == event_id) & (Event.order == order))
+        if event is None:
+            raise Refused(f"{order.number}: that change is no longer in the log")
+        if event.data.get("undone"):
+            raise _Unchanged(f"{order.number}: {event.kind} was already undone")
+        later = Event.select().where((Event.order == order) & (Event.id > event.id) & Event.kind.in_(STATUS_KINDS))
+        if event.kind in STATUS_KINDS and any(not e.data.get("undone") for e in later):
+            raise Refused(f"{order.number} changed again since; undo that by hand")
+        if event.kind in STATUS_KINDS:
+            for name, value in before.items():
+                setattr(order, name, _from_json(name, value))
+        event.data = {**event.data, "undone": True}
+        event.save(only=[Event.data])
+        mailed = " (the customer had already been mailed)" if event.notified else ""
+        return {"undoes": event.id, "kind": event.kind}, f"{order.number}: {event.kind} undone{mailed}"
+    return _change(store, settings, number, "system", Content(subject="Undone by the owner"), via, apply)
+
+
+def _json_value(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value) if isinstance(value, decimal.Decimal) else value
+
+
+def _from_json(name: str, value):
+    if value is None or name in ("status", "tracking_code", "carrier"):
+        return value
+    return decimal.Decimal(value) if name == "refunded_amount" else dt.datetime.fromisoformat(value)
+
+
 # ---- deleting --------------------------------------------------------------------
 
 def delete_order(store: Store, number: str, *, confirm: bool) -> Change:
@@ -254,7 +304,7 @@ def _change(store, settings, number, kind, content, via, apply) -> Change:
     _check_content(settings, content)
     with store.atomic():
         order = _locked_order(store, number)
-        if via.message_id and _already_logged(order, kind, via.message_id):
+        if via.message_id and via.author != "owner" and _already_logged(order, kind, via.message_id):
             return Change(order.number, False, f"{order.number}: already done by this mail; nothing changed")
         now = via.now or utcnow()
         try:

@@ -8,15 +8,13 @@ them, and the customer gets one friendly note a day at most.
 """
 from __future__ import annotations
 
-from daemon import orders, tokens
+from daemon import orders
 from daemon.orders import Content, Via
 from daemon.trimming import trim_reply
 
 
 def handle_customer_reply(ctx) -> str:
     target, mail = ctx.target, ctx.mail
-    if target.purpose == tokens.OWNER_ANSWER:
-        return _hold(ctx, "an owner's answer to a customer (taken with the owner-command release)")
     order = target.order
     from_customer = mail.from_address == order.customer_email
     files = len(mail.attachments)
@@ -47,10 +45,3 @@ def _log_reply(ctx, order, from_customer: bool, files: int, how: str):
                             data={**data, "from": mail.from_address, "reason": "reply_from_other_address"},
                             via=Via(author="system", message_id=mail.message_id, now=ctx.now))
 
-
-class Held(Exception):
-    """The mail is kept untouched for a later release or a person to decide."""
-
-
-def _hold(ctx, why: str) -> str:
-    raise Held(why)

@@ -2,7 +2,7 @@
 
 The first route whose check holds handles the mail; the order is the policy:
 
-    bounce → auto-reply or loop → owner command → customer reply → unmatched
+    bounce → auto-reply or loop → owner mail → customer reply → unmatched
 
 Finding the order a mail is about (`find_target`) is separate from handling
 it: first a reply token in a recipient address, then our own Message-ID in
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
 
-from daemon import mail_handlers, replies, tokens
+from daemon import mail_handlers, owner_mail, replies, tokens
 from daemon.addresses import Recipient
 from daemon.bounces import Bounce
 from daemon.config import Settings
@@ -51,6 +51,16 @@ class Context:
     def target(self) -> Target | None:
         return find_target(self)
 
+    @cached_property
+    def automatic(self) -> str | None:
+        """Why this mail was written by a machine, or None: never answer those."""
+        if self.mail.auto_submitted:
+            return self.mail.auto_submitted
+        if self.mail.message_id and OutboxMessage.select().where(
+                OutboxMessage.message_id == self.mail.message_id).exists():
+            return "our own mail came back"
+        return None
+
 
 @dataclass(frozen=True)
 class Route:
@@ -61,8 +71,8 @@ class Route:
 
 ROUTES = (
     Route("bounce", lambda ctx: ctx.bounce is not None, mail_handlers.handle_bounce),
-    Route("auto-reply", lambda ctx: ctx.mail.auto_submitted is not None, mail_handlers.handle_auto_reply),
-    Route("owner command", lambda ctx: ctx.sent_to("command"), mail_handlers.handle_command),
+    Route("auto-reply", lambda ctx: ctx.automatic is not None, mail_handlers.handle_auto_reply),
+    Route("owner mail", owner_mail.is_owner_mail, owner_mail.handle),
     Route("customer reply", lambda ctx: ctx.target is not None, replies.handle_customer_reply),
     Route("unmatched", lambda ctx: True, mail_handlers.handle_unmatched),
 )

@@ -149,11 +149,8 @@ class Event(BaseModel):
     body_html = pw.TextField(default="")
     data = JSONTextField(default=dict)
     notified = pw.BooleanField(default=False)
-    message_id = pw.CharField(max_length=255, null=True)
+    message_id = pw.CharField(max_length=255, null=True)   # unique per order and kind, but for owner mail
     created_at = pw.DateTimeField(default=utcnow)
-
-    class Meta:
-        indexes = ((("order", "kind", "message_id"), True),)
 
     @property
     def visibility(self) -> str:
@@ -218,13 +215,25 @@ class OutboxMessage(BaseModel):
         indexes = ((("state", "next_attempt_at"), False),)
 
 
+class CommandMail(BaseModel):
+    """An owner's command mail: applied once, answered by a receipt, undoable a while."""
+    message_id = pw.CharField(max_length=998, unique=True)
+    inbound = pw.ForeignKeyField(InboundMessage, null=True, on_delete="SET NULL")
+    sender = pw.CharField(max_length=320)
+    receipt_message_id = pw.CharField(max_length=255, null=True, unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    undo_until = pw.DateTimeField()
+    undone_at = pw.DateTimeField(null=True)
+    changes = JSONTextField(default=list)   # [{number, kind, event_id, before: {...}}]
+
+
 class Counter(BaseModel):
     """Named sequences (order numbers), advanced inside the caller's transaction."""
     name = pw.CharField(max_length=40, primary_key=True)
     value = pw.BigIntegerField()
 
 
-MODELS = (Order, OrderItem, Event, Blob, Attachment, InboundMessage, OutboxMessage, Counter)
+MODELS = (Order, OrderItem, Event, Blob, Attachment, InboundMessage, OutboxMessage, CommandMail, Counter)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The owner's command grammar: each line, done or the reason it was not."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from conftest import sample_order
@@ -132,9 +134,19 @@ def test_list_with_a_broken_filter_says_where(store, settings, two_orders):
     assert not listed.ok and "column" in listed.text
 
 
-def test_help_lists_the_grammar(store, settings):
-    [answer] = run(store, settings, "hilfe")
-    assert answer.ok and "shipped 1042 tracking XYZ" in answer.text and "quiet" in answer.text
+def test_help_lists_the_grammar_in_the_owners_language(store, settings):
+    [german] = run(store, settings, "hilfe")
+    assert german.ok and "versandt 1042 sendungsnummer XYZ" in german.text and "quiet" in german.text
+    english = dataclasses.replace(settings, shop=dataclasses.replace(settings.shop, locale="en"))
+    [answer] = run(store, english, "help")
+    assert "shipped 1042 tracking XYZ" in answer.text and "preview" in answer.text
+
+
+def test_preview_shows_what_would_happen_and_changes_nothing(store, settings, two_orders):
+    [result] = run(store, settings, "paid 1042 preview")
+    assert result.ok and not result.changed and result.text == "preview, nothing done: 1042 marked paid"
+    assert not orders.find_order("1042").status_words()["paid"]
+    assert OutboxMessage.select().where(OutboxMessage.kind == "paid").count() == 0
 
 
 def test_unknown_words_and_missing_numbers_are_explained(store, settings, two_orders):

@@ -241,3 +241,19 @@ def test_every_corpus_message_gets_a_clean_outcome_over_smtp(daemon):
     states = {m.id: (m.state, m.reason) for m in InboundMessage.select()}
     assert len(states) == taken
     assert {state for state, _ in states.values()} <= {"done", "duplicate"}, states
+
+
+from realservers import postfix_factory  # noqa: E402,F401  (fixture)
+
+
+def test_postfix_hands_the_shops_mail_to_the_lmtp_door(daemon, postfix_factory, swaks, reply_to):
+    """The deployment in the README: Postfix in front, lmtp: transport to ordermail."""
+    relay = postfix_factory(daemon.lmtp_port)
+    result = swaks("--to", reply_to, "--from", "erika@example.org", "--header", "Subject: Re: Bestellung",
+                   "--body", "Kommt per Postfix.", server=relay)
+    assert result.returncode == 0, result.stdout
+    [reply] = wait_until(lambda: replies_on("1042"), 60)
+    assert reply.body_text.strip() == "Kommt per Postfix."
+    assert InboundMessage.get().channel == "lmtp"
+    swaks("--to", "nobody@shop.example", "--from", "erika@example.org", server=relay)
+    relay.wait_for_log(r"nobody@shop\.example.*(550 5\.1\.1|bounced|rejected)", timeout=30)

@@ -227,12 +227,19 @@ def test_a_file_over_the_cap_is_refused_and_nothing_is_written(store, settings, 
     assert kinds("1042") == ["created"] and Blob.select().count() == 0
 
 
-def test_the_same_mail_never_logs_twice(store, settings, order_1042):
-    via = Via(message_id="<cmd-1@owner.example>")
+def test_the_same_received_mail_never_logs_twice(store, settings, order_1042):
+    via = Via(author="customer", message_id="<reply-1@example.org>")
     assert orders.add_note(store, settings, "1042", Content(text="a"), via=via).done
     again = orders.add_note(store, settings, "1042", Content(text="a"), via=via)
     assert not again.done and "already done by this mail" in again.summary
     assert kinds("1042") == ["created", "note"]
+
+
+def test_one_owner_mail_may_add_two_notes_to_one_order(store, settings, order_1042):
+    via = Via(author="owner", message_id="<cmd-1@owner.example>")
+    orders.add_note(store, settings, "1042", Content(text="a"), via=via)
+    orders.add_note(store, settings, "1042", Content(text="b"), via=via)
+    assert kinds("1042") == ["created", "note", "note"]
 
 
 # ---- one transaction -------------------------------------------------------------------

@@ -21,12 +21,12 @@ def header_recipients(raw: bytes) -> list[str]:
 
 
 def envelope_sender(raw: bytes) -> str:
-    """The Return-Path the delivering server wrote ("" for a bounce); lacking one, the From address.
+    """The Return-Path the delivering server wrote ("<>" for a bounce); lacking one, the From address.
 
-    Never "" by default: the worker reads "" as the null sender of a bounce.
+    "<>" is the null sender, as aiosmtpd records it; "" would mean unknown.
     """
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:HEADER_WINDOW])
     return_path = headers.get("Return-Path")
     if return_path is not None:
-        return str(return_path).strip().strip("<>").strip()
+        return str(return_path).strip().strip("<>").strip() or "<>"
     return parseaddr(str(headers.get("From", "")))[1]

@@ -22,7 +22,10 @@ def deliver(store, settings, stdin, recipients: list[str], envelope_from: str | 
     if len(raw) > settings.inbound.max_message_bytes:
         raise TooLarge(f"message larger than {settings.inbound.max_message_bytes} bytes")
     ours = _our_recipients(recipients or header_recipients(raw), settings)
-    sender = envelope_from if envelope_from is not None else envelope_sender(raw)
+    if envelope_from is None:
+        sender = envelope_sender(raw)
+    else:
+        sender = envelope_from or "<>"      # --sender '' is the null sender of a bounce
     with store.atomic():
         message_id = store_message(raw, channel="pipe", envelope_from=sender, recipients=ours)
     if claim(message_id):

@@ -15,7 +15,8 @@ from aiosmtpd.smtp import SMTP
 
 from daemon.addresses import check_recipient
 from daemon.config import Settings
-from daemon.errors import MailRefused, ShuttingDown, TooLarge, smtp_reply
+from daemon.errors import AutoSubmittedCommand, MailRefused, ShuttingDown, TooLarge, smtp_reply
+from daemon.inbound_mail import parse_mail
 from daemon.store import utcnow
 
 log = logging.getLogger("ordermail.smtp")
@@ -39,12 +40,14 @@ class Door:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return TOO_MANY_RECIPIENTS
         try:
-            await asyncio.to_thread(check_recipient, address, self.settings, utcnow().date())
+            recipient = await asyncio.to_thread(check_recipient, address, self.settings, utcnow().date())
         except Exception as exc:
             if not isinstance(exc, MailRefused):
                 log.exception("recipient check failed for %s", address)
             return smtp_reply(exc)
         envelope.rcpt_tos.append(address)
+        if recipient.kind == "command":
+            envelope.to_command = True
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
@@ -59,6 +62,8 @@ class Door:
         try:
             if not self.accepting:
                 raise ShuttingDown()
+            if getattr(envelope, "to_command", False):
+                await asyncio.to_thread(_refuse_automatic, bytes(envelope.original_content), envelope.mail_from)
             message_id = await self.spool.put(
                 bytes(envelope.original_content), channel="lmtp" if self.lmtp else "smtp",
                 envelope_from=envelope.mail_from or "", recipients=envelope.rcpt_tos)
@@ -67,6 +72,13 @@ class Door:
                 log.warning("message not taken: %s", exc)
             return smtp_reply(exc)
         return f"250 2.0.0 OK queued as {message_id}"
+
+
+def _refuse_automatic(raw: bytes, envelope_from: str) -> None:
+    """Automatic mail at the command address is refused while the sender waits."""
+    reason = parse_mail(raw, envelope_from=envelope_from or "").auto_submitted
+    if reason:
+        raise AutoSubmittedCommand(f"automatic mail ({reason}) at the command address")
 
 
 class _EnhancedCodes:

@@ -66,11 +66,6 @@ def up(migrator, db):
         message_id = CharField(max_length=255, null=True)
         created_at = DateTimeField(default=now)
 
-        class Meta:
-            # One mail makes at most one event of a kind on an order, so a
-            # mail processed twice cannot log twice.
-            indexes = ((("order", "kind", "message_id"), True),)
-
     class Blob(Base):
         sha256 = CharField(max_length=64, primary_key=True)
         size = IntegerField()
@@ -128,3 +123,9 @@ def up(migrator, db):
     db.execute_sql("CREATE INDEX IF NOT EXISTS event_order_id_id ON event (order_id, id)")
     db.execute_sql("CREATE INDEX IF NOT EXISTS attachment_event_id ON attachment (event_id)")
     db.execute_sql("CREATE INDEX IF NOT EXISTS outbox_message_order_id ON outbox_message (order_id)")
+    # A received mail (customer reply, bounce, auto-reply) makes at most one
+    # event of a kind on an order, so a mail handled twice cannot log twice.
+    # Owner command mails are kept once by their own table instead, since one
+    # of them may rightly add two notes to one order.
+    db.execute_sql("CREATE UNIQUE INDEX IF NOT EXISTS event_mail_once ON event (order_id, kind, message_id)"
+                   " WHERE message_id IS NOT NULL AND author <> 'owner'")

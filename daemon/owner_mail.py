@@ -1,0 +1,229 @@
+"""The owner works by mail: command mails, receipts, undo, and answering customers.
+
+A command mail is either a *full event* — the Subject is the command
+("shipped 1042 carrier DHL") and the body, with its pictures and files, is
+the message the customer gets — or *lines*: each line of the body, up to the
+signature, is one command. Every command mail gets one receipt, threaded
+onto it, that lists each line: done (what changed) or not done (why).
+Replying `undo` to a receipt within a day takes back what that mail did; the
+log keeps both as internal events. A mail is applied once: a resent copy
+(the same Message-ID) gets a receipt saying so and changes nothing.
+
+Mail that fails the owner check (`owner_auth`) is discarded with a log line
+and at most one alert a day to the owner — never an answer to the sender.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+
+from daemon import commands, orders, tokens
+from daemon.inbound_mail import attachment_data
+from daemon.orders import Content, NewFile, Via
+from daemon.owner_auth import check_owner
+from daemon.richtext import sanitize_html
+from daemon.store import CommandMail, OutboxMessage
+from daemon.trimming import trim_reply
+
+log = logging.getLogger("ordermail.owner")
+MAX_LINES = 200
+UNDO_HOURS = 24
+UNDO_WORDS = frozenset({"undo", "rückgängig", "rueckgaengig", "annuler"})
+REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|wg|fwd?|tr|sv)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+FULL_EVENT_VERBS = frozenset({"paid", "shipped", "cancelled", "refunded", "message", "note"})
+
+
+def is_owner_mail(ctx) -> bool:
+    """Sent to the command address, or to an order's owner-answer address."""
+    if ctx.sent_to("command"):
+        return True
+    return ctx.target is not None and ctx.target.purpose == tokens.OWNER_ANSWER
+
+
+def handle(ctx) -> str:
+    verdict = check_owner(ctx.mail, ctx.message.raw, ctx.settings)
+    if not verdict.ok:
+        return _discard(ctx, verdict.reason)
+    known = _known_mail(ctx)
+    if known is not None:
+        _receipt(ctx, [f"This mail was already carried out on {known.created_at:%Y-%m-%d %H:%M} UTC; "
+                       "nothing was done again."], undoable=False)
+        return "already done before; nothing applied again"
+    if not ctx.sent_to("command"):
+        return _answer_customer(ctx)
+    if _undo_words(ctx):
+        return _undo(ctx)
+    return _run_commands(ctx)
+
+
+# ---- commands --------------------------------------------------------------------
+
+def _run_commands(ctx) -> str:
+    subject = REPLY_PREFIX.sub("", ctx.mail.subject).strip()
+    if _is_command(subject):
+        lines, content = [subject], _content(ctx)
+    else:
+        lines, content = _body_lines(ctx), None
+    via = Via(author="owner", message_id=ctx.mail.message_id, now=ctx.now)
+    outcomes, changes = [], []
+    for line in lines[:MAX_LINES]:
+        before = _snapshots(line)
+        for outcome in commands.run_line(ctx.store, ctx.settings, line, via=via, content=content):
+            outcomes.append(outcome)
+            if outcome.changed and outcome.event_id and outcome.number in before:
+                changes.append({"number": outcome.number, "event_id": outcome.event_id,
+                                "before": before[outcome.number]})
+    report = [_report_line(o) for o in outcomes] or ["No command found. Write 'help' for the commands."]
+    if len(lines) > MAX_LINES:
+        report.append(f"NOT DONE: {len(lines) - MAX_LINES} more lines (at most {MAX_LINES} per mail)")
+    _record(ctx, changes, _receipt(ctx, report, undoable=bool(changes)))
+    done = sum(o.changed for o in outcomes)
+    return f"{len(outcomes)} command result(s), {done} change(s); receipt to {ctx.mail.from_address}"
+
+
+def _is_command(subject: str) -> bool:
+    try:
+        parsed = commands.parse_line(subject)
+    except Exception:
+        return False
+    return parsed.verb in FULL_EVENT_VERBS and bool(parsed.numbers)
+
+
+def _body_lines(ctx) -> list[str]:
+    text = trim_reply(ctx.mail.text).text
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith(("#", ">"))]
+
+
+def _content(ctx) -> Content:
+    """The body as the owner formatted it, with pictures and files."""
+    mail = ctx.mail
+    trimmed = trim_reply(mail.text)
+    html = sanitize_html(mail.html) if mail.html.strip() and not trimmed.trimmed else ""
+    files = tuple(NewFile(a.filename or "file", a.content_type,
+                          a.data if a.data is not None else attachment_data(ctx.message.raw, index),
+                          (a.content_id or "").strip("<>") or None)
+                  for index, a in enumerate(mail.attachments))
+    return Content(text=trimmed.text, html=html, files=files)
+
+
+def _snapshots(line: str) -> dict:
+    try:
+        numbers = commands.parse_line(line).numbers
+    except Exception:
+        return {}
+    found = {}
+    for number in numbers:
+        try:
+            found[number] = orders.snapshot(number)
+        except Exception:
+            continue
+    return found
+
+
+def _report_line(outcome) -> str:
+    prefix = "" if outcome.ok else "NOT DONE: "
+    return f"> {outcome.line}\n{prefix}{outcome.text}"
+
+
+# ---- undo ------------------------------------------------------------------------
+
+def _undo_words(ctx) -> bool:
+    first = next(iter(_body_lines(ctx)), "")
+    subject = REPLY_PREFIX.sub("", ctx.mail.subject).strip().lower()
+    return first.lower().rstrip(".!") in UNDO_WORDS or subject in UNDO_WORDS
+
+
+def _undo(ctx) -> str:
+    ids = [*ctx.mail.in_reply_to, *ctx.mail.references]
+    original = CommandMail.get_or_none(CommandMail.receipt_message_id.in_(ids)) if ids else None
+    if original is None:
+        report = ["NOT DONE: undo works as a reply to a receipt; this mail answers none."]
+    elif original.undone_at is not None:
+        report = [f"Nothing to do: that mail was already undone on {original.undone_at:%Y-%m-%d %H:%M} UTC."]
+    elif ctx.now > original.undo_until:
+        report = [f"NOT DONE: undo works for {UNDO_HOURS} hours after a command mail; that one is older."]
+    else:
+        report = _undo_changes(ctx, original)
+    _record(ctx, [], _receipt(ctx, report, undoable=False))
+    return "undo: " + "; ".join(line.splitlines()[-1] for line in report)
+
+
+def _undo_changes(ctx, original: CommandMail) -> list[str]:
+    via = Via(author="owner", now=ctx.now)
+    report = []
+    for change in reversed(original.changes):
+        try:
+            result = orders.undo_event(ctx.store, ctx.settings, change["number"], change["event_id"],
+                                       change["before"], via=via)
+            report.append(result.summary)
+        except Exception as exc:   # the order may be gone or changed since: say so, go on
+            report.append(f"NOT DONE: {change['number']}: {exc}")
+    original.undone_at = ctx.now
+    original.save()
+    return report or ["Nothing to undo: that mail changed nothing."]
+
+
+# ---- answering a customer by replying to a forward ---------------------------------
+
+def _answer_customer(ctx) -> str:
+    order = ctx.target.order
+    ctx.message.order = order
+    content = _content(ctx)
+    change = orders.add_message(ctx.store, ctx.settings, order.number, content,
+                                via=Via(author="owner", message_id=ctx.mail.message_id, now=ctx.now))
+    _record(ctx, [], None)
+    return change.summary
+
+
+# ---- receipts, records, alerts -------------------------------------------------------
+
+def _receipt(ctx, report: list[str], *, undoable: bool) -> OutboxMessage:
+    mail = ctx.mail
+    until = ctx.now + dt.timedelta(hours=UNDO_HOURS)
+    footer = (f"\n\nReply 'undo' to this mail until {until:%Y-%m-%d %H:%M} UTC to take it back."
+              if undoable else "")
+    subject = mail.subject if mail.subject.lower().startswith("re:") else f"Re: {mail.subject}"
+    return orders.queue_mail(ctx.settings, "receipt", mail.from_address, inbound=ctx.message, now=ctx.now, data={
+        "subject": subject.strip(), "in_reply_to": mail.message_id,
+        "references": [*mail.references, mail.message_id] if mail.message_id else list(mail.references),
+        "text": "\n\n".join(report) + footer})
+
+
+def _record(ctx, changes: list, receipt: OutboxMessage | None) -> None:
+    CommandMail.create(message_id=ctx.mail.message_id or f"<inbound-{ctx.message.id}@ordermail>",
+                       inbound=ctx.message, sender=ctx.mail.from_address or "",
+                       receipt_message_id=receipt.message_id if receipt else None,
+                       created_at=ctx.now, undo_until=ctx.now + dt.timedelta(hours=UNDO_HOURS),
+                       changes=changes)
+
+
+def _known_mail(ctx) -> CommandMail | None:
+    if not ctx.mail.message_id:
+        return None
+    return CommandMail.get_or_none(CommandMail.message_id == ctx.mail.message_id)
+
+
+def _discard(ctx, reason: str) -> str:
+    log.warning("mail to the owner's address discarded (%s): From %s, Subject %r",
+                reason, ctx.mail.from_address, ctx.mail.subject[:80])
+    alerted = 0
+    for owner in ctx.settings.owner.addresses:
+        if not _alerted_today(owner, ctx.now):
+            orders.queue_mail(ctx.settings, "owner_alert", owner, now=ctx.now, data={
+                "topic": "command_refused",
+                "text": (f"A mail to your command address was not carried out: {reason}.\n"
+                         f"From: {ctx.mail.from_address or '(none)'}\nSubject: {ctx.mail.subject}\n"
+                         f"It is kept as received message {ctx.message.id} "
+                         f"('ordermail inbound show {ctx.message.id}'). "
+                         "You get at most one such alert a day.")})
+            alerted += 1
+    return f"discarded, not answered: {reason}" + ("; owner alerted" if alerted else "")
+
+
+def _alerted_today(owner: str, now) -> bool:
+    since = now - dt.timedelta(hours=24)
+    return OutboxMessage.select().where(
+        (OutboxMessage.recipient == owner) & (OutboxMessage.kind == "owner_alert")
+        & (OutboxMessage.created_at > since) & OutboxMessage.data.contains('"topic": "command_refused"')).exists()
