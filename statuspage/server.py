@@ -1,0 +1,28 @@
+"""The in-process web server of `ordermail serve` (waitress, in a thread)."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from waitress.server import create_server
+
+from statuspage.app import make_app
+
+log = logging.getLogger("ordermail.web")
+
+
+class WebServer:
+    def __init__(self, settings, store, *, threads: int = 4):
+        host, _, port = settings.web.listen.rpartition(":")
+        self._server = create_server(make_app(settings, store), host=host.strip("[]"), port=int(port),
+                                     threads=threads, ident="ordermail")
+        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
+        self.listen = settings.web.listen
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("web listening on %s", self.listen)
+
+    def stop(self) -> None:
+        self._server.close()
+        self._thread.join(10)
