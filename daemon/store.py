@@ -12,7 +12,9 @@ import datetime as dt
 import decimal
 import json
 import secrets
-from dataclasses import dataclass
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -241,13 +243,23 @@ class Store:
     """An open database with the models bound to it."""
     db: pw.Database
     url: str
+    # SQLite allows one writer: threads of this process queue here, handed
+    # over at once, instead of in SQLite's busy handler, which sleeps.
+    write_gate: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def backend(self) -> str:
         return "postgresql" if isinstance(self.db, pw.PostgresqlDatabase) else "sqlite"
 
+    @contextmanager
     def atomic(self):
-        return self.db.atomic()
+        """A transaction (a savepoint when nested); yields peewee's, for rollback()."""
+        if self.backend == "postgresql":
+            with self.db.atomic() as transaction:
+                yield transaction
+            return
+        with self.write_gate, self.db.atomic() as transaction:
+            yield transaction
 
     def close(self) -> None:
         if not self.db.is_closed():

@@ -1,0 +1,186 @@
+"""SMTP ingest: `ordermail serve` against aiosmtpd's no-op sink, in the same run.
+
+    .venv/bin/python bench/smtp_ingest.py [--messages 2000] [--quick]
+
+For 2 KB and 143 KB replies over 1, 10 and 50 connections it prints the
+acknowledged messages per second for the sink and for ordermail, their
+ratio, the p50/p99 time from the end of DATA to the 250, and for ordermail
+the end-to-end rate (replies visible on their order). Then one 25 MB mail:
+the daemon's peak RSS growth as a multiple of the message size. Goals (2 KB,
+50 connections): ratio ≥ 0.5, p99 ≤ 30 ms, end-to-end ≥ 1,000 msg/s;
+25 MB: growth ≤ 4×. Everything runs on 127.0.0.1 and stops by itself.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiosmtplib
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from daemonproc import Daemon, free_port, wait_for_port  # noqa: E402
+
+from daemon import orders, tokens  # noqa: E402
+from daemon.addresses import token_address  # noqa: E402
+from daemon.config import settings_from_dict  # noqa: E402
+from daemon.store import Event, InboundMessage, open_store  # noqa: E402
+
+SINK = """
+import asyncio, sys
+from aiosmtpd.controller import Controller
+class NoOp:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+c = Controller(NoOp(), hostname="127.0.0.1", port=int(sys.argv[1]), data_size_limit=0)
+c.start()
+sys.stdin.read()
+c.stop()
+"""
+
+
+def reply(to: str, size: int, n: int) -> bytes:
+    head = (f"From: Erika <erika@example.org>\r\nTo: {to}\r\nSubject: Re: Bestellung\r\n"
+            f"Message-ID: <bench-{n}-{time.monotonic_ns()}@example.org>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nDanke, das passt so.\r\n\r\n").encode()
+    line = b"> " + b"q" * 74 + b"\r\n"
+    return head + line * max(0, (size - len(head)) // len(line))
+
+
+async def load(port: int, to: str, size: int, total: int, connections: int) -> tuple[float, list[float]]:
+    """Send `total` messages over `connections` sessions; (seconds, DATA latencies)."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def session():
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60)
+        await client.connect()
+        try:
+            for n in counter:
+                message = reply(to, size, n)
+                await client.mail("erika@example.org")
+                await client.rcpt(to)
+                start = time.perf_counter()
+                code, _ = await client.data(message)
+                latencies.append(time.perf_counter() - start)
+                if code != 250:
+                    raise RuntimeError(f"answer {code}")
+        finally:
+            await client.quit()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(session() for _ in range(connections)))
+    return time.perf_counter() - start, latencies
+
+
+def run_load(port, to, size, total, connections):
+    return asyncio.run(load(port, to, size, total, connections))
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+
+def start_sink() -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE)
+    wait_for_port(port)
+    return sink, port
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def current_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000, help="messages per 2 KB run")
+    parser.add_argument("--quick", action="store_true", help="small runs, for a smoke test")
+    args = parser.parse_args()
+    small = 300 if args.quick else args.messages
+    large = 60 if args.quick else max(200, args.messages // 8)
+    folder = Path(tempfile.mkdtemp(prefix="ordermail-bench-"))
+    url = f"sqlite:///{folder}/bench.db"
+    settings = settings_from_dict({"database": {"url": url}, "shop": {"address": "orders@shop.example"},
+                                   "owner": {"addresses": ["owner@shop.example"], "secret": "bench-secret-0000000"}})
+    store = open_store(url)
+    order = orders.create_order(store, settings, {
+        "number": "1042", "customer": {"name": "Erika", "email": "erika@example.org"},
+        "items": [{"name": "Teekanne", "quantity": 1, "unit_price": "24.90"}], "total": "24.90",
+        "currency": "EUR", "payment_method": "bank_transfer", "locale": "de"}, quiet=True)
+    to = token_address(settings, order, tokens.CUSTOMER_REPLY, dt.date.today())
+    daemon = Daemon(folder, url, extra="").start()
+    config = daemon.config.read_text().replace("max_message_bytes = 1048576", "max_message_bytes = 30000000")
+    daemon.stop()
+    daemon.config.write_text(config)
+    daemon.start()
+    sink, sink_port = start_sink()
+    rows = []
+    try:
+        for size, total in ((2048, small), (146_432, large)):
+            for connections in (1, 10, 50):
+                sink_seconds, sink_lat = run_load(sink_port, to, size, total, connections)
+                before = Event.select().where(Event.kind == "customer_reply").count()
+                start = time.perf_counter()
+                om_seconds, om_lat = run_load(daemon.smtp_port, to, size, total, connections)
+                while Event.select().where(Event.kind == "customer_reply").count() < before + total:
+                    time.sleep(0.01)
+                e2e = time.perf_counter() - start
+                rows.append({"size": size, "connections": connections, "messages": total,
+                             "sink_msg_s": round(total / sink_seconds), "ordermail_msg_s": round(total / om_seconds),
+                             "ratio": round(sink_seconds / om_seconds, 2),
+                             "p50_ms": round(percentile(om_lat, 0.5), 1), "p99_ms": round(percentile(om_lat, 0.99), 1),
+                             "sink_p99_ms": round(percentile(sink_lat, 0.99), 1),
+                             "end_to_end_msg_s": round(total / e2e)})
+                print(_row(rows[-1]), flush=True)
+        big = reply(to, 25 * 2**20, 0)
+        daemon.stop()                      # a fresh process: its peak is this mail's alone
+        daemon.start()
+        time.sleep(1)
+        pid = daemon.process.pid
+        rss_before = current_rss(pid)
+        run_load(daemon.smtp_port, to, len(big), 1, 1)
+        while InboundMessage.select().where(InboundMessage.state.in_(["new", "processing"])).exists():
+            time.sleep(0.05)
+        growth = peak_rss(pid) - rss_before
+        rows.append({"size": len(big), "peak_rss_growth_x": round(growth / len(big), 2)})
+        print(f"25 MB mail: peak RSS growth {growth / 2**20:.0f} MB = {growth / len(big):.2f}× its size (goal ≤ 4×)")
+    finally:
+        sink.stdin.close()
+        sink.wait(10)
+        daemon.stop()
+    print(json.dumps({"bench": "smtp_ingest", "rows": rows}))
+    return 0
+
+
+def _row(r: dict) -> str:
+    return (f"{r['size'] // 1024:>4} KB  {r['connections']:>2} conn  sink {r['sink_msg_s']:>6} msg/s  "
+            f"ordermail {r['ordermail_msg_s']:>6} msg/s  ratio {r['ratio']:.2f}  "
+            f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms (sink {r['sink_p99_ms']:.1f})  "
+            f"end-to-end {r['end_to_end_msg_s']} msg/s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
