@@ -1,7 +1,7 @@
 """`ordermail serve`: the daemon's lifecycle.
 
-Start in order — store, inbound worker, spool, IMAP door, SMTP/LMTP
-listeners (and in later releases the web server and the scheduler) — run until SIGTERM
+Start in order — store, inbound worker, outbox worker, spool, IMAP door,
+SMTP/LMTP listeners, scheduler (and the web server) — run until SIGTERM
 or SIGINT, then stop in reverse: refuse new mail with 421, let messages in
 DATA commit, stop the worker after its current message, close the store,
 exit 0. A second signal exits at once.
@@ -19,6 +19,9 @@ from daemon.inbound import InboundWorker
 from daemon.intake.imap import ImapDoor
 from daemon.intake.smtp import Listeners
 from daemon.intake.spool import Spool
+from daemon.jobs import Scheduler
+from daemon.notify import check_templates
+from daemon.outbox import OutboxWorker
 from daemon.store import open_store, redact
 
 log = logging.getLogger("ordermail")
@@ -36,6 +39,10 @@ async def _run(settings: Settings) -> int:
     store = open_store(settings.database.url)
     log.info("store open: %s (%s)", redact(settings.database.url), store.backend)
     worker = InboundWorker(store, settings)
+    outbox = OutboxWorker(store, settings)
+    scheduler = Scheduler(settings, store)
+    for problem in check_templates(settings):
+        log.warning("mail template %s; the built-in one is used instead", problem)
     spool = Spool(store, on_commit=worker.wake)
     listeners = Listeners(settings, spool)
     imap = _ImapTask(settings, spool)
@@ -43,15 +50,19 @@ async def _run(settings: Settings) -> int:
     _install_signals(stop)
     try:
         worker.start()
+        outbox.start()
         imap.start()
         await listeners.start()
+        scheduler.start()
         log.info("ordermail ready; command address %s", settings.command_address)
         await stop.wait()
         log.info("stopping: refusing new mail, finishing what was taken")
     finally:
+        scheduler.stop()
         await listeners.stop()
         await imap.stop()
         spool.close()
+        outbox.stop()
         worker.stop()
         store.close()
     log.info("stopped")

@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import app, commands, demo, errors, filters, inbound, inbound_views, orders
+from daemon import app, cli_mail, commands, demo, errors, filters, inbound, inbound_views, notify, orders
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
@@ -88,6 +88,7 @@ def build_parser() -> Parser:
     command.add_argument("text", help="one or more command lines, or - to read them from stdin")
     command.add_argument("--quiet", action="store_true", help="mail no customer for any line")
     command.add_argument("--format", choices=("text", "json"), default="text")
+    cli_mail.add_parsers(sub, common, Parser)
     return parser
 
 
@@ -138,6 +139,9 @@ def config_path(args, must_exist: bool = True) -> Path:
 
 
 def cmd_check(args, settings: Settings, store) -> int:
+    problems = notify.check_templates(settings)
+    if problems:
+        raise ConfigError(f"mail template {problems[0]}")
     applied, pending = store.schema_status()
     orders_count = filters.count_orders("")
     print(f"configuration ok; database {store.backend} ok, schema {applied[-1]}, "
@@ -270,6 +274,7 @@ HANDLERS = {
     ("inbound", "list"): cmd_inbound_list,
     ("inbound", "show"): cmd_inbound_show,
     ("inbound", "retry"): cmd_inbound_retry,
+    **cli_mail.HANDLERS,
 }
 
 

@@ -106,6 +106,9 @@ class OutboundSettings:
                 raise ConfigError(f"[outbound] {key} must be at least 1, not {getattr(self, key)}")
         if self.smtp_password and not self.smtp_user:
             raise ConfigError("[outbound] smtp_password is set but smtp_user is empty")
+        if self.smtp_user and self.smtp_tls == "none" and self.smtp_host not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError('[outbound] smtp_user is set but smtp_tls is "none": the password would cross '
+                              'the network in clear; use "starttls" or "tls"')
         if self.templates_dir and not Path(self.templates_dir).is_dir():
             raise ConfigError(f"[outbound] templates_dir {self.templates_dir!r} is not a folder")
 
@@ -113,6 +116,30 @@ class OutboundSettings:
 @dataclass(frozen=True)
 class WebSettings:
     listen: str = "127.0.0.1:8080"
+    status_link_days: int = 0           # a status link dies this long after the order's last change; 0: never
+    session_hours: int = 12             # how long a mailed sign-in keeps a browser signed in
+    misses_per_hour: int = 30           # unknown status links one client may try before 429
+    signins_per_hour: int = 5           # sign-in mails per address (more are silently not sent)
+    signins_per_client_per_hour: int = 20   # sign-in requests per client address before 429
+    trust_forwarded_for: bool = False   # behind a proxy: the client is X-Forwarded-For's last address
+    timezone: str = ""                  # times on the pages, e.g. "Europe/Berlin"; "": the server's
+    templates_dir: str = ""             # the shop's own page templates, tried first
+
+    def __post_init__(self):
+        for key in ("status_link_days",):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"[web] {key} must be 0 (never) or more, not {getattr(self, key)}")
+        for key in ("session_hours", "misses_per_hour", "signins_per_hour", "signins_per_client_per_hour"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[web] {key} must be at least 1, not {getattr(self, key)}")
+        if self.timezone:
+            import zoneinfo
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(f'[web] timezone must be a zone like "Europe/Berlin", not {self.timezone!r}') from None
+        if self.templates_dir and not Path(self.templates_dir).is_dir():
+            raise ConfigError(f"[web] templates_dir {self.templates_dir!r} is not a folder")
 
 
 @dataclass(frozen=True)
@@ -131,7 +158,17 @@ class PaypalSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    secret: str = ""
+    secret: str = ""                    # HMAC key of POST /api/orders; "" disables it
+    woocommerce_secret: str = ""        # the WooCommerce webhook's secret; "" disables /hooks/woocommerce
+    shopify_secret: str = ""            # the Shopify app's client secret; "" disables /hooks/shopify
+    payment_methods: tuple[str, ...] = ()   # "theirs=ours" for the shops' payment ids; "*=ours" for any other
+    metrics_token: str = ""             # if set, GET /metrics wants "Authorization: Bearer <token>"
+
+    def __post_init__(self):
+        for entry in self.payment_methods:
+            theirs, sep, ours = (part.strip() for part in entry.partition("="))
+            if not (sep and theirs and ours):
+                raise ConfigError(f'[api] payment_methods: {entry!r} must look like "bacs=bank_transfer"')
 
 
 @dataclass(frozen=True)

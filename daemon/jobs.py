@@ -1,0 +1,256 @@
+"""Scheduled jobs: plain functions of (settings, store, now), and the scheduler that runs them.
+
+    outbox-retry    every minute: send what is due (the outbox worker does the
+                    same continuously; this is the safety net, and the way to
+                    send from the command line without a daemon)
+    owner-digest    daily at `[owner] digest_time` (the server's local time):
+                    the orders that need doing, mailed to the owner
+
+`ordermail jobs run NAME --now ISO` runs one as if the clock said so. Each
+run is recorded (table job_run); on start, a daily job whose last run is
+older than its last due time runs once — a digest missed while the daemon
+was down is caught up, but only one, however long it was down. Payment
+reminders and auto-cancel (a later release) are two more entries in `JOBS`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+import peewee as pw
+
+from daemon import filters, job_store, notify, orders, outbox
+from daemon.config import Settings
+from daemon.errors import InputError
+from daemon.store import INTERNAL_KINDS, Event, Order, Store, utcnow
+
+log = logging.getLogger("ordermail.jobs")
+SECTION_ROWS = 50
+OUTBOX_RETRY_SECONDS = 60
+DIGEST_FILTERS = (
+    ("unpaid", "not paid and not cancelled"),
+    ("to_ship", "paid and not shipped and not cancelled"),
+)
+
+
+# ---- the jobs ------------------------------------------------------------------------
+
+def outbox_retry(settings: Settings, store: Store, now: dt.datetime) -> str:
+    sent = outbox.send_due(store, settings, now)
+    return f"{sent} mail(s) sent"
+
+
+def owner_digest(settings: Settings, store: Store, now: dt.datetime) -> str:
+    """Queue the owner's list of orders to do; nothing when there is nothing to do."""
+    if not settings.owner.addresses:
+        return "no [owner] addresses; no digest"
+    sections = [s for s in (*(_filter_section(settings, key, expr, now) for key, expr in DIGEST_FILTERS),
+                            _unanswered_section(settings, now)) if s["count"]]
+    if not sections:
+        return "nothing to do; no digest sent"
+    with store.atomic():
+        for owner in settings.owner.addresses:
+            orders.queue_mail(settings, "owner_digest", owner, now=now,
+                              data={"sections": sections, "as_of": now.isoformat(timespec="minutes")})
+    counts = ", ".join(f"{s['count']} {s['key']}" for s in sections)
+    return f"digest queued for {len(settings.owner.addresses)} owner address(es): {counts}"
+
+
+def _filter_section(settings: Settings, key: str, expr: str, now: dt.datetime) -> dict:
+    found = filters.find_orders(expr, limit=SECTION_ROWS)
+    return {"key": key, "filter": expr, "url": notify.dashboard_url(settings, expr),
+            "count": filters.count_orders(expr) if len(found) == SECTION_ROWS else len(found),
+            "orders": [_entry(o, now, o.paid_at if key == "to_ship" else o.created_at) for o in found]}
+
+
+def _unanswered_section(settings: Settings, now: dt.datetime) -> dict:
+    waiting = unanswered_replies()
+    shown = waiting[:SECTION_ROWS]
+    by_id = {o.id: o for o in Order.select().where(Order.id.in_([order_id for order_id, _ in shown]))}
+    expr = " or ".join(f"number:{by_id[order_id].number}" for order_id, _ in shown if order_id in by_id)
+    return {"key": "unanswered", "filter": expr, "count": len(waiting),
+            "url": notify.dashboard_url(settings, expr) if expr else notify.dashboard_url(settings, ""),
+            "orders": [_entry(by_id[order_id], now, asked) for order_id, asked in shown if order_id in by_id]}
+
+
+def unanswered_replies() -> list[tuple[int, dt.datetime]]:
+    """(order id, time of the customer's last reply) where no mail of the owner's
+    followed that reply — oldest waiting first."""
+    asked = dict(Event.select(Event.order, pw.fn.MAX(Event.created_at))
+                 .where(Event.kind == "customer_reply").group_by(Event.order).tuples())
+    if not asked:
+        return []
+    answered = dict(Event.select(Event.order, pw.fn.MAX(Event.created_at))
+                    .where((Event.author == "owner") & (Event.notified == True) & Event.kind.not_in(INTERNAL_KINDS)  # noqa: E712
+                           & Event.order.in_(list(asked)))
+                    .group_by(Event.order).tuples())
+    waiting = [(order_id, at) for order_id, at in asked.items()
+               if order_id not in answered or answered[order_id] < at]
+    return sorted(waiting, key=lambda pair: pair[1])
+
+
+def _entry(order: Order, now: dt.datetime, since) -> dict:
+    return {"number": order.number, "name": order.customer_name, "total": str(order.total),
+            "currency": order.currency, "created": order.created_at.isoformat(timespec="minutes"),
+            "age_days": max((now - order.created_at).days, 0),
+            "since": (since or order.created_at).isoformat(timespec="minutes")}
+
+
+# ---- the table of jobs ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[[Settings, Store, dt.datetime], str]
+    daily_at: Callable[[Settings], str] | None = None   # "HH:MM" (or "" = off); None: every_seconds
+    every_seconds: int = 0
+    catch_up: bool = False
+
+    def schedule(self, settings: Settings) -> str:
+        if self.daily_at is None:
+            return f"every {self.every_seconds} s"
+        at = self.daily_at(settings)
+        return f"daily at {at}" if at else "off"
+
+
+JOBS = (
+    Job("outbox-retry", outbox_retry, every_seconds=OUTBOX_RETRY_SECONDS),
+    Job("owner-digest", owner_digest, daily_at=lambda s: s.owner.digest_time, catch_up=True),
+    # Job("payment-reminders", …, daily_at=…, catch_up=True)   — a later release
+    # Job("auto-cancel", …, daily_at=…, catch_up=True)          — a later release
+)
+
+
+def find_job(name: str) -> Job:
+    for job in JOBS:
+        if job.name == name:
+            return job
+    raise InputError(f"no job {name!r} (jobs: {', '.join(j.name for j in JOBS)})")
+
+
+def run_job(settings: Settings, store: Store, name: str, now: dt.datetime | None = None) -> str:
+    """Run one job as if the clock said `now` (naive UTC); record how it ended."""
+    job, now = find_job(name), now or utcnow()
+    job_store.bind(store)
+    try:
+        result = job.run(settings, store, now)
+    except Exception as exc:
+        job_store.record(name, now, "error", f"{type(exc).__name__}: {exc}")
+        raise
+    job_store.record(name, now, "ok", result)
+    log.info("job %s: %s", name, result)
+    return result
+
+
+def previous_due(job: Job, settings: Settings, now: dt.datetime, tz: dt.tzinfo) -> dt.datetime | None:
+    """The last time (naive UTC) at or before `now` the daily job was due."""
+    at = job.daily_at(settings) if job.daily_at else ""
+    if not at:
+        return None
+    hour, minute = (int(part) for part in at.split(":"))
+    local_now = now.replace(tzinfo=dt.timezone.utc).astimezone(tz)
+    due = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if due > local_now:
+        due = (local_now - dt.timedelta(days=1)).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return due.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def catch_up(settings: Settings, store: Store, now: dt.datetime, tz: dt.tzinfo) -> list[str]:
+    """Run once each daily job whose last due time passed without a run; returns their names."""
+    job_store.bind(store)
+    job_store.ensure([j.name for j in JOBS], now)
+    known, ran = job_store.runs(), []
+    for job in JOBS:
+        due = previous_due(job, settings, now, tz) if job.catch_up else None
+        record = known.get(job.name)
+        last = (record.last_run_at or record.created_at) if record else now
+        if due is not None and last < due:
+            try:
+                run_job(settings, store, job.name, now)
+            except Exception:
+                log.exception("catching up job %s failed", job.name)
+            ran.append(job.name)
+    return ran
+
+
+def job_rows(settings: Settings, store: Store, tz: dt.tzinfo | None = None) -> list[dict]:
+    """Each job with its schedule and last run, for `ordermail jobs list`."""
+    job_store.bind(store)
+    known = job_store.runs()
+    rows = []
+    for job in JOBS:
+        record = known.get(job.name)
+        rows.append({"name": job.name, "schedule": job.schedule(settings),
+                     "timezone": str(tz or local_zone()) if job.daily_at else None,
+                     "last_run_at": _iso(record.last_run_at) if record else None,
+                     "last_status": (record.last_status or None) if record else None,
+                     "last_result": (record.last_result or None) if record else None})
+    return rows
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.replace(tzinfo=dt.timezone.utc).isoformat(timespec="seconds") if moment else None
+
+
+def local_zone() -> dt.tzinfo:
+    import tzlocal   # comes with APScheduler
+    try:
+        return tzlocal.get_localzone()
+    except Exception:   # no usable zone configured: the digest runs on UTC
+        return ZoneInfo("UTC")
+
+
+# ---- the scheduler ----------------------------------------------------------------------
+
+class Scheduler:
+    """APScheduler's BackgroundScheduler running `JOBS`; catches up once on start."""
+
+    def __init__(self, settings: Settings, store: Store, *, tz: dt.tzinfo | None = None):
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+        self.settings, self.store, self.tz = settings, store, tz or local_zone()
+        self._scheduler = BackgroundScheduler(
+            timezone=self.tz, executors={"default": ThreadPoolExecutor(2)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 600})
+
+    def start(self) -> None:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+        for job in JOBS:
+            if job.daily_at is None:
+                trigger = IntervalTrigger(seconds=job.every_seconds, timezone=self.tz)
+            elif job.daily_at(self.settings):
+                hour, minute = job.daily_at(self.settings).split(":")
+                trigger = CronTrigger(hour=int(hour), minute=int(minute), timezone=self.tz)
+            else:
+                continue
+            self._scheduler.add_job(self._run, trigger, args=[job.name], id=job.name, name=job.name)
+        self._scheduler.add_job(self._catch_up, id="catch-up", name="catch-up")   # once, at once
+        self._scheduler.start()
+        log.info("scheduler started: %s", ", ".join(f"{j.name} ({j.schedule(self.settings)})" for j in JOBS))
+
+    def stop(self) -> None:
+        """Wait for a running job to end, then stop."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+
+    def _run(self, name: str) -> None:
+        try:
+            run_job(self.settings, self.store, name, utcnow())
+        except Exception:
+            log.exception("job %s failed", name)
+        finally:
+            self.store.db.close()   # this pool thread's connection
+
+    def _catch_up(self) -> None:
+        try:
+            ran = catch_up(self.settings, self.store, utcnow(), self.tz)
+            if ran:
+                log.info("caught up missed runs: %s", ", ".join(ran))
+        except Exception:
+            log.exception("catching up missed jobs failed")
+        finally:
+            self.store.db.close()
