@@ -33,7 +33,7 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
 class Daemon:
     """Start, stop and kill `ordermail serve` with its own config file."""
 
-    def __init__(self, tmp_path: Path, database_url: str, extra: str = ""):
+    def __init__(self, tmp_path: Path, database_url: str, extra: str = "", owner_extra: str = ""):
         self.smtp_port, self.lmtp_port = free_port(), free_port()
         self.config = tmp_path / "daemon.toml"
         self.log = tmp_path / "daemon.log"
@@ -42,6 +42,7 @@ class Daemon:
             "[shop]\nname = \"Teeladen\"\naddress = \"orders@shop.example\"\n"
             "base_url = \"https://shop.example/status\"\nlocale = \"de\"\n"
             "[owner]\naddresses = [\"owner@shop.example\"]\nsecret = \"s3cret-command-key-0123\"\n"
+            + owner_extra +
             f"[database]\nurl = {json.dumps(database_url)}\n"
             f"[inbound]\nsmtp_listen = \"127.0.0.1:{self.smtp_port}\"\n"
             f"lmtp_listen = \"127.0.0.1:{self.lmtp_port}\"\nmax_message_bytes = 1048576\n"

@@ -16,6 +16,7 @@ from daemon.store import Order
 from daemonproc import Daemon
 from mailbuilder import mail
 from realservers import swaks  # noqa: F401  (fixture)
+from test_owner_mail import dkim_key  # noqa: F401  (fixture)
 
 OWNER = "Olga Owner <owner@shop.example>"
 
@@ -141,3 +142,37 @@ def test_the_owner_answers_a_customer_by_replying_to_the_forward(daemon, setting
                       body="Ja, gern, 5 Euro extra.\n\nAm 27.11.2026 schrieb Erika:\n> Kann man?"), answer_to)
     answer = wait_for_mail(daemon, lambda m: to(m) == "erika@example.org" and "5 Euro extra" in text_of(m))
     assert "Kann man?" not in text_of(answer)
+
+
+@pytest.fixture
+def proving_daemon(store, settings, tmp_path, dkim_key):
+    """A daemon that wants a proof: the trusted authserv-id, or a DKIM signature."""
+    orders.create_order(store, settings, sample_order("1042"))
+    orders.create_order(store, settings, sample_order("1043"))
+    _, keys = dkim_key
+    running = Daemon(tmp_path, settings.database.url, owner_extra=(
+        'trusted_authserv_id = "mx.shop.example"\nverify_dkim = true\n'
+        f'dkim_keys_file = "{keys}"\n')).start()
+    yield running
+    assert running.stop() == 0, running.log_text()
+
+
+def test_only_proven_owner_mail_commands_through_the_daemon(proving_daemon, settings, dkim_key):
+    from test_owner_mail import _signed
+    private, _ = dkim_key
+    address = settings.command_address
+    injected = mail(to=address, sender=OWNER, subject="a", body="paid 1042",
+                    headers={"Authentication-Results": "evil.example; dkim=pass header.d=shop.example"})
+    broken = _signed(mail(to=address, sender=OWNER, subject="b", body="paid 1042"), private).replace(
+        b"paid 1042", b"paid 1042 ")
+    vouched = mail(to=address, sender=OWNER, subject="c", body="paid 1043",
+                   headers={"Authentication-Results": "mx.shop.example; dmarc=pass header.from=shop.example"})
+    signed = _signed(mail(to=address, sender=OWNER, subject="d", body="shipped 1043"), private)
+    for raw in (injected, broken, vouched, signed):
+        send(proving_daemon, raw, address)
+    wait_for_mail(proving_daemon, lambda m: m["Subject"] == "Re: d" and "1043 marked shipped" in text_of(m))
+    assert not Order.get(Order.number == "1042").status_words()["paid"]
+    assert Order.get(Order.number == "1043").status_words() == {
+        "paid": True, "shipped": True, "cancelled": False, "refunded": False}
+    alerts = [m for m in outgoing(proving_daemon) if "not carried out" in text_of(m)]
+    assert len(alerts) == 1                     # two refused mails, one alert a day
