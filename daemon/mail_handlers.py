@@ -17,8 +17,8 @@ def handle_bounce(ctx) -> str:
     if order is None:
         return "kept; it answers no mail of ours"
     ctx.message.order = order
-    change = orders.add_event(
-        ctx.store, ctx.settings, order.number, "bounce",
+    change = orders.record_bounce(
+        ctx.store, ctx.settings, order.number,
         Content(subject=f"Delivery failed{': ' + bounce.status if bounce.status else ''}",
                 text=bounce.diagnostic),
         data={"status": bounce.status, "permanent": bounce.permanent, "recipient": bounce.recipient,

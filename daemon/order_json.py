@@ -175,6 +175,7 @@ def order_to_json(order: Order, settings: Settings, events: list[Event]) -> dict
         "cancelled_at": _iso(order.cancelled_at), "refunded_at": _iso(order.refunded_at),
         "refunded_amount": None if order.refunded_amount is None else str(order.refunded_amount),
         "tracking_code": order.tracking_code, "carrier": order.carrier,
+        "email_bounced_at": _iso(order.email_bounced_at), "email_bounce": order.email_bounce or None,
         "events": [event_to_json(event) for event in events],
     }
 

@@ -24,6 +24,8 @@ def order_detail(order: Order, events: list[Event], settings: Settings) -> str:
         lines.append(f"Refunded:  {order.refunded_amount} {order.currency}")
     if order.tracking_code or order.carrier:
         lines.append(f"Shipping:  {order.carrier or ''} {order.tracking_code or ''}".rstrip())
+    if order.email_bounced_at:
+        lines.append(f"MAIL BOUNCED: {order.email_bounced_at:%Y-%m-%d} {order.email_bounce}")
     lines.append(f"Status page: {settings.status_url(order.status_token)}")
     lines.append("Items:")
     for item in order.items.order_by(OrderItem.position):

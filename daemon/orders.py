@@ -224,6 +224,26 @@ def _add_text(store, settings, number, content, via, kind, what) -> Change:
                    lambda order, now: ({}, f"{order.number}: {what} added"))
 
 
+# ---- bounces ------------------------------------------------------------------------
+
+def record_bounce(store, settings, number, content: Content, data: dict, *, via=Via()) -> Change:
+    """An internal `bounce` event; a permanent failure for the customer's
+    address flags it, and the owner is told once per order."""
+    def apply(order, now):
+        failed = (data.get("recipient") or order.customer_email).lower()
+        if data.get("permanent") and failed == order.customer_email and order.email_bounced_at is None:
+            order.email_bounced_at = now
+            order.email_bounce = f"{data.get('status', '')} {content.text}".strip()[:300]
+            for owner in settings.owner.addresses:
+                queue_mail(settings, "owner_alert", owner, order=order, now=now, data={
+                    "topic": "bounce",
+                    "text": (f"Mail to the customer of order {order.number} ({order.customer_email}) "
+                             f"bounced: {order.email_bounce}. Please reach them another way.")})
+            return data, f"{order.number}: bounce logged, {order.customer_email} flagged, owner told"
+        return data, f"{order.number}: bounce logged"
+    return _change(store, settings, number, "bounce", content, via, apply)
+
+
 # ---- undoing ------------------------------------------------------------------------
 
 STATE_FIELDS = ("status", "paid_at", "shipped_at", "cancelled_at", "refunded_at",
