@@ -118,6 +118,9 @@ class Order(BaseModel):
     carrier = pw.CharField(max_length=60, null=True)
     status_token = pw.CharField(max_length=64, unique=True, default=new_token)
     reply_secret = pw.CharField(max_length=64, default=new_secret)
+    # Set when mail to the customer bounced for good: the owner should call.
+    email_bounced_at = pw.DateTimeField(null=True)
+    email_bounce = pw.CharField(max_length=300, default="")
 
     class Meta:
         table_name = "orders"
