@@ -33,7 +33,8 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
 class Daemon:
     """Start, stop and kill `ordermail serve` with its own config file."""
 
-    def __init__(self, tmp_path: Path, database_url: str, extra: str = "", owner_extra: str = ""):
+    def __init__(self, tmp_path: Path, database_url: str, extra: str = "", owner_extra: str = "",
+                 max_message_bytes: int = 1048576):
         self.smtp_port, self.lmtp_port = free_port(), free_port()
         self.config = tmp_path / "daemon.toml"
         self.log = tmp_path / "daemon.log"
@@ -45,7 +46,7 @@ class Daemon:
             + owner_extra +
             f"[database]\nurl = {json.dumps(database_url)}\n"
             f"[inbound]\nsmtp_listen = \"127.0.0.1:{self.smtp_port}\"\n"
-            f"lmtp_listen = \"127.0.0.1:{self.lmtp_port}\"\nmax_message_bytes = 1048576\n"
+            f"lmtp_listen = \"127.0.0.1:{self.lmtp_port}\"\nmax_message_bytes = {max_message_bytes}\n"
             f"[outbound]\nmaildir = {json.dumps(str(self.maildir))}\n"
             "[web]\nlisten = \"\"\n" + extra, encoding="utf-8")
         self.process: subprocess.Popen | None = None

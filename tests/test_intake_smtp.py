@@ -257,3 +257,58 @@ def test_postfix_hands_the_shops_mail_to_the_lmtp_door(daemon, postfix_factory, 
     assert InboundMessage.get().channel == "lmtp"
     swaks("--to", "nobody@shop.example", "--from", "erika@example.org", server=relay)
     relay.wait_for_log(r"nobody@shop\.example.*(550 5\.1\.1|bounced|rejected)", timeout=30)
+
+
+def test_hard_mail_is_taken_whole(store, settings, tmp_path, reply_to):
+    """A 25 MB attachment, a 100 KB header line, 8-bit headers, no From, an empty body."""
+    daemon = Daemon(tmp_path, settings.database.url, max_message_bytes=40_000_000).start()
+    try:
+        big = mail(to=reply_to, body="Foto anbei", attachments=(("foto.jpg", "image/jpeg", b"\xff" * 25_000_000),))
+        long_header = mail(to="orders@shop.example", headers={"X-Long": "a" * 100_000}, body="long header")
+        eight_bit = (b"From: J\xfcrgen <juergen@example.org>\r\nTo: orders@shop.example\r\n"
+                     b"Subject: Gr\xfc\xdfe\r\n\r\nHallo\r\n")
+        no_from = b"To: orders@shop.example\r\nSubject: (none)\r\n\r\n"
+        with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=120) as client:
+            for raw, to in ((big, reply_to), (long_header, "orders@shop.example"),
+                            (eight_bit, "orders@shop.example"), (no_from, "orders@shop.example")):
+                assert client.sendmail("erika@example.org", [to], raw) == {}
+        wait_until(lambda: InboundMessage.select().where(InboundMessage.state == "done").count() == 4, 120)
+        [reply] = replies_on("1042")
+        assert reply.body_text == "Foto anbei" and reply.data["files_left_out"] == 1
+        assert InboundMessage.select().where(InboundMessage.size > 25_000_000).count() == 1
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_shutting_down_answers_421_to_a_session_still_open(store, settings):
+    """SIGTERM stops new mail at once; a client mid-session hears 421, not silence."""
+    from daemon.intake.smtp import Listeners
+    from daemon.intake.spool import Spool
+    import asyncio
+    import dataclasses
+
+    port = __import__("daemonproc").free_port()
+    listening = dataclasses.replace(settings, inbound=dataclasses.replace(
+        settings.inbound, smtp_listen=f"127.0.0.1:{port}", lmtp_listen=""))
+    spool = Spool(store)
+    loop = asyncio.new_event_loop()
+    listeners = Listeners(listening, spool)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(listeners.start(), loop).result(10)
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.example.org")
+            client.mail("erika@example.org")
+            assert client.rcpt("orders@shop.example")[0] == 250
+            asyncio.run_coroutine_threadsafe(listeners.stop(), loop).result(10)
+            assert client.rcpt("orders@shop.example")[:1] == (421,)
+            code, answer = client.data(b"Subject: late\r\n\r\nzu spaet\r\n")
+            assert code == 421 and answer.startswith(b"4.3.2")
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        spool.close()
+    assert InboundMessage.select().count() == 0
