@@ -1,7 +1,7 @@
 """`ordermail serve`: the daemon's lifecycle.
 
 Start in order — store, inbound worker, outbox worker, spool, IMAP door,
-SMTP/LMTP listeners, scheduler (and the web server) — run until SIGTERM
+SMTP/LMTP listeners, web server, scheduler — run until SIGTERM
 or SIGINT, then stop in reverse: refuse new mail with 421, let messages in
 DATA commit, stop the worker after its current message, close the store,
 exit 0. A second signal exits at once.
@@ -46,6 +46,7 @@ async def _run(settings: Settings) -> int:
     spool = Spool(store, on_commit=worker.wake)
     listeners = Listeners(settings, spool)
     imap = _ImapTask(settings, spool)
+    web = _web_server(settings, store)
     stop = asyncio.Event()
     _install_signals(stop)
     try:
@@ -53,12 +54,16 @@ async def _run(settings: Settings) -> int:
         outbox.start()
         imap.start()
         await listeners.start()
+        if web is not None:
+            web.start()
         scheduler.start()
         log.info("ordermail ready; command address %s", settings.command_address)
         await stop.wait()
         log.info("stopping: refusing new mail, finishing what was taken")
     finally:
         scheduler.stop()
+        if web is not None:
+            await asyncio.to_thread(web.stop)     # lets the requests in hand finish
         await listeners.stop()
         await imap.stop()
         spool.close()
@@ -67,6 +72,14 @@ async def _run(settings: Settings) -> int:
         store.close()
     log.info("stopped")
     return 0
+
+
+def _web_server(settings: Settings, store):
+    """The status pages and dashboard, when `[web] listen` is set (binds its port at once)."""
+    if not settings.web.listen:
+        return None
+    from statuspage.server import WebServer
+    return WebServer(settings, store)
 
 
 class _ImapTask:

@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import app, cli_mail, commands, demo, errors, filters, inbound, inbound_views, notify, orders
+from daemon import app, cli_mail, cli_web, commands, demo, errors, filters, inbound, inbound_views, notify, orders
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
@@ -58,6 +58,7 @@ def build_parser() -> Parser:
     show = order.add_parser("show", parents=[common], help="an order and its whole log")
     show.add_argument("number")
     show.add_argument("--format", choices=("text", "json"), default="text")
+    cli_web.add_order_parsers(order, common, Parser)
 
     listing = sub.add_parser("orders", parents=[common], help="many orders").add_subparsers(
         dest="orders_command", required=True, parser_class=Parser)
@@ -275,6 +276,7 @@ HANDLERS = {
     ("inbound", "show"): cmd_inbound_show,
     ("inbound", "retry"): cmd_inbound_retry,
     **cli_mail.HANDLERS,
+    **cli_web.HANDLERS,
 }
 
 

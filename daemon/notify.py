@@ -59,7 +59,8 @@ CUSTOMER_KINDS = frozenset({"created", "paid", "shipped", "cancelled", "refunded
                             "payment_reminder", "files_refused"})
 OWNER_KINDS = frozenset({"reply_forward", "unmatched_forward", "receipt", "owner_alert",
                          "owner_digest", "new_order"})
-KINDS = CUSTOMER_KINDS | OWNER_KINDS
+WEB_KINDS = frozenset({"signin_link"})   # to whoever asked on a page; data["lang"] is that page's language
+KINDS = CUSTOMER_KINDS | OWNER_KINDS | WEB_KINDS
 MAX_REFERENCES = 20
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
@@ -135,6 +136,9 @@ def language(settings: Settings, row: OutboxMessage) -> str:
         code = (row.order.locale or "")[:2].lower()
         if code in SUPPORTED_LOCALES:
             return code
+    asked = (row.data or {}).get("lang")
+    if row.kind in WEB_KINDS and asked in SUPPORTED_LOCALES:
+        return asked
     return settings.shop.locale
 
 

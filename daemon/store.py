@@ -117,6 +117,8 @@ class Order(BaseModel):
     tracking_code = pw.CharField(max_length=100, null=True)
     carrier = pw.CharField(max_length=60, null=True)
     status_token = pw.CharField(max_length=64, unique=True, default=new_token)
+    # When the status link was last re-issued (statuspage/links.py); null: with the order.
+    status_token_issued_at = pw.DateTimeField(null=True)
     reply_secret = pw.CharField(max_length=64, default=new_secret)
     # Set when mail to the customer bounced for good: the owner should call.
     email_bounced_at = pw.DateTimeField(null=True)

@@ -35,6 +35,7 @@ def make_app(settings: Settings, store: Store) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True)
     context = WebContext(settings, store)
     app.add_hook("after_request", _security_headers)
+    app.default_error_handler = _plain_error
     pages.register(app, context)
     api.register(app, context)
     return app
@@ -43,3 +44,12 @@ def make_app(settings: Settings, store: Store) -> bottle.Bottle:
 def _security_headers() -> None:
     for name, value in SECURITY_HEADERS.items():
         bottle.response.set_header(name, value)
+
+
+def _plain_error(error: bottle.HTTPError) -> str:
+    """Errors as one line of text: bottle's own error page carries inline style
+    (which the CSP blocks), and an uncaught exception's 500 skips the hook above."""
+    _security_headers()
+    bottle.response.content_type = "text/plain; charset=utf-8"
+    detail = error.body if isinstance(error.body, str) and error.body != error.status_line[4:] else ""
+    return f"{error.status_line}\n{detail}\n" if detail else f"{error.status_line}\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 from statuspage.app import make_app
@@ -24,5 +25,7 @@ class WebServer:
         log.info("web listening on %s", self.listen)
 
     def stop(self) -> None:
-        self._server.close()
+        """Let the requests in hand finish (up to 5 s), then close the listener and every connection."""
+        self._server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
+        wasyncore.close_all(self._server._map)
         self._thread.join(10)
