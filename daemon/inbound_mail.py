@@ -386,7 +386,8 @@ def decode_bytes(data: bytes, charset: str | None, defects: list[str], where: st
 
     Non-ASCII bytes that are valid UTF-8 are read as UTF-8 whatever the label
     says (mislabelled UTF-8 is common, valid UTF-8 by accident is not); else the
-    declared charset; else Windows-1252, then Latin-1, which take any byte.
+    declared charset; else (undeclared, unknown, or not decodable as declared)
+    Windows-1252, then Latin-1, which take any byte.
     """
     codec = _codec(charset)
     if codec and codec.startswith(("utf-16", "utf-32")):
@@ -405,9 +406,9 @@ def decode_bytes(data: bytes, charset: str | None, defects: list[str], where: st
         try:
             return data.decode(codec)
         except UnicodeDecodeError:
-            if codec != "ascii":
-                defects.append(f"bytes not in {charset[:40]!r} in {where}: some replaced")
-                return data.decode(codec, "replace")
+            # A UTF-8 label on Latin-1 bytes is the usual mix-up (old clients,
+            # scripts): Windows-1252 reads "Grüße" where "replace" makes "Gr��e".
+            defects.append(f"bytes not in {charset[:40]!r} in {where}: read as Windows-1252")
     if charset and not codec:
         defects.append(f"unknown charset {charset[:40]!r} in {where}: read as Windows-1252")
     try:

@@ -295,3 +295,16 @@ def test_automatic_mail_at_the_command_address_is_refused_at_smtp_time(settings)
         _refuse_automatic(mail(to=settings.command_address, sender=OWNER, body="paid 1042",
                                headers={"Auto-Submitted": "auto-generated"}), "owner@shop.example")
     _refuse_automatic(mail(to=settings.command_address, sender=OWNER, body="paid 1042"), "owner@shop.example")
+
+
+def test_mixed_up_encodings_in_a_command_mail_are_read_right(store, settings, two_orders):
+    raw = (f"From: Olga Owner <owner@shop.example>\r\nTo: {settings.command_address}\r\n"
+           "Subject: =?utf-8?q?Gr=FC=DFe?=\r\nMessage-ID: <enc@owner.example>\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n").encode()
+    raw += "vermerk 1042 Grüße aus Köln\r\nnachricht 1043 Ihre Tasse ist fertig – bis bald\r\n".encode("cp1252")
+    send(store, settings, raw)
+    note = orders.order_events(orders.find_order("1042"))[-1]
+    message = orders.order_events(orders.find_order("1043"))[-1]
+    assert note.body_text == "Grüße aus Köln"
+    assert message.body_text == "Ihre Tasse ist fertig – bis bald"
+    assert "NOT DONE" not in receipts()[0].data["text"]
