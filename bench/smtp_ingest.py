@@ -88,6 +88,17 @@ def run_load(port, to, size, total, connections):
     return asyncio.run(load(port, to, size, total, connections))
 
 
+def photo_reply(to: str, size: int) -> bytes:
+    """A short reply with a photo attached, `size` bytes in all (base64 lines)."""
+    head = (f"From: Erika <erika@example.org>\r\nTo: {to}\r\nSubject: Re: Bestellung\r\n"
+            f"Message-ID: <bench-photo-{time.monotonic_ns()}@example.org>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nDas Foto vom Schaden.\r\n--b\r\n"
+            'Content-Type: image/jpeg; name="schaden.jpg"\r\nContent-Transfer-Encoding: base64\r\n\r\n').encode()
+    line = b"/9j/" + b"A" * 72 + b"\r\n"
+    return head + line * ((size - len(head) - 8) // len(line)) + b"--b--\r\n"
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
@@ -155,7 +166,7 @@ def main() -> int:
                              "sink_p99_ms": round(percentile(sink_lat, 0.99), 1),
                              "end_to_end_msg_s": round(total / e2e)})
                 print(_row(rows[-1]), flush=True)
-        big = reply(to, 25 * 2**20, 0)
+        big = photo_reply(to, 25 * 2**20)
         daemon.stop()                      # a fresh process: its peak is this mail's alone
         daemon.start()
         time.sleep(1)

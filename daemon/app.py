@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -25,14 +26,30 @@ from daemon.outbox import OutboxWorker
 from daemon.store import open_store, redact
 
 log = logging.getLogger("ordermail")
+M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
 
 
 def serve(settings: Settings) -> int:
+    _return_big_buffers_to_the_system()
     logging.basicConfig(level=os.environ.get("ORDERMAIL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)   # aiosmtpd logs every command at INFO
     logging.getLogger("aioimaplib").setLevel(logging.WARNING)  # and aioimaplib every untagged line
     return asyncio.run(_run(settings))
+
+
+def _return_big_buffers_to_the_system() -> None:
+    """Keep glibc from raising its mmap threshold after the first big mail.
+
+    By default glibc serves a buffer freed once from the heap next time, and
+    the heap is not given back: after one 25 MB mail the daemon would keep
+    every later mail's copies resident. A fixed threshold keeps big buffers
+    in their own mappings, returned to the system when freed.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+    except (OSError, AttributeError):   # not glibc: nothing to tune
+        pass
 
 
 async def _run(settings: Settings) -> int:

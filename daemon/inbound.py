@@ -102,7 +102,9 @@ def _handle(store: Store, settings, message: InboundMessage) -> tuple[str, str]:
             return _finish(message, "duplicate", "the same message was handled before")
     # Our own mail coming back is recognised by its exact Message-ID (routing),
     # not by domain: the owner's own client may well use the shop's domain.
-    mail = parse_mail(message.raw, envelope_from=message.envelope_from)
+    # Attachments are decoded only when needed (owner files): customers'
+    # files are never kept, and a decoded copy would double a big mail's memory.
+    mail = parse_mail(message.raw, envelope_from=message.envelope_from, keep_attachment_bytes=0)
     ctx = Context(store=store, settings=settings, message=message, mail=mail,
                   recipients=_recipients(message, settings, now), bounce=find_bounce(mail),
                   now=now)

@@ -33,7 +33,7 @@ def handle_customer_reply(ctx) -> str:
 
 def _log_reply(ctx, order, from_customer: bool, files: int, how: str):
     mail = ctx.mail
-    text = trim_reply(mail.text).text
+    text = _bounded(trim_reply(mail.text).text, ctx.settings.limits.event_body_max_chars)
     data = {"files_left_out": files, "matched_by": how}
     if from_customer:
         return orders.add_event(ctx.store, ctx.settings, order.number, "customer_reply",
@@ -45,3 +45,10 @@ def _log_reply(ctx, order, from_customer: bool, files: int, how: str):
                             data={**data, "from": mail.from_address, "reason": "reply_from_other_address"},
                             via=Via(author="system", message_id=mail.message_id, now=ctx.now))
 
+
+def _bounded(text: str, limit: int) -> str:
+    """A reply longer than an event may hold keeps its beginning, and says so."""
+    if len(text) <= limit:
+        return text
+    note = f"\n[… {len(text) - limit + 200:,} more characters left out; the whole mail is kept]"
+    return text[: limit - 200] + note

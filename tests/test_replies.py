@@ -192,3 +192,12 @@ def test_an_expired_reply_address_is_refused_with_a_hint(store, settings, order)
     old = token_address(settings, order, tokens.CUSTOMER_REPLY, TODAY - dt.timedelta(days=800))
     with pytest.raises(ExpiredRecipient, match="expired"):
         pipe.deliver(store, settings, io.BytesIO(mail(to=old)), [old])
+
+
+def test_a_reply_longer_than_an_event_keeps_its_beginning(store, settings, reply_to):
+    body = "Sehr lang. " * 20_000
+    message = deliver(store, settings, mail(to=reply_to, body=body), [reply_to])
+    reply = log_of()[-1]
+    assert message.state == "done" and reply.kind == "customer_reply"
+    assert reply.body_text.startswith("Sehr lang. Sehr lang.") and "more characters left out" in reply.body_text
+    assert len(reply.body_text) <= settings.limits.event_body_max_chars
