@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import aioimaplib
 import psycopg2
-import pytest
 
 from conftest import sample_order
 from daemon import orders, tokens

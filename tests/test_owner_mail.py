@@ -20,7 +20,7 @@ from daemon import orders, tokens
 from daemon.addresses import token_address
 from daemon.errors import AutoSubmittedCommand
 from daemon.intake import pipe
-from daemon.store import CommandMail, Event, InboundMessage, OutboxMessage
+from daemon.store import CommandMail, InboundMessage, OutboxMessage
 from mailbuilder import mail
 
 OWNER = "Olga Owner <owner@shop.example>"

@@ -27,9 +27,6 @@ import base64
 import logging
 import re
 import ssl
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from email.utils import parseaddr
 
 import aioimaplib
 
