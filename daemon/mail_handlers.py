@@ -1,4 +1,4 @@
-"""What happens to bounces, automatic replies, command mail and unmatched mail.
+"""What happens to bounces, automatic replies and unmatched mail.
 
 None of these is ever answered: a bounce or an auto-reply answered is how
 mail loops start, and an unmatched mail goes to the owner, not back.
