@@ -309,6 +309,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("[inbound] max_message_bytes must be at least 1024")
     for name, method in settings.payment.items():
         _check_placeholders(method.instructions, f"[payment.{name}] instructions")
+    for entry in settings.api.payment_methods:
+        ours = entry.partition("=")[2].strip()
+        if ours and ours not in settings.payment:
+            raise ConfigError(f"[api] payment_methods: {entry!r} names no [payment.{ours}] table")
     _check_database_url(settings.database.url)
 
 

@@ -60,8 +60,9 @@ SHOPIFY = Shop("shopify", "shopify_secret", "X-Shopify-Hmac-Sha256", "X-Shopify-
 def register(app, context) -> None:
     settings, store = context.settings, context.store
     registry = metrics.registry_for(store)
+    answering = _answering(store)
 
-    @app.post("/api/orders", apply=[_answering])
+    @app.post("/api/orders", apply=[answering])
     def api_orders():
         secret = settings.api.secret
         if not secret:
@@ -94,8 +95,8 @@ def register(app, context) -> None:
         log.info("%s: order %s created", shop.name, taken.order.number)
         return _created(taken.order, settings)
 
-    app.post("/hooks/woocommerce", callback=lambda: hook(WOOCOMMERCE), apply=[_answering])
-    app.post("/hooks/shopify", callback=lambda: hook(SHOPIFY), apply=[_answering])
+    app.post("/hooks/woocommerce", callback=lambda: hook(WOOCOMMERCE), apply=[answering])
+    app.post("/hooks/shopify", callback=lambda: hook(SHOPIFY), apply=[answering])
 
     @app.get("/healthz")
     def healthz():
@@ -124,7 +125,7 @@ def _created(order, settings):
 # ---- answers: the one mapping from outcome to status ----------------------------------
 
 ANSWERS = (
-    (signatures.TooLarge, 413, {}),
+    (signatures.BodyTooLarge, 413, {}),
     (signatures.Unauthorized, 401, {"WWW-Authenticate": 'Signature realm="ordermail"'}),
     (InputError, 400, {}),
     (Refused, 409, {}),
@@ -133,19 +134,22 @@ ANSWERS = (
 CAUGHT = tuple(kind for kind, _, _ in ANSWERS)
 
 
-def _answering(callback):
-    """Turn the typed outcomes of an intake route into their status and a one-line error."""
-    @functools.wraps(callback)
-    def answer(*args, **kwargs):
-        try:
-            return callback(*args, **kwargs)
-        except CAUGHT as exc:
-            status, headers = next((s, h) for kind, s, h in ANSWERS if isinstance(exc, kind))
-            if status == 503:
-                log.warning("%s: database unavailable: %s", bottle.request.path, first_line(exc))
-                return _error(503, "the database is unavailable; try again later", headers)
-            return _error(status, first_line(exc), headers)
-    return answer
+def _answering(store):
+    """A decorator turning the typed outcomes of an intake route into their status and a one-line error."""
+    def decorate(callback):
+        @functools.wraps(callback)
+        def answer(*args, **kwargs):
+            try:
+                with metrics.reconnect_after_failure(store):
+                    return callback(*args, **kwargs)
+            except CAUGHT as exc:
+                status, headers = next((s, h) for kind, s, h in ANSWERS if isinstance(exc, kind))
+                if status == 503:
+                    log.warning("%s: database unavailable: %s", bottle.request.path, first_line(exc))
+                    return _error(503, "the database is unavailable; try again later", headers)
+                return _error(status, first_line(exc), headers)
+        return answer
+    return decorate
 
 
 def _body(limit: int) -> bytes:

@@ -20,6 +20,7 @@ of 50 KB ~0.27 s (the times sit behind the raw bytes in each row); the last
 """
 import bisect
 import collections
+import contextlib
 import logging
 
 import peewee as pw
@@ -43,7 +44,7 @@ DATABASE_ERRORS = (pw.DatabaseError, pw.InterfaceError, StoreUnavailable)
 
 def health(store: Store) -> dict:
     """The /healthz document; raises one of DATABASE_ERRORS when the database fails."""
-    with _reconnect_after_failure(store):
+    with reconnect_after_failure(store):
         return {"database": "ok",
                 "inbound": {state: _count(InboundMessage, state) for state in ("new", "quarantined")},
                 "outbox": {state: _count(OutboxMessage, state) for state in ("pending", "failed")}}
@@ -57,13 +58,15 @@ def registry_for(store: Store) -> CollectorRegistry:
 
 
 class StoreCollector:
+    """A prometheus-client collector that asks the store at each scrape."""
+
     def __init__(self, store: Store):
         self.store = store
 
     def collect(self):
         up = GaugeMetricFamily("ordermail_database_up", "1 when the database answered this scrape")
         try:
-            with _reconnect_after_failure(self.store):
+            with reconnect_after_failure(self.store):
                 families = list(self._families())
         except DATABASE_ERRORS as exc:
             log.warning("metrics: database unavailable: %s", first_line(exc))
@@ -150,19 +153,13 @@ def _seconds_between(store: Store, start, end):
     return (pw.fn.julianday(end) - pw.fn.julianday(start)) * 86400.0
 
 
-class _reconnect_after_failure:
-    """On a database error, drop this thread's connection: the next request reconnects."""
-
-    def __init__(self, store: Store):
-        self.store = store
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is not None and isinstance(exc, DATABASE_ERRORS):
-            try:
-                self.store.db.close()
-            except Exception:  # noqa: BLE001 - the connection is broken already; closing is best effort
-                pass
-        return False
+@contextlib.contextmanager
+def reconnect_after_failure(store: Store):
+    """On a database error, drop this thread's connection so that the next request reconnects
+    (a connection the server closed stays broken in the driver until it is closed)."""
+    try:
+        yield
+    except DATABASE_ERRORS:
+        with contextlib.suppress(Exception):   # the connection is broken already; closing is best effort
+            store.db.close()
+        raise

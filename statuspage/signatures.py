@@ -41,8 +41,8 @@ class Unauthorized(Exception):
     """The request is not signed by someone holding the key, or is a replay."""
 
 
-class TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """The request announces or sends more than the route takes."""
 
 
 class RawHeaders:
@@ -65,11 +65,11 @@ def read_body(environ, limit: int) -> bytes:
     except ValueError:
         length = -1
     if length > limit:
-        raise TooLarge(f"the body is larger than {limit} bytes")
+        raise BodyTooLarge(f"the body is larger than {limit} bytes")
     stream = environ["wsgi.input"]
     body = stream.read(length) if length >= 0 else stream.read(limit + 1)
     if len(body) > limit:
-        raise TooLarge(f"the body is larger than {limit} bytes")
+        raise BodyTooLarge(f"the body is larger than {limit} bytes")
     return body
 
 

@@ -419,6 +419,20 @@ def test_other_shopify_topics_are_answered_200_and_ignored(app):
     assert order_count() == 0
 
 
+@pytest.mark.parametrize("document", [
+    {}, [], "order", None, {"line_items": None}, {"line_items": [None]}, {"line_items": [{"quantity": "2"}]},
+    {"number": 1.5, "line_items": []}, {"billing": [], "customer": "x", "billing_address": 3, "line_items": [{}]},
+    {"number": {"x": 1}, "total": [], "currency": 978, "payment_method": None, "line_items": [
+        {"name": "x" * 1000, "quantity": 2.5, "subtotal": "x", "price": None}]},
+])
+def test_odd_shop_payloads_are_400_never_500(app, document):
+    for deliver in (deliver_woocommerce, deliver_shopify):
+        answer = deliver(app, document)
+        assert answer.status == 400, (deliver.__name__, answer.body)
+        assert len(answer.json()["error"].splitlines()) == 1
+    assert order_count() == 0
+
+
 # ---- GET /healthz ---------------------------------------------------------------------------
 
 def queue_some_mail(store):
@@ -473,11 +487,16 @@ def test_healthz_is_503_while_the_database_fails_and_recovers(app, store, databa
     assert call(app, "GET", "/healthz").status == 200
 
 
-def test_an_order_posted_while_the_database_fails_is_503_retry_later(app, store, database_url, tmp_path):
+def test_an_order_posted_while_the_database_fails_is_503_and_taken_once_it_is_back(app, store, database_url,
+                                                                                  tmp_path):
     call(app, "GET", "/healthz")
-    break_database(store, database_url, tmp_path)
+    mend = break_database(store, database_url, tmp_path)
     answer = post_order(app, sample_order())
     assert answer.status == 503 and answer.headers["Retry-After"]
+    assert "try again later" in answer.json()["error"]
+    mend()
+    assert post_order(app, sample_order()).status == 201   # not a replay: nothing was remembered
+    assert order_count() == 1
 
 
 # ---- GET /metrics ----------------------------------------------------------------------------
