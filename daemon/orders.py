@@ -30,7 +30,7 @@ from daemon.order_json import parse_new_order
 from daemon.richtext import sanitize_html, text_to_html
 from daemon.store import (CANCELLED, EVENT_KINDS, PAID, REFUNDED, SHIPPED, Attachment, Blob,
                           Counter, Event, Order, OrderItem, OutboxMessage, Store,
-                          new_message_id, utcnow)
+                          new_message_id, new_token, utcnow)
 
 FIRST_ORDER_NUMBER = 1001
 
@@ -222,6 +222,22 @@ def _add_text(store, settings, number, content, via, kind, what) -> Change:
         raise InputError(f"the {what} for {number} has no text")
     return _change(store, settings, number, kind, content, via,
                    lambda order, now: ({}, f"{order.number}: {what} added"))
+
+
+# ---- the status link -------------------------------------------------------------------
+
+def reissue_status_link(store, settings, number, *, mail: bool = True, via=Via()) -> Change:
+    """A new status-page token (the old link dies at once), logged internally;
+    the new link is mailed to the customer unless told not to."""
+    def apply(order, now):
+        order.status_token = new_token()
+        order.status_token_issued_at = now
+        if mail:
+            queue_mail(settings, "status_link", order.customer_email, order=order, now=now,
+                       data={"reason": "relink" if via.author == "owner" else "expired"})
+        what = "re-issued and mailed to the customer" if mail else "re-issued (not mailed)"
+        return {"status_link": "reissued", "mailed": mail}, f"{order.number}: status link {what}"
+    return _change(store, settings, number, "system", Content(subject="Status link re-issued"), via, apply)
 
 
 # ---- bounces ------------------------------------------------------------------------

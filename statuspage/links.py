@@ -20,8 +20,8 @@ import re
 
 from daemon import orders
 from daemon.config import Settings
-from daemon.orders import Content, Via
-from daemon.store import Order, Store, new_token, utcnow
+from daemon.orders import Via
+from daemon.store import Order, Store
 from statuspage import compiled
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -64,15 +64,5 @@ def relink(store: Store, settings: Settings, number: str, *, mail: bool = True,
            author: str = "owner", now: dt.datetime | None = None) -> Order:
     """Replace the order's status link (the old one dies at once), log it
     internally and, unless told not to, mail the new one to the customer."""
-    now = now or utcnow()
-    with store.atomic():
-        order = orders.find_order(number)
-        Order.update(status_token=new_token(), status_token_issued_at=now).where(Order.id == order.id).execute()
-        what = "re-issued and mailed to the customer" if mail else "re-issued (not mailed)"
-        orders.add_event(store, settings, order.number, "system", Content(subject=f"Status link {what}"),
-                         via=Via(author=author, now=now), data={"status_link": "reissued", "mailed": mail})
-        order = Order.get_by_id(order.id)
-        if mail:
-            orders.queue_mail(settings, "status_link", order.customer_email, order=order,
-                              data={"reason": "relink" if author == "owner" else "expired"}, now=now)
-    return order
+    orders.reissue_status_link(store, settings, number, mail=mail, via=Via(author=author, now=now))
+    return orders.find_order(number)
