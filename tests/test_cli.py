@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+import smtplib
+import urllib.request
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, sample_order
+from daemonproc import free_port
 
 
 def assert_one_line_error(result, code: int, text: str):
@@ -157,6 +160,10 @@ def test_init_demo_and_serve_on_a_fresh_directory(tmp_path):
     assert demo.stdout.count("http://127.0.0.1:8080/o/") == 3 and "orders+cmd-" in demo.stdout
     assert run("demo").stdout.count("/o/") == 3                # idempotent
     assert (tmp_path / "var" / "ordermail.db").exists()
+    token = demo.stdout.split("http://127.0.0.1:8080/o/")[1].split()[0]
+    smtp_port, web_port = free_port(), free_port()       # the written ports may be taken here
+    config.write_text(config.read_text().replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
+                      .replace("127.0.0.1:8080", f"127.0.0.1:{web_port}"))
     daemon = subprocess.Popen([*ordermail, "serve", "--config", str(config)], cwd=tmp_path,
                               stderr=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT)})
     try:
@@ -165,6 +172,10 @@ def test_init_demo_and_serve_on_a_fresh_directory(tmp_path):
         while "ready" not in line and time.monotonic() < deadline:
             line = daemon.stderr.readline()
         assert "ready" in line
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+            assert client.noop()[0] == 250
+        page = urllib.request.urlopen(f"http://127.0.0.1:{web_port}/o/{token}", timeout=10)
+        assert page.status == 200 and "DEMO-1" in page.read().decode()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     finally:
