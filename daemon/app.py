@@ -35,6 +35,7 @@ def serve(settings: Settings) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)   # aiosmtpd logs every command at INFO
     logging.getLogger("aioimaplib").setLevel(logging.WARNING)  # and aioimaplib every untagged line
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # and APScheduler every job run
     return asyncio.run(_run(settings))
 
 
