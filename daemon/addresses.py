@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daemon import tokens
 from daemon.config import Settings
@@ -28,6 +28,7 @@ class Recipient:
     kind: str                      # "shop", "command" or "token"
     order_id: int | None = None
     purpose: int | None = None
+    order: Order | None = field(default=None, compare=False, repr=False)  # as looked up for the check
 
 
 def check_recipient(address: str, settings: Settings, today: dt.date) -> Recipient:
@@ -61,7 +62,7 @@ def _token_recipient(address: str, token: str, settings: Settings, today: dt.dat
         raise UnknownRecipient()
     if tokens.is_expired(claim, today, settings.inbound.reply_token_days):
         raise ExpiredRecipient()
-    return Recipient(address, "token", order.id, claim.purpose)
+    return Recipient(address, "token", order.id, claim.purpose, order)
 
 
 def token_address(settings: Settings, order: Order, purpose: int, today: dt.date) -> str:

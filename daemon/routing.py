@@ -92,10 +92,8 @@ def find_target(ctx: Context) -> Target | None:
 
 def _by_token(ctx: Context) -> Target | None:
     for recipient in ctx.recipients:
-        if recipient.kind == "token":
-            order = Order.get_or_none(Order.id == recipient.order_id)
-            if order is not None:
-                return Target(order, "token", recipient.purpose)
+        if recipient.kind == "token" and recipient.order is not None:
+            return Target(recipient.order, "token", recipient.purpose)
     return None
 
 
