@@ -118,7 +118,7 @@ def fail(message: str, code: int, wants_json: bool) -> int:
 
 def dispatch(args) -> int:
     if args.command == "init":
-        return demo.write_config(config_path(args, must_exist=False), force=args.force)
+        return demo.write_config(config_path(args), force=args.force)
     settings = load_settings(config_path(args))
     if args.command == "serve":
         return app.serve(settings)
@@ -132,7 +132,7 @@ def dispatch(args) -> int:
         store.close()
 
 
-def config_path(args, must_exist: bool = True) -> Path:
+def config_path(args) -> Path:
     path = args.config or os.environ.get("ORDERMAIL_CONFIG")
     if not path:
         raise ConfigError("no configuration: pass --config PATH or set ORDERMAIL_CONFIG")

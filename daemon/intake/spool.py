@@ -50,9 +50,6 @@ class Spool:
         """Commit one message; returns its id once it is durable."""
         return await asyncio.wrap_future(self._submit(raw, channel, envelope_from, recipients))
 
-    def put_blocking(self, raw: bytes, *, channel: str, envelope_from: str, recipients: list[str]) -> int:
-        return self._submit(raw, channel, envelope_from, recipients).result()
-
     def close(self) -> None:
         """Commit what is queued, then stop the writer."""
         self._closing = True
