@@ -21,15 +21,25 @@ class WebServer:
         host, _, port = settings.web.listen.rpartition(":")
         self._server = create_server(make_app(settings, store), host=host.strip("[]"), port=int(port),
                                      threads=threads, ident="ordermail")
-        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self.listen = settings.web.listen
 
     def start(self) -> None:
         self._thread.start()
         log.info("web listening on %s", self.listen)
 
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except OSError:
+            # stop() closes the sockets under the running select(): expected then
+            if not self._stopping:
+                raise
+
     def stop(self) -> None:
         """Let the requests in hand finish (up to 5 s), then close the listener and every connection."""
+        self._stopping = True
         self._server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
         wasyncore.close_all(self._server._map)
         self._thread.join(10)

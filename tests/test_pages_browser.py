@@ -166,17 +166,23 @@ def test_a_customer_sees_her_order_with_the_picture_and_without_the_note(site, b
     assert _screenshot(browser, f"order-{window}").stat().st_size > 10_000
 
 
+def _wait(browser, condition, seconds: float = 15):
+    """click() returns before the browser has followed a form or a link."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(browser, seconds).until(condition)
+
+
 def test_the_owner_signs_in_by_mail_and_reads_the_dashboard(site, browser):
     from selenium.webdriver.common.by import By
     browser.set_window_size(*WINDOWS["desktop"])
     browser.get(f"{site.base}/admin?q={quote('paid and not cancelled')}")
     browser.find_element(By.ID, "email").send_keys("owner@shop.example")
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert "Sehen Sie in Ihr Postfach" in browser.find_element(By.TAG_NAME, "h1").text
+    _wait(browser, lambda b: "Sehen Sie in Ihr Postfach" in b.find_element(By.TAG_NAME, "h1").text)
     url = OutboxMessage.get(OutboxMessage.kind == "signin_link").data["url"]
     browser.get(url)
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    assert urlsplit(browser.current_url).path == "/admin"
+    _wait(browser, lambda b: urlsplit(b.current_url).path == "/admin")
     assert browser.find_element(By.ID, "q").get_attribute("value") == "paid and not cancelled"
     row = browser.find_element(By.CSS_SELECTOR, "table.orders tbody tr")
     assert "1042" in row.text and "Erika Mustermann" in row.text
@@ -185,6 +191,7 @@ def test_the_owner_signs_in_by_mail_and_reads_the_dashboard(site, browser):
     assert _errors(browser) == []
     _screenshot(browser, "dashboard-desktop")
     browser.find_element(By.LINK_TEXT, "1042").click()
+    _wait(browser, lambda b: "INTERN" in b.find_element(By.TAG_NAME, "main").text)
     page = browser.find_element(By.TAG_NAME, "main").text
     assert "INTERN: Lieferant Ref. A77" in page and "intern" in page
     assert _errors(browser) == []
@@ -196,7 +203,7 @@ def test_the_owner_signs_in_by_mail_and_reads_the_dashboard(site, browser):
     # a link to the dashboard followed from another site (webmail) still finds the session
     browser.get("data:text/html,<a id=go href='%s/admin?q=shipped'>dashboard</a>" % site.base)
     browser.find_element(By.ID, "go").click()
-    browser.find_element(By.CSS_SELECTOR, "table.orders")
+    _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "table.orders"))
     assert urlsplit(browser.current_url).query == "q=shipped"
 
 
@@ -212,5 +219,5 @@ def test_the_sign_in_page_works_on_a_phone_without_script(site, browser):
     _screenshot(browser, "account-phone")
     field.send_keys("erika@example.org")
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert OutboxMessage.select().where(OutboxMessage.kind == "signin_link").count() == 1
+    _wait(browser, lambda b: OutboxMessage.select().where(OutboxMessage.kind == "signin_link").count() == 1)
     assert _errors(browser) == []
