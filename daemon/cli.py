@@ -247,7 +247,7 @@ def cmd_inbound_retry(args, settings: Settings, store) -> int:
     inbound_views.get_message(args.id)
     message = inbound.retry(store, args.id)
     if inbound.claim(message.id):
-        state = inbound.process_message(store, settings, inbound_views.get_message(args.id))
+        [state] = inbound.process_claimed(store, settings, [message.id])
         print(f"message {args.id}: {state}: {inbound_views.get_message(args.id).reason}")
     return 0
 

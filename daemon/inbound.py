@@ -1,12 +1,16 @@
 """The inbound worker: parse once, route, handle — or quarantine with the reason.
 
-Reads messages in the state `new` from the store, oldest first. Handling a
+Claims messages in the state `new` from the store, oldest first, a batch at
+a time with one statement (on PostgreSQL with SKIP LOCKED, so several
+workers share the queue). A claimed group is parsed outside any transaction,
+then handled in one transaction: one commit (one fsync) for the group, each
+message in a savepoint of its own so that one failing message is rolled back
+alone and moved to `quarantine` with the reason, never dropped. Handling a
 message and marking it `done` commit together, so a crash in between leaves
-it `new` and it is handled again on restart, with nothing applied twice (the
-same bytes already handled are marked `duplicate`; events are unique per
-Message-ID). A message that cannot be handled is moved to `quarantine` with
-the reason and its raw bytes, never dropped; `ordermail inbound retry ID`
-puts it back.
+it claimed by a dead process; it is handed out again and handled with
+nothing applied twice (the same bytes already handled are marked
+`duplicate`; events are unique per Message-ID). `ordermail inbound retry ID`
+puts a quarantined message back.
 
 States: new → processing (claimed) → done | duplicate | quarantined.
 """
@@ -17,57 +21,102 @@ import logging
 import os
 import socket
 import threading
+import time
+from dataclasses import dataclass
 
 from daemon.addresses import Recipient, check_recipient
 from daemon.bounces import find_bounce
 from daemon.errors import MailRefused
-from daemon.inbound_mail import parse_mail
+from daemon.inbound_mail import InboundMail, parse_mail
+from daemon.raw_io import load_raw
 from daemon.routing import Context, route
 from daemon.store import InboundMessage, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.inbound")
-BATCH = 50
+BATCH = 100                    # claimed with one statement
+GROUP_MESSAGES = 20            # handled in one transaction: short, so mail intake never waits long
+GROUP_BYTES = 8 * 2**20        # parsed mails held at once
 CLAIM_LEASE_MINUTES = 10
-CLAIMANT = f"{socket.gethostname()}:{os.getpid()}"
+STALE_CHECK_SECONDS = 60
+METADATA = [f for f in InboundMessage._meta.sorted_fields if f.name != "raw"]
+
+
+def claimant() -> str:
+    """Who holds a claim: this host and process (read at call time: a worker may be a child)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class _Parsed:
+    message: InboundMessage
+    mail: InboundMail
 
 
 def process_pending(store: Store, settings, *, limit: int = BATCH, stopping=lambda: False) -> int:
-    """Handle up to `limit` new messages; returns how many were taken."""
-    _release_stale_claims()
-    batch = list(InboundMessage.select(InboundMessage.id).where(InboundMessage.state == "new")
-                 .order_by(InboundMessage.id).limit(limit))
-    taken = 0
-    for row in batch:
-        if stopping():
-            break
-        if claim(row.id):
-            process_message(store, settings, InboundMessage.get_by_id(row.id))
-            taken += 1
-    return taken
+    """Claim and handle up to `limit` new messages; returns how many were taken."""
+    claimed = claim_batch(store, limit)
+    handled = 0
+    try:
+        for group in _groups(claimed):
+            if stopping():
+                break
+            process_claimed(store, settings, [message_id for message_id, _size in group])
+            handled += len(group)
+    finally:
+        if handled < len(claimed):      # stopping, or the store failed: give the rest back
+            release_claims(store, [message_id for message_id, _size in claimed[handled:]])
+    return len(claimed)
+
+
+def claim_batch(store: Store, limit: int) -> list[tuple[int, int]]:
+    """Claim up to `limit` new messages at once; (id, size) oldest first."""
+    db = store.db
+    p = db.param
+    skip_locked = " FOR UPDATE SKIP LOCKED" if store.backend == "postgresql" else ""
+    sql = (f'UPDATE "inbound_message" SET "state" = {p}, "processed_at" = {p}, "claimed_by" = {p} '
+           f'WHERE "id" IN (SELECT "id" FROM "inbound_message" WHERE "state" = {p} '
+           f'ORDER BY "id" LIMIT {p}{skip_locked}) RETURNING "id", "size"')
+    with store.atomic():
+        rows = db.execute_sql(sql, ("processing", utcnow(), claimant(), "new", limit)).fetchall()
+    return sorted((int(i), int(s)) for i, s in rows)
 
 
 def claim(message_id: int) -> bool:
-    """Take a message for handling; False if another process was quicker."""
-    return bool(InboundMessage.update(state="processing", processed_at=utcnow(), claimed_by=CLAIMANT)
+    """Take one message for handling; False if another process was quicker."""
+    return bool(InboundMessage.update(state="processing", processed_at=utcnow(), claimed_by=claimant())
                 .where((InboundMessage.id == message_id) & (InboundMessage.state == "new")).execute())
 
 
-def _release_stale_claims() -> None:
+def release_claims(store: Store, ids: list[int]) -> None:
+    """Hand claimed messages back (best effort: the lease hands them out anyway)."""
+    if not ids:
+        return
+    try:
+        with store.atomic():
+            (InboundMessage.update(state="new", claimed_by="")
+             .where(InboundMessage.id.in_(ids) & (InboundMessage.state == "processing")).execute())
+    except Exception as exc:    # the store is down: the claims expire with their lease
+        log.warning("could not give back %d claimed message(s): %s", len(ids), first_line(exc))
+
+
+def release_stale_claims(store: Store) -> int:
     """A claim older than the lease means its process died: hand it out again."""
     expired = utcnow() - dt.timedelta(minutes=CLAIM_LEASE_MINUTES)
-    (InboundMessage.update(state="new", claimed_by="")
-     .where((InboundMessage.state == "processing") & (InboundMessage.processed_at < expired)).execute())
+    with store.atomic():
+        return (InboundMessage.update(state="new", claimed_by="")
+                .where((InboundMessage.state == "processing") & (InboundMessage.processed_at < expired))
+                .execute())
 
 
-def release_dead_claims() -> int:
-    """At start: claims of processes on this host that no longer run (a crash)."""
+def release_dead_claims(store: Store | None = None) -> int:
+    """Claims of processes on this host that no longer run (a crash)."""
     host = socket.gethostname()
-    dead = [c for c in InboundMessage.select(InboundMessage.claimed_by).distinct()
+    dead = [c.claimed_by for c in InboundMessage.select(InboundMessage.claimed_by).distinct()
             .where((InboundMessage.state == "processing") & InboundMessage.claimed_by.startswith(f"{host}:"))
             if not _alive(int(c.claimed_by.rpartition(":")[2]))]
     return sum(InboundMessage.update(state="new", claimed_by="")
-               .where((InboundMessage.state == "processing") & (InboundMessage.claimed_by == c.claimed_by))
-               .execute() for c in dead)
+               .where((InboundMessage.state == "processing") & (InboundMessage.claimed_by == holder))
+               .execute() for holder in dead)
 
 
 def _alive(pid: int) -> bool:
@@ -82,46 +131,85 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _groups(claimed: list[tuple[int, int]]):
+    """Claimed messages in groups bounded by count and bytes (a big mail goes alone)."""
+    group, size = [], 0
+    for message_id, message_size in claimed:
+        if group and (len(group) >= GROUP_MESSAGES or size + message_size > GROUP_BYTES):
+            yield group
+            group, size = [], 0
+        group.append((message_id, message_size))
+        size += message_size
+    if group:
+        yield group
+
+
 def process_message(store: Store, settings, message: InboundMessage) -> str:
     """Handle one claimed message; returns the state it ends in."""
+    return process_claimed(store, settings, [message.id])[0]
+
+
+def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
+    """Handle claimed messages in one transaction; the state each ends in."""
+    now = utcnow()
+    parsed = [_parse(message, now) for message in _load(ids)]
+    states = []
+    with store.atomic():
+        for item in parsed:
+            states.append(_handle_one(store, settings, item, now))
+    return states
+
+
+def _load(ids: list[int]) -> list[InboundMessage]:
+    """The claimed rows without their raw bytes; those are read one by one."""
+    rows = {m.id: m for m in InboundMessage.select(*METADATA).where(InboundMessage.id.in_(ids))}
+    return [rows[i] for i in ids if i in rows]
+
+
+def _parse(message: InboundMessage, now) -> _Parsed:
+    # Attachments are decoded only when needed (owner files): customers'
+    # files are never kept, and a decoded copy would double a big mail's memory.
+    message.raw = load_raw(message.id)
+    return _Parsed(message, parse_mail(message.raw, envelope_from=message.envelope_from,
+                                       keep_attachment_bytes=0))
+
+
+def _handle_one(store: Store, settings, item: _Parsed, now) -> str:
+    """Route one message in a savepoint; a failure rolls back its changes alone."""
+    message = item.message
     try:
-        state, reason = _handle(store, settings, message)
+        with store.atomic():
+            if _already_handled(message):
+                state, reason = "duplicate", "the same message was handled before"
+            else:
+                # Our own mail coming back is recognised by its exact Message-ID
+                # (routing), not by domain: the owner's client may use the shop's domain.
+                ctx = Context(store=store, settings=settings, message=message, mail=item.mail,
+                              recipients=_recipients(message, settings, now), bounce=find_bounce(item.mail),
+                              now=now)
+                state, reason = "done", route(ctx)
+            _finish(message, state, reason)
     except Exception as exc:  # the one place an unexpected failure is caught
         log.exception("message %s quarantined", message.id)
         state, reason = "quarantined", f"{type(exc).__name__}: {first_line(exc)}"
-        with store.atomic():
-            _finish(message, state, reason, attempts=message.attempts + 1)
+        message.order = None
+        _finish(message, state, reason, attempts=message.attempts + 1)
     log.info("message %s %s: %s", message.id, state, reason)
     return state
 
 
-def _handle(store: Store, settings, message: InboundMessage) -> tuple[str, str]:
-    now = utcnow()
-    if _already_handled(message):
-        with store.atomic():
-            return _finish(message, "duplicate", "the same message was handled before")
-    # Our own mail coming back is recognised by its exact Message-ID (routing),
-    # not by domain: the owner's own client may well use the shop's domain.
-    # Attachments are decoded only when needed (owner files): customers'
-    # files are never kept, and a decoded copy would double a big mail's memory.
-    mail = parse_mail(message.raw, envelope_from=message.envelope_from, keep_attachment_bytes=0)
-    ctx = Context(store=store, settings=settings, message=message, mail=mail,
-                  recipients=_recipients(message, settings, now), bounce=find_bounce(mail),
-                  now=now)
-    with store.atomic():
-        return _finish(message, "done", route(ctx))
-
-
-def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None):
+def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:
+    """Write the outcome — only the columns that change, never the raw bytes again."""
     message.state, message.reason, message.processed_at = state, reason[:2000], utcnow()
     if attempts is not None:
         message.attempts = attempts
-    message.save()
-    return state, reason
+    (InboundMessage.update(state=message.state, reason=message.reason, processed_at=message.processed_at,
+                           attempts=message.attempts, order=message.order_id)
+     .where(InboundMessage.id == message.id).execute())
 
 
 def _already_handled(message: InboundMessage) -> bool:
-    return InboundMessage.select().where(
+    return InboundMessage.select(InboundMessage.id).where(
         (InboundMessage.sha256 == message.sha256) & (InboundMessage.id < message.id)
         & (InboundMessage.state == "done")).exists()
 
@@ -141,20 +229,21 @@ def retry(store: Store, message_id: int) -> InboundMessage:
     with store.atomic():
         message = InboundMessage.get_by_id(message_id)
         message.state, message.reason = "new", f"retry after: {message.reason}"[:2000]
-        message.save()
+        message.save(only=[InboundMessage.state, InboundMessage.reason])
     return message
 
 
 class InboundWorker:
-    """Runs `process_pending` in a thread beside the event loop until stopped."""
+    """Runs `process_pending` in a thread until stopped; woken when mail is committed."""
 
     def __init__(self, store: Store, settings, *, idle_seconds: float = 5.0):
         self.store, self.settings, self.idle_seconds = store, settings, idle_seconds
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="inbound-worker", daemon=True)
+        self._stale_checked = 0.0
 
     def start(self) -> None:
-        released = release_dead_claims()
+        released = release_dead_claims(self.store)
         if released:
             log.warning("took back %d message(s) claimed by a process that died", released)
         self._thread.start()
@@ -171,6 +260,7 @@ class InboundWorker:
         while not self._stop.is_set():
             self._wake.clear()
             try:
+                self._now_and_then()
                 taken = process_pending(self.store, self.settings, stopping=self._stop.is_set)
             except Exception:
                 log.exception("inbound worker: store not usable; retrying")
@@ -179,3 +269,9 @@ class InboundWorker:
             if not taken:
                 self._wake.wait(self.idle_seconds)
         self.store.db.close()
+
+    def _now_and_then(self) -> None:
+        """Expired claims are looked for once a minute, not on every round."""
+        if time.monotonic() - self._stale_checked >= STALE_CHECK_SECONDS:
+            release_stale_claims(self.store)
+            self._stale_checked = time.monotonic()

@@ -11,10 +11,10 @@ import sys
 
 from daemon.addresses import check_recipient
 from daemon.errors import EX_OK, MailRefused, TooLarge, UnknownRecipient
-from daemon.inbound import claim, process_message
+from daemon.inbound import claim, process_claimed
 from daemon.intake.envelope import envelope_sender, header_recipients
 from daemon.intake.spool import store_message
-from daemon.store import InboundMessage, utcnow
+from daemon.store import utcnow
 
 
 def deliver(store, settings, stdin, recipients: list[str], envelope_from: str | None = None) -> int:
@@ -29,7 +29,7 @@ def deliver(store, settings, stdin, recipients: list[str], envelope_from: str | 
     with store.atomic():
         message_id = store_message(raw, channel="pipe", envelope_from=sender, recipients=ours)
     if claim(message_id):
-        process_message(store, settings, InboundMessage.get_by_id(message_id))
+        process_claimed(store, settings, [message_id])
     print(f"taken as {message_id}", file=sys.stderr)
     return EX_OK
 
