@@ -14,7 +14,7 @@ import datetime as dt
 import hmac
 from dataclasses import dataclass, field
 
-from daemon import tokens
+from daemon import compiled, tokens
 from daemon.config import Settings
 from daemon.errors import ExpiredRecipient, NotOurDomain, UnknownRecipient
 from daemon.store import Order
@@ -57,7 +57,8 @@ def _command_recipient(address: str, secret: str, settings: Settings) -> Recipie
 
 def _token_recipient(address: str, token: str, settings: Settings, today: dt.date) -> Recipient:
     claim = tokens.read_token(token)
-    order = claim and Order.get_or_none(Order.id == claim.order_id)
+    order = claim and compiled.get(Order, "addresses.by_id", lambda: Order.select().where(Order.id == 0),
+                                   claim.order_id)
     if order is None or not tokens.is_genuine(claim, order.reply_secret):
         raise UnknownRecipient()
     if tokens.is_expired(claim, today, settings.inbound.reply_token_days):

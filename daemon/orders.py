@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import peewee as pw
 
-from daemon import filters
+from daemon import compiled, filters
 from daemon.config import Settings
 from daemon.errors import InputError, OrderNotFound, Refused
 from daemon.order_json import parse_new_order
@@ -348,7 +348,7 @@ def _change(store, settings, number, kind, content, via, apply) -> Change:
         except _Unchanged as unchanged:
             return Change(order.number, False, str(unchanged))
         order.updated_at = now
-        order.save()
+        compiled.save_dirty(order)   # just what `apply` assigned, and updated_at
         event = _log(order, kind, via, content, data, now)
         notified = _notify(settings, order, event, via, now)
     if kind in NOTIFYING_KINDS and not notified:
@@ -357,25 +357,29 @@ def _change(store, settings, number, kind, content, via, apply) -> Change:
 
 
 def _locked_order(store: Store, number: str) -> Order:
-    query = Order.select().where(Order.number == number.lstrip("#"))
-    if store.backend == "postgresql":
-        query = query.for_update()   # SQLite's IMMEDIATE transaction already serialises
-    order = query.first()
+    # FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction already serialises
+    locking = store.backend == "postgresql"
+    order = compiled.get(Order, "orders.locked", lambda: Order.select().where(Order.number == "")
+                         .for_update(locking), number.lstrip("#"))
     if order is None:
         raise OrderNotFound(number)
     return order
 
 
 def _already_logged(order: Order, kind: str, message_id: str) -> bool:
-    return Event.select().where((Event.order == order) & (Event.kind == kind)
-                                & (Event.message_id == message_id)).exists()
+    # The literal author term lets both databases answer from the partial unique
+    # index event_mail_once (WHERE author <> 'owner'), which it mirrors, instead
+    # of reading the order's whole log.
+    return compiled.exists(Event, "orders.already_logged", lambda: Event.select().where(
+        (Event.order == 0) & (Event.kind == "") & (Event.message_id == "")
+        & pw.SQL("\"author\" <> 'owner'")), order.id, kind, message_id)
 
 
 def _log(order, kind, via: Via, content: Content, data: dict, now) -> Event:
     html = sanitize_html(content.html) if content.html.strip() else text_to_html(content.text)
-    event = Event.create(order=order, kind=kind, author=via.author, subject=content.subject[:300],
-                         body_text=content.text, body_html=html, data=data,
-                         message_id=via.message_id, created_at=now)
+    event = compiled.create(Event, order=order, kind=kind, author=via.author, subject=content.subject[:300],
+                            body_text=content.text, body_html=html, data=data,
+                            message_id=via.message_id, created_at=now)
     for file in content.files:
         _attach(event, file)
     return event
@@ -398,7 +402,7 @@ def _notify(settings: Settings, order: Order, event: Event, via: Via, now) -> bo
         return False
     queue_mail(settings, event.kind, order.customer_email, order=order, event=event, now=now)
     event.notified = True
-    event.save(only=[Event.notified])
+    compiled.save_dirty(event)
     return True
 
 
@@ -406,18 +410,18 @@ def queue_mail(settings: Settings, kind: str, recipient: str, *, order=None, eve
                inbound=None, data=None, now=None) -> OutboxMessage:
     """An outbox row; call inside the transaction of what the mail tells of."""
     now = now or utcnow()
-    return OutboxMessage.create(order=order, event=event, inbound=inbound, kind=kind,
-                                recipient=recipient, data=data or {},
-                                message_id=new_message_id(settings.shop.domain),
-                                next_attempt_at=now, created_at=now)
+    return compiled.create(OutboxMessage, order=order, event=event, inbound=inbound, kind=kind,
+                           recipient=recipient, data=data or {},
+                           message_id=new_message_id(settings.shop.domain),
+                           next_attempt_at=now, created_at=now)
 
 
 def mailed_recently(kind: str, recipient: str, now, hours: int = 24) -> bool:
     """Whether a mail of this kind went to this address lately (once-a-day rules)."""
     since = now - dt.timedelta(hours=hours)
-    return OutboxMessage.select().where(
-        (OutboxMessage.recipient == recipient) & (OutboxMessage.kind == kind)
-        & (OutboxMessage.created_at > since)).exists()
+    return compiled.exists(OutboxMessage, "orders.mailed_recently", lambda: OutboxMessage.select().where(
+        (OutboxMessage.recipient == "") & (OutboxMessage.kind == "")
+        & (OutboxMessage.created_at > dt.datetime.min)), recipient, kind, since)
 
 
 def _check_content(settings: Settings, content: Content) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
 
-from daemon import mail_handlers, owner_mail, replies, tokens
+from daemon import compiled, mail_handlers, owner_mail, replies, tokens
 from daemon.addresses import Recipient
 from daemon.bounces import Bounce
 from daemon.config import Settings
@@ -56,8 +56,8 @@ class Context:
         """Why this mail was written by a machine, or None: never answer those."""
         if self.mail.auto_submitted:
             return self.mail.auto_submitted
-        if self.mail.message_id and OutboxMessage.select().where(
-                OutboxMessage.message_id == self.mail.message_id).exists():
+        if self.mail.message_id and compiled.exists(OutboxMessage, "routing.ours", lambda: (
+                OutboxMessage.select().where(OutboxMessage.message_id == "")), self.mail.message_id):
             return "our own mail came back"
         return None
 
@@ -101,9 +101,13 @@ def _by_message_id(mail: InboundMail) -> Target | None:
     ids = [i for i in (*mail.in_reply_to, *reversed(mail.references)) if i]
     if not ids:
         return None
-    sent = (OutboxMessage.select().where(OutboxMessage.message_id.in_(ids) & OutboxMessage.order.is_null(False))
-            .order_by(OutboxMessage.id.desc()).first())
-    return Target(sent.order, "message-id", tokens.CUSTOMER_REPLY) if sent else None
+    # The order of the latest of our mails answered. One statement per power
+    # of two of ids (the list padded with its first): a few, however many come.
+    size = 1 << (len(ids) - 1).bit_length()
+    order = compiled.get(Order, ("routing.by_message_id", size), lambda: (
+        Order.select().join(OutboxMessage).where(OutboxMessage.message_id.in_([""] * size))
+        .order_by(OutboxMessage.id.desc()).limit(1)), *ids, *[ids[0]] * (size - len(ids)), 1)
+    return Target(order, "message-id", tokens.CUSTOMER_REPLY) if order is not None else None
 
 
 ORDER_IN_SUBJECT = re.compile(r"(?:#|\b(?:order|bestellung|commande|nr\.?|no\.?)\s*#?\s*)([A-Za-z0-9][A-Za-z0-9_-]{0,31})",
@@ -114,7 +118,7 @@ def _by_subject(mail: InboundMail) -> Target | None:
     if not mail.from_address:
         return None
     for number in ORDER_IN_SUBJECT.findall(mail.subject):
-        order = Order.get_or_none(Order.number == number)
+        order = compiled.get(Order, "routing.by_number", lambda: Order.select().where(Order.number == ""), number)
         if order is not None and order.customer_email == mail.from_address:
             return Target(order, "subject", tokens.CUSTOMER_REPLY)
     return None

@@ -18,11 +18,10 @@ import datetime as dt
 import hmac
 import re
 
-from daemon import orders
+from daemon import compiled, orders
 from daemon.config import Settings
 from daemon.orders import Via
 from daemon.store import Order, Store
-from statuspage import compiled
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 NEVER_A_TOKEN = "!" * 32      # not URL-safe base64: no order has it

@@ -17,10 +17,9 @@ from types import SimpleNamespace as View
 from babel.numbers import format_decimal
 from markupsafe import Markup
 
-from daemon import notify
+from daemon import compiled, notify
 from daemon.richtext import sanitize_html, text_to_html
 from daemon.store import INTERNAL_KINDS, Attachment, Event, Order, OrderItem
-from statuspage import compiled
 from statuspage.i18n import translator
 
 # What a customer may see: a list of what is public, so a new kind stays hidden until added here.

@@ -247,7 +247,7 @@ def test_one_owner_mail_may_add_two_notes_to_one_order(store, settings, order_10
 def test_a_failure_while_queueing_the_mail_leaves_the_order_untouched(store, settings, order_1042, monkeypatch):
     def broken_queue(*args, **kwargs):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(OutboxMessage, "create", broken_queue)
+    monkeypatch.setattr(orders, "queue_mail", broken_queue)
     with pytest.raises(RuntimeError):
         orders.mark_paid(store, settings, "1042")
     monkeypatch.undo()
