@@ -15,8 +15,11 @@ scenario mails. Here `BytesFeedParser(policy=compat32)` is fed 64 KB slices,
 base64 is decoded straight from the parsed str by binascii (the stdlib
 `get_payload(decode=True)` splits it into lines first: ~5.5x at peak), and
 headers are decoded by this module's own RFC 2047 decoder, which never uses an
-escape codec. A 25 MB mail with one attachment peaks at 2.7x its size under
-tracemalloc (RSS high-water growth 1.6x) and keeps 0.75x (the decoded file).
+escape codec. Big leaf bodies (a photo) never reach the feedparser, which
+would hold them as lines, joined, and copied (~2.7x): they are cut out first
+and decoded, or only counted, from the raw bytes (see `_parse_cut`). A 25 MB
+reply with a photo peaks at 0.02x its size under tracemalloc when its
+attachments are not kept, and at 0.75x (the decoded file) when they are.
 
 Attachments keep their decoded bytes (`data`) up to `keep_attachment_bytes`
 (default 32 MiB, above the default 25 MiB message limit, so normally all of
@@ -33,10 +36,12 @@ import binascii
 import codecs
 import functools
 import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import errors
 from email.feedparser import BytesFeedParser
+from email.parser import BytesHeaderParser
 from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import Compat32, compat32
@@ -140,6 +145,9 @@ def _as_bytes(raw) -> bytes:
 
 def _parse_tree(raw: bytes, defects: list[str]) -> Message | None:
     """Feed the parser in slices: no full-size str copy, no StringIO."""
+    msg = _parse_cut(raw)
+    if msg is not None:
+        return msg
     try:
         parser = BytesFeedParser(policy=compat32)
         view = memoryview(raw)
@@ -158,6 +166,214 @@ def _parse_tree(raw: bytes, defects: list[str]) -> Message | None:
     except Exception:
         defects.append("headers unreadable")
         return None
+
+
+# ---- big leaf bodies kept out of the parser ------------------------------------
+#
+# The feedparser keeps a leaf's body as a list of line objects, joins them and
+# then copies the join once more to drop the last line break: a 25 MB base64
+# photo costs ~2.7x its size before anything is decoded. So the bodies of big
+# leaves are cut out before parsing: each run of lines that follows a part's
+# header block up to the next line starting with "--" is replaced by one
+# placeholder line, the (now small) rest is parsed, and the part whose whole
+# payload is that placeholder gets the raw slice (`_raw_body`) instead; its
+# bytes are decoded from the slice, or only counted when not kept.
+#
+# Why the result is the same as a full parse: no line of a cut run can end a
+# body (every boundary line starts with "--", and the run has no bare CR, so
+# the parser's lines are ours), so a parser that reads the placeholder as a
+# body line reads the whole run as body lines, in the same state before and
+# after. The placeholder is accepted only where that is certain: in the
+# payload of a part without defects (a header block cut short, a missing
+# start boundary or a multipart without boundary all leave a defect on the
+# part that takes the text). A payload that is more than the placeholder (a
+# text with a "-- " line further down) gets the cut text back at once. A
+# placeholder anywhere else (preamble, epilogue, headers), and the raw bytes
+# are parsed in full.
+
+CUT_MIN = 64 * 1024               # leaf bodies at least this long are cut out before parsing
+CUT_MAX_HEADER = 65_536           # a part's header block longer than this: not cut
+_HEADER_LINE = re.compile(rb"(From |[\041-\071\073-\176]*:|[\t ])")   # the feedparser's headerRE
+_B64_JUNK = bytes(c for c in range(256)
+                  if not (chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/")))
+
+
+def _parse_cut(raw: bytes) -> Message | None:
+    """The parse with big leaf bodies cut out; None if nothing was cut or if
+    the placeholders did not land where they must (then parse in full)."""
+    if len(raw) < CUT_MIN:
+        return None
+    try:
+        cuts = _cut_regions(raw)
+        if not cuts:
+            return None
+        nonce = secrets.token_hex(16)
+        eols = ["\r\n" if raw[end - 2:end] == b"\r\n" else "\n" for _, end in cuts]
+        parser = BytesFeedParser(policy=compat32)
+        view, pos = memoryview(raw), 0
+        for number, (start, end) in enumerate(cuts):
+            _feed(parser, view, pos, start)
+            parser.feed(f"ordermail-cut-{nonce}-{number}{eols[number]}".encode("ascii"))
+            pos = end
+        _feed(parser, view, pos, len(raw))
+        msg = parser.close()
+        marks = re.compile(f"ordermail-cut-{nonce}-(\\d+)(\r\n|\n)?")
+        found: set[int] = set()
+        stack = [msg]
+        while stack:
+            part = stack.pop()
+            payload = part._payload
+            if isinstance(payload, list):
+                stack.extend(p for p in payload if isinstance(p, Message))
+            elif isinstance(payload, str) and nonce in payload:
+                if part.defects or not _uncut(part, raw, cuts, eols, marks, found):
+                    return None
+        return msg if len(found) == len(cuts) else None
+    except Exception:   # RecursionError and all: the full parse decides what to report
+        return None
+
+
+def _uncut(part: Message, raw: bytes, cuts: list[tuple[int, int]], eols: list[str],
+           marks: re.Pattern, found: set[int]) -> bool:
+    """Point a leaf whose payload is one placeholder at its raw body; put the
+    cut text back into any other payload with placeholders. False: not as it must be.
+
+    A placeholder line keeps its line break, except at the end of a payload
+    that a boundary follows: then the cut body loses its last line break too.
+    """
+    payload, pieces, at = part._payload, [], 0
+    for mark in marks.finditer(payload):
+        number = int(mark.group(1))
+        if number >= len(cuts) or number in found:
+            return False
+        start, end = cuts[number]
+        if mark.group(2) is None:
+            if mark.end() != len(payload):
+                return False
+            end -= len(eols[number])
+        elif mark.group(2) != eols[number]:
+            return False
+        found.add(number)
+        if mark.start() == 0 and mark.end() == len(payload):      # the whole payload
+            part._raw_body = (raw, start, end)
+            return True
+        pieces += [payload[at:mark.start()], raw[start:end].decode("ascii", "surrogateescape")]
+        at = mark.end()
+    if not pieces:
+        return False
+    pieces.append(payload[at:])
+    part._payload = "".join(pieces)
+    return True
+
+
+def _feed(parser: BytesFeedParser, view: memoryview, start: int, end: int) -> None:
+    for at in range(start, end, FEED_CHUNK):
+        parser.feed(bytes(view[at:min(at + FEED_CHUNK, end)]))
+
+
+def _cut_regions(raw: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each leaf body worth cutting: from the end of a part's
+    header block (at the top or after a line starting with "--") to the next
+    line starting with "--", or the end."""
+    regions, size, pos = [], len(raw), 0
+    while pos < size:
+        if raw.startswith(b"--", pos):
+            dash = pos
+        else:
+            dash = raw.find(b"\n--", pos)
+            dash = size if dash < 0 else dash + 1
+        if dash - pos >= CUT_MIN:
+            region = _leaf_body(raw, pos, dash)
+            if region:
+                regions.append(region)
+        if dash >= size:
+            break
+        pos = raw.find(b"\n", dash)
+        if pos < 0:
+            break
+        pos += 1
+    return regions
+
+
+def _leaf_body(raw: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """The body of the part in raw[start:end] if it may be cut: a clean header
+    block, not a multipart or message, and a body of whole lines, no bare CR."""
+    if raw.startswith(b"\r\n", start) or raw.startswith(b"\n", start):
+        head_end = start
+    else:
+        found = [i for i in (raw.find(b"\n\r\n", start, start + CUT_MAX_HEADER),
+                             raw.find(b"\n\n", start, start + CUT_MAX_HEADER)) if 0 <= i < end]
+        if not found:
+            return None
+        head_end = min(found) + 1
+    body = head_end + (2 if raw.startswith(b"\r\n", head_end) else 1)
+    if end - body < max(CUT_MIN, 1) or raw[end - 1:end] != b"\n":
+        return None
+    head = raw[start:head_end]
+    if head.count(b"\r") != head.count(b"\r\n") or raw.count(b"\r", body, end) != raw.count(b"\r\n", body, end):
+        return None
+    if not all(_HEADER_LINE.match(line) for line in head.split(b"\n")[:-1]):
+        return None
+    try:
+        maintype = BytesHeaderParser(policy=compat32).parsebytes(head).get_content_maintype()
+    except Exception:
+        return None
+    if maintype in ("multipart", "message"):
+        return None
+    return body, end
+
+
+def _raw_body(part: Message) -> memoryview | None:
+    """The raw bytes of a leaf body that was cut out before parsing."""
+    cut = getattr(part, "_raw_body", None)
+    return None if cut is None else memoryview(cut[0])[cut[1]:cut[2]]
+
+
+def _restore(part: Message) -> None:
+    """Give a cut leaf the payload the parser would have given it."""
+    body = _raw_body(part)
+    if body is not None:
+        part._payload = bytes(body).decode("ascii", "surrogateescape")
+        del part._raw_body
+
+
+def _restore_all(parts: list) -> None:
+    """Put back every cut body inside these parts (an attached message is flattened whole)."""
+    stack = [p for p in parts if isinstance(p, Message)]
+    while stack:
+        part = stack.pop()
+        if isinstance(part._payload, list):
+            stack.extend(p for p in part._payload if isinstance(p, Message))
+        else:
+            _restore(part)
+
+
+def _b64_size(raw: bytes, start: int, end: int) -> tuple[int, bool] | None:
+    """(len of what `_b64decode` returns, whether it repairs) for raw[start:end],
+    without decoding it all at once; None when that cannot be had cheaply.
+
+    Without "=" the decoder only skips non-alphabet bytes, and after a multiple
+    of 4 alphabet characters its state is as at the start: that part gives 3
+    bytes per 4 characters and cannot fail, and the rest (from the line with
+    the first "=") decodes and fails alone as it would in the whole.
+    """
+    pad = raw.find(b"=", start, end)
+    split = end if pad < 0 else max(start, raw.rfind(b"\n", start, pad) + 1)
+    valid = _b64_count(raw, start, split)
+    if valid % 4:
+        return None
+    try:
+        return valid // 4 * 3 + len(binascii.a2b_base64(memoryview(raw)[split:end])), False
+    except (binascii.Error, ValueError):
+        total = valid + _b64_count(raw, split, end)
+        return (total - total % 4) // 4 * 3, True
+
+
+def _b64_count(raw: bytes, start: int, end: int) -> int:
+    """How many base64 alphabet characters raw[start:end] holds."""
+    step = 2**18
+    return sum(len(raw[at:min(at + step, end)].translate(None, _B64_JUNK))
+               for at in range(start, end, step))
 
 
 def _leaves(msg: Message, defects: list[str]):
@@ -233,13 +449,21 @@ def _part_bytes(part: Message, defects: list[str]) -> bytes:
     # not get_payload(): for 8-bit text it already decodes with the declared charset
     payload = part._payload
     if isinstance(payload, list):
+        _restore_all(payload)
         return _flatten_list(payload)
     if not isinstance(payload, str):
         return b""
     cte = _header_str(part.get("content-transfer-encoding", "")).strip().lower()
+    body = _raw_body(part)
+    if body is not None and cte not in _UUENCODE:   # decoded straight from the raw bytes
+        if cte == "base64":
+            return _b64decode(body, defects)
+        return binascii.a2b_qp(body) if cte == "quoted-printable" else bytes(body)
+    _restore(part)
+    payload = part._payload
     if cte == "base64":
         return _b64decode(payload, defects)
-    if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
+    if cte in _UUENCODE:
         data = part.get_payload(decode=True)
         return data if isinstance(data, bytes) else b""
     if cte == "quoted-printable" and payload.isascii():
@@ -248,9 +472,14 @@ def _part_bytes(part: Message, defects: list[str]) -> bytes:
     return binascii.a2b_qp(data) if cte == "quoted-printable" else data
 
 
-def _b64decode(payload: str, defects: list[str]) -> bytes:
+_UUENCODE = ("x-uuencode", "uuencode", "uue", "x-uue")
+
+
+def _b64decode(payload: str | memoryview, defects: list[str]) -> bytes:
     # a2b_base64 skips line breaks itself and takes an ASCII str without a copy
-    source = payload if payload.isascii() else payload.encode("ascii", "surrogateescape")
+    source = payload
+    if isinstance(payload, str) and not payload.isascii():
+        source = payload.encode("ascii", "surrogateescape")
     try:
         return binascii.a2b_base64(source)
     except (binascii.Error, ValueError):
@@ -298,6 +527,7 @@ def _part_text(part: Message, ctype: str, defects: list[str]) -> str:
 def _release(part: Message) -> None:
     """Drop a decoded leaf's payload from our private tree, to save memory."""
     part._payload = ""
+    part.__dict__.pop("_raw_body", None)
 
 
 def _params(part: Message) -> dict[str, str]:
@@ -315,7 +545,13 @@ def _params(part: Message) -> dict[str, str]:
 
 
 def _attachment(part: Message, ctype: str, keep: int, defects: list[str]) -> AttachmentInfo:
-    data = _part_bytes(part, defects)
+    threshold = max(keep, KEEP_REPORT_BYTES if _is_report(ctype) else 0)
+    size = _cut_size(part, ctype, threshold, defects)
+    if size is None:
+        data = _part_bytes(part, defects)
+        size = len(data)
+    else:
+        data = None                      # not kept, so only counted
     enclosed_id = _enclosed_message_id(part, ctype, data)
     _release(part)
     cid = _header_str(part.get("content-id", "")).strip()
@@ -323,12 +559,34 @@ def _attachment(part: Message, ctype: str, keep: int, defects: list[str]) -> Att
     return AttachmentInfo(
         filename=_filename(part) or _default_name(ctype),
         content_type=ctype,
-        size=len(data),
+        size=size,
         content_id=normalise_message_id(cid) if cid else None,
         is_inline=disposition == "inline" or (bool(cid) and disposition != "attachment"),
-        data=data if len(data) <= max(keep, KEEP_REPORT_BYTES if _is_report(ctype) else 0) else None,
+        data=data if size <= threshold else None,
         message_id=enclosed_id,
     )
+
+
+def _cut_size(part: Message, ctype: str, threshold: int, defects: list[str]) -> int | None:
+    """The decoded size of a cut leaf that will not be kept, counted without
+    decoding it; None when its bytes are needed or cannot be counted cheaply."""
+    cut = getattr(part, "_raw_body", None)
+    if cut is None or _is_report(ctype) or ctype.startswith("message/"):
+        return None
+    raw, start, end = cut
+    cte = _header_str(part.get("content-transfer-encoding", "")).strip().lower()
+    if cte == "base64":
+        if (end - start) * 3 // 4 <= threshold:     # at most this much: it may be kept
+            return None
+        counted = _b64_size(raw, start, end)
+        if counted is None or counted[0] <= threshold:
+            return None
+        if counted[1]:
+            defects.append("damaged base64 repaired")
+        return counted[0]
+    if cte == "quoted-printable" or cte in _UUENCODE:
+        return None
+    return end - start if end - start > threshold else None
 
 
 def _is_report(ctype: str) -> bool:

@@ -1,9 +1,35 @@
-"""Reading a stored message's raw bytes."""
+"""Reading a stored message's raw bytes with as few copies as possible.
+
+SQLite: through the blob API, straight into the one bytes object returned (a
+SELECT would have SQLite assemble the value in its own memory first, then
+copy it into Python). PostgreSQL: a plain select of the column, without
+peewee's conversions on top of the driver's.
+"""
 from __future__ import annotations
+
+import peewee as pw
 
 from daemon.store import InboundMessage
 
 
-def load_raw(message_id: int) -> bytes:
-    value = InboundMessage.select(InboundMessage.raw).where(InboundMessage.id == message_id).scalar()
-    return bytes(value) if isinstance(value, memoryview) else value
+def load_raw(message_id: int) -> bytes | None:
+    """The raw bytes of inbound message `message_id`; None if there is no such row."""
+    db = InboundMessage._meta.database
+    table = InboundMessage._meta.table_name
+    if isinstance(db, pw.SqliteDatabase):
+        try:
+            with pw.__exception_wrapper__, db.connection().blobopen(table, "raw", message_id,
+                                                                    readonly=True) as blob:
+                return blob.read()
+        except pw.OperationalError:   # no such row (or not a blob): the plain select decides
+            pass
+    cursor = db.execute_sql(f"SELECT raw FROM {table} WHERE id = {db.param}", (message_id,))
+    try:
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    if row is None or row[0] is None:
+        return None
+    value = row[0]
+    del row
+    return value if isinstance(value, bytes) else bytes(value)
