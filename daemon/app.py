@@ -1,10 +1,10 @@
 """`ordermail serve`: the daemon's lifecycle.
 
-Start in order — store, inbound worker, outbox worker, spool, IMAP door,
-SMTP/LMTP listeners, web server, scheduler — run until SIGTERM
-or SIGINT, then stop in reverse: refuse new mail with 421, let messages in
-DATA commit, stop the worker after its current message, close the store,
-exit 0. A second signal exits at once.
+Start in order — store, worker process (inbound handling and outbox, see
+daemon/workers.py), spool, IMAP door, SMTP/LMTP listeners, web server,
+scheduler — run until SIGTERM or SIGINT, then stop in reverse: refuse new
+mail with 421, let messages in DATA commit, let the worker process finish
+what it holds, close the store, exit 0. A second signal exits at once.
 """
 from __future__ import annotations
 
@@ -16,27 +16,31 @@ import os
 import signal
 
 from daemon.config import Settings
-from daemon.inbound import InboundWorker
 from daemon.intake.imap import ImapDoor
 from daemon.intake.smtp import Listeners
 from daemon.intake.spool import Spool
 from daemon.jobs import Scheduler
 from daemon.notify import check_templates
-from daemon.outbox import OutboxWorker
 from daemon.store import open_store, redact
+from daemon.workers import WorkerProcess
 
 log = logging.getLogger("ordermail")
 M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
 
 
 def serve(settings: Settings) -> int:
+    prepare_process()
+    return asyncio.run(_run(settings))
+
+
+def prepare_process() -> None:
+    """Logging and allocator settings, for the daemon and its worker process."""
     _return_big_buffers_to_the_system()
     logging.basicConfig(level=os.environ.get("ORDERMAIL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)   # aiosmtpd logs every command at INFO
     logging.getLogger("aioimaplib").setLevel(logging.WARNING)  # and aioimaplib every untagged line
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # and APScheduler every job run
-    return asyncio.run(_run(settings))
 
 
 def _return_big_buffers_to_the_system() -> None:
@@ -56,20 +60,19 @@ def _return_big_buffers_to_the_system() -> None:
 async def _run(settings: Settings) -> int:
     store = open_store(settings.database.url)
     log.info("store open: %s (%s)", redact(settings.database.url), store.backend)
-    worker = InboundWorker(store, settings)
-    outbox = OutboxWorker(store, settings)
+    workers = WorkerProcess(settings, store)
     scheduler = Scheduler(settings, store)
     for problem in check_templates(settings):
         log.warning("mail template %s; the built-in one is used instead", problem)
-    spool = Spool(store, on_commit=worker.wake)
+    spool = Spool(store, on_commit=workers.wake)
     listeners = Listeners(settings, spool)
     imap = _ImapTask(settings, spool)
     web = _web_server(settings, store)
     stop = asyncio.Event()
     _install_signals(stop)
     try:
-        worker.start()
-        outbox.start()
+        workers.start()
+        watch = asyncio.create_task(_watch(workers), name="watch-workers")
         imap.start()
         await listeners.start()
         if web is not None:
@@ -78,6 +81,7 @@ async def _run(settings: Settings) -> int:
         log.info("ordermail ready; command address %s", settings.command_address)
         await stop.wait()
         log.info("stopping: refusing new mail, finishing what was taken")
+        watch.cancel()
     finally:
         scheduler.stop()
         if web is not None:
@@ -85,11 +89,17 @@ async def _run(settings: Settings) -> int:
         await listeners.stop()
         await imap.stop()
         spool.close()
-        outbox.stop()
-        worker.stop()
+        await asyncio.to_thread(workers.stop)
         store.close()
     log.info("stopped")
     return 0
+
+
+async def _watch(workers: WorkerProcess) -> None:
+    """Start the worker process again should it die."""
+    while True:
+        await asyncio.sleep(2)
+        workers.check()
 
 
 def _web_server(settings: Settings, store):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import fcntl
 import json
+import os
 import secrets
 import threading
 from contextlib import contextmanager
@@ -243,32 +245,97 @@ class Counter(BaseModel):
 MODELS = (Order, OrderItem, Event, Blob, Attachment, InboundMessage, OutboxMessage, CommandMail, Counter)
 
 
+class WriterLock:
+    """SQLite's single writer, queued across threads and processes — mail intake first.
+
+    Threads of one process queue on an in-process gate; processes (the
+    daemon, its worker process, `ordermail deliver`, the CLI) on a lock file
+    beside the database. Both hand over at once, where SQLite's own busy
+    handler sleeps up to 100 ms between tries.
+
+    A lock is not fair: a worker that commits and starts its next
+    transaction at once would take the lock again before a waiting sender's
+    commit is even scheduled. So an urgent writer (the spool, whose senders
+    wait for their 250) holds a second file, the turnstile, while it waits,
+    and everyone else passes the turnstile before taking the lock.
+    """
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.gate = threading.RLock()
+        self._depth = 0
+        self._fds: dict[str, int] = {}
+
+    @contextmanager
+    def held(self, urgent: bool = False):
+        with self.gate:
+            outermost = self._depth == 0
+            if outermost and self.path is not None:
+                self._take(urgent)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if outermost and self.path is not None:
+                    fcntl.flock(self._fd("writer"), fcntl.LOCK_UN)
+
+    def _take(self, urgent: bool) -> None:
+        # flock blocks without holding the interpreter lock
+        turnstile, writer = self._fd("turnstile"), self._fd("writer")
+        if urgent:
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(writer, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_SH)     # waits while an urgent writer waits
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(writer, fcntl.LOCK_EX)
+
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = self._fds[name] = os.open(f"{self.path}-{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return fd
+
+    def close(self) -> None:
+        with self.gate:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
 @dataclass
 class Store:
     """An open database with the models bound to it."""
     db: pw.Database
     url: str
-    # SQLite allows one writer: threads of this process queue here, handed
-    # over at once, instead of in SQLite's busy handler, which sleeps.
-    write_gate: threading.RLock = field(default_factory=threading.RLock)
+    writer: WriterLock = field(default_factory=lambda: WriterLock(None))
 
     @property
     def backend(self) -> str:
         return "postgresql" if isinstance(self.db, pw.PostgresqlDatabase) else "sqlite"
 
     @contextmanager
-    def atomic(self):
-        """A transaction (a savepoint when nested); yields peewee's, for rollback()."""
+    def atomic(self, urgent: bool = False):
+        """A transaction (a savepoint when nested); yields peewee's, for rollback().
+
+        `urgent`: someone waits for this commit (a sender for its 250), so on
+        SQLite it goes before background work queued for the one writer.
+        """
         if self.backend == "postgresql":
             with self.db.atomic() as transaction:
                 yield transaction
             return
-        with self.write_gate, self.db.atomic() as transaction:
+        with self.writer.held(urgent), self.db.atomic() as transaction:
             yield transaction
 
     def close(self) -> None:
         if not self.db.is_closed():
             self.db.close()
+        self.writer.close()
 
     def schema_status(self) -> tuple[list[str], list[str]]:
         """(applied, pending) migration names."""
@@ -282,7 +349,7 @@ def open_store(url: str, migrate: bool = True) -> Store:
     try:
         db.connect()
         db.bind(MODELS)
-        store = Store(db, url)
+        store = Store(db, url, WriterLock(_lock_path(db)))
         if migrate:
             migrate_schema(store)
         return store
@@ -299,6 +366,13 @@ def migrate_schema(store: Store) -> list[str]:
         raise StoreTooNew(f"database has migration {unknown[0]} that this ordermail does not know; "
                           "upgrade ordermail")
     return runner.up()
+
+
+def _lock_path(db: pw.Database) -> str | None:
+    """The lock files' stem, `<database>`, for a SQLite file; None for PostgreSQL or memory."""
+    if isinstance(db, pw.SqliteDatabase) and db.database != ":memory:":
+        return db.database
+    return None
 
 
 def database_for_url(url: str) -> pw.Database:

@@ -30,6 +30,25 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
 
 
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue                      # ended while we looked
+        if fields and int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 class Daemon:
     """Start, stop and kill `ordermail serve` with its own config file."""
 
@@ -72,6 +91,12 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
+
+    def worker_pids(self) -> list[int]:
+        """The daemon's worker process (not multiprocessing's resource tracker), from /proc."""
+        if self.process is None:
+            return []
+        return [pid for pid in child_pids(self.process.pid) if b"spawn_main" in _cmdline(pid)]
 
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")

@@ -89,7 +89,7 @@ class Spool:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            with self._store.atomic():
+            with self._store.atomic(urgent=True):     # senders wait for this commit
                 ids = [store_message(p.raw, channel=p.channel, envelope_from=p.envelope_from,
                                      recipients=p.recipients) for p in batch]
         except pw.DatabaseError as exc:

@@ -1,0 +1,137 @@
+"""The worker process: inbound handling and outbox sending beside the doors.
+
+Why a process of its own: handling mail is CPU-bound Python (parsing,
+trimming, templating, MIME). In the daemon's process it would share one
+interpreter lock with the SMTP/LMTP/IMAP doors and delay every
+acknowledgement; in a child it runs on another core, and the doors only
+receive and commit.
+
+The daemon writes a byte to the child's pipe whenever mail is committed (a
+wake-up; the child also looks by itself every few seconds). The pipe's end
+means the daemon is gone — stopped, or killed with SIGKILL — and the child
+finishes the group in hand and exits, so no orphan keeps working. A child
+that dies is started again; what it had claimed is handed out again.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import select
+import signal
+import threading
+import time
+
+from daemon.config import Settings
+from daemon.inbound import InboundWorker, release_dead_claims
+from daemon.outbox import OutboxWorker
+from daemon.store import open_store
+
+log = logging.getLogger("ordermail.workers")
+RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+STOP_SECONDS = 60
+WORKER_NICENESS = 5
+
+
+class WorkerProcess:
+    """The daemon's side: start, wake, watch and stop the worker process."""
+
+    def __init__(self, settings: Settings, store):
+        self.settings, self.store = settings, store
+        self.process: multiprocessing.Process | None = None
+        self._wake_fd: int | None = None
+        self._restarts = 0
+        self._restart_at: float | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")   # a fresh interpreter: no threads or sockets copied
+        reader, writer = context.Pipe(duplex=False)
+        self.process = context.Process(target=_child_main, args=(self.settings, reader),
+                                       name="ordermail-worker", daemon=False)
+        self.process.start()
+        reader.close()
+        self._writer = writer                             # keeps the pipe open while we live
+        self._wake_fd = writer.fileno()
+        os.set_blocking(self._wake_fd, False)
+        log.info("worker process %s started", self.process.pid)
+
+    def wake(self, *_ignored) -> None:
+        """Tell the child that mail was committed; a full pipe already says so."""
+        try:
+            os.write(self._wake_fd, b"!")
+        except (BlockingIOError, BrokenPipeError, TypeError, OSError):
+            pass
+
+    def check(self) -> None:
+        """Start the child again if it died, after a growing pause (called every few seconds)."""
+        if self._stopping or self.process is None or self.process.is_alive():
+            return
+        if self._restart_at is None:
+            delay = RESTART_BACKOFF_SECONDS[min(self._restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
+            log.error("worker process %s ended with %s; starting it again in %ss",
+                      self.process.pid, self.process.exitcode, delay)
+            self._writer.close()
+            self._restarts += 1
+            self._restart_at = time.monotonic() + delay
+            self._take_back_claims()
+        if time.monotonic() >= self._restart_at:
+            self._restart_at = None
+            self.start()
+
+    def _take_back_claims(self) -> None:
+        try:
+            released = release_dead_claims(self.store)
+        except Exception as exc:   # the store is down: the new child's start tries again
+            log.warning("could not take back the dead worker's claims: %s", exc)
+            return
+        if released:
+            log.warning("took back %d message(s) the dead worker had claimed", released)
+
+    def stop(self) -> None:
+        """Close the pipe (the child finishes what it holds), wait, then insist."""
+        self._stopping = True
+        if self.process is None:
+            return
+        self._writer.close()
+        self.process.join(STOP_SECONDS)
+        if self.process.is_alive():
+            log.warning("worker process %s did not stop in %ss; terminating it", self.process.pid, STOP_SECONDS)
+            self.process.terminate()
+            self.process.join(10)
+
+
+def _child_main(settings: Settings, reader) -> None:
+    """The worker process: inbound and outbox workers until the pipe ends or SIGTERM."""
+    from daemon.app import prepare_process   # the same logging and allocator as the daemon
+    prepare_process()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the daemon, which closes the pipe
+    # When cores are short, taking mail in comes first: a sender waits for
+    # its 250, while handling a stored mail a moment later loses nothing.
+    os.nice(WORKER_NICENESS)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    store = open_store(settings.database.url, migrate=False)
+    inbound, outbox = InboundWorker(store, settings), OutboxWorker(store, settings)
+    inbound.start()
+    outbox.start()
+    try:
+        _wait_for_wake_ups(reader.fileno(), inbound, stopping)
+    finally:
+        outbox.stop()
+        inbound.stop()
+        store.close()
+
+
+def _wait_for_wake_ups(fd: int, inbound: InboundWorker, stopping: threading.Event) -> None:
+    while not stopping.is_set():
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not data:          # the daemon is gone
+            return
+        inbound.wake()

@@ -1,0 +1,136 @@
+"""The worker process beside the doors, and the inbound worker's groups.
+
+`ordermail serve` handles stored mail in a child process of its own (so the
+doors never wait for parsing and templating). It must come back when it
+dies, leave with the daemon even when the daemon is killed, and a failing
+message in a group must not take the others with it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import signal
+import smtplib
+import time
+
+import pytest
+
+from conftest import sample_order
+from daemon import inbound, orders, tokens
+from daemon.addresses import token_address
+from daemon.intake.smtp import RecipientCache
+from daemon.intake.spool import store_message
+from daemon.errors import UnknownRecipient
+from daemon.store import Event, InboundMessage
+from daemonproc import Daemon
+from mailbuilder import mail
+
+
+@pytest.fixture
+def reply_to(store, settings):
+    order = orders.create_order(store, settings, sample_order())
+    return token_address(settings, order, tokens.CUSTOMER_REPLY, dt.date.today())
+
+
+def wait_until(condition, seconds: float = 30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds}s")
+
+
+def replies() -> list[str]:
+    return [e.body_text for e in Event.select().where(Event.kind == "customer_reply").order_by(Event.id)]
+
+
+def send(daemon, to: str, body: str) -> None:
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=30) as client:
+        client.sendmail("erika@example.org", [to], mail(to=to, body=body))
+
+
+def test_a_worker_process_that_dies_is_started_again_and_mail_still_lands(store, settings, tmp_path, reply_to):
+    daemon = Daemon(tmp_path, settings.database.url).start()
+    try:
+        [first] = wait_until(daemon.worker_pids)
+        os.kill(first, signal.SIGKILL)
+        send(daemon, reply_to, "Nach dem Absturz")          # stored at once, handled once it is back
+        wait_until(lambda: replies() == ["Nach dem Absturz"])
+        assert daemon.worker_pids() and first not in daemon.worker_pids()
+    finally:
+        assert daemon.stop() == 0
+    assert "starting it again" in daemon.log_text()
+
+
+def test_the_worker_process_leaves_with_a_killed_daemon(store, settings, tmp_path, reply_to):
+    daemon = Daemon(tmp_path, settings.database.url).start()
+    [worker] = wait_until(daemon.worker_pids)
+    daemon.kill()                                         # SIGKILL: no chance to stop the child itself
+    wait_until(lambda: not os.path.exists(f"/proc/{worker}") or _zombie(worker), 30)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_failing_message_is_quarantined_alone_and_rolls_back_alone(store, settings, reply_to, monkeypatch):
+    real_route = inbound.route
+
+    def route(ctx):
+        outcome = real_route(ctx)                          # writes its event …
+        if "kaputt" in ctx.mail.text:
+            raise RuntimeError("handler exploded")        # … which must vanish with it
+        return outcome
+    monkeypatch.setattr(inbound, "route", route)
+    with store.atomic():
+        ids = [store_message(mail(to=reply_to, body=body), channel="pipe", envelope_from="erika@example.org",
+                             recipients=[reply_to]) for body in ("Erste", "kaputt", "Dritte")]
+    assert inbound.process_pending(store, settings) == 3
+    states = {m.id: (m.state, m.reason) for m in InboundMessage.select()}
+    assert [states[i][0] for i in ids] == ["done", "quarantined", "done"]
+    assert states[ids[1]][1] == "RuntimeError: handler exploded"
+    assert replies() == ["Erste", "Dritte"]
+
+
+def test_messages_claimed_by_a_dead_process_are_handed_out_again(store, settings, reply_to):
+    with store.atomic():
+        message_id = store_message(mail(to=reply_to, body="Verwaist"), channel="smtp",
+                                   envelope_from="erika@example.org", recipients=[reply_to])
+    dead = _a_pid_that_is_not_running()
+    InboundMessage.update(state="processing", claimed_by=f"{inbound.claimant().rpartition(':')[0]}:{dead}").execute()
+    assert inbound.process_pending(store, settings) == 0      # claimed: not ours to take
+    assert inbound.release_dead_claims(store) == 1
+    assert inbound.process_pending(store, settings) == 1
+    assert InboundMessage.get_by_id(message_id).state == "done" and replies() == ["Verwaist"]
+
+
+def _a_pid_that_is_not_running() -> int:
+    pid = 4_000_000
+    while os.path.exists(f"/proc/{pid}"):
+        pid += 1
+    return pid
+
+
+def test_rcpt_checks_keep_good_addresses_for_a_minute_and_never_keep_refusals(store, settings, reply_to):
+    import asyncio
+    cache = RecipientCache(settings)
+
+    async def check(address):
+        return await cache.check(address)
+    assert asyncio.run(check(reply_to)).kind == "token"
+    orders.delete_order(store, "1042", confirm=True)
+    # Within the minute the address is still taken (the worker checks again
+    # and hands such a mail to the owner as unmatched): no query per RCPT.
+    assert asyncio.run(check(reply_to)).kind == "token"
+    forged = reply_to.replace("orders+", "orders+x")
+    for _ in range(2):
+        with pytest.raises(UnknownRecipient):
+            asyncio.run(check(forged))
+    with pytest.raises(UnknownRecipient):
+        asyncio.run(RecipientCache(settings).check(reply_to))    # a fresh look finds it gone
