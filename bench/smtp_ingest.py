@@ -56,8 +56,10 @@ def reply(to: str, size: int, n: int) -> bytes:
     return head + line * max(0, (size - len(head)) // len(line))
 
 
-async def load(port: int, to: str, size: int, total: int, connections: int) -> tuple[float, list[float]]:
-    """Send `total` messages over `connections` sessions; (seconds, DATA latencies)."""
+async def load(port: int, to: str, size: int, total: int, connections: int,
+               message: bytes | None = None) -> tuple[float, list[float]]:
+    """Send `total` messages (replies of `size`, or `message`) over `connections` sessions;
+    (seconds, DATA latencies)."""
     latencies: list[float] = []
     counter = iter(range(total))
 
@@ -66,11 +68,11 @@ async def load(port: int, to: str, size: int, total: int, connections: int) -> t
         await client.connect()
         try:
             for n in counter:
-                message = reply(to, size, n)
+                data = message or reply(to, size, n)
                 await client.mail("erika@example.org")
                 await client.rcpt(to)
                 start = time.perf_counter()
-                code, _ = await client.data(message)
+                code, _ = await client.data(data)
                 latencies.append(time.perf_counter() - start)
                 if code != 250:
                     raise RuntimeError(f"answer {code}")
@@ -82,8 +84,28 @@ async def load(port: int, to: str, size: int, total: int, connections: int) -> t
     return time.perf_counter() - start, latencies
 
 
-def run_load(port, to, size, total, connections):
-    return asyncio.run(load(port, to, size, total, connections))
+def run_load(port, to, size, total, connections, message=None):
+    return asyncio.run(load(port, to, size, total, connections, message))
+
+
+def memory_row(daemon: Daemon, to: str, name: str, big: bytes) -> dict:
+    """One big mail into fresh processes: the peak RSS growth of the daemon and its worker."""
+    daemon.stop()                      # fresh processes: their peaks are this mail's alone
+    daemon.start()
+    time.sleep(3)                      # the worker process is up and idle
+    pids = [daemon.process.pid, *daemon.worker_pids()]
+    rss_before = {pid: current_rss(pid) for pid in pids}
+    run_load(daemon.smtp_port, to, len(big), 1, 1, message=big)
+    while InboundMessage.select().where(InboundMessage.state.in_(["new", "processing"])).exists():
+        time.sleep(0.05)
+    # Peaks of the daemon and of its worker process, added up: an upper
+    # bound, as the two need not peak at the same moment.
+    growth = [peak_rss(pid) - rss_before[pid] for pid in pids]
+    print(f"25 MB {name} reply: peak RSS growth {sum(growth) / 2**20:.0f} MB "
+          f"({' + '.join(f'{g / 2**20:.0f}' for g in growth)} MB: daemon + worker process) "
+          f"= {sum(growth) / len(big):.2f}× its size (goal ≤ 4×)", flush=True)
+    return {"size": len(big), "mail": name, "peak_rss_growth_x": round(sum(growth) / len(big), 2),
+            "per_process_mb": [round(g / 2**20) for g in growth]}
 
 
 def photo_reply(to: str, size: int) -> bytes:
@@ -168,24 +190,8 @@ def main() -> int:
                          "sink_p99_ms": round(percentile(sink_lat, 0.99), 1),
                          "end_to_end_msg_s": round(total / e2e)})
             print(_row(rows[-1]), flush=True)
-        big = photo_reply(to, 25 * 2**20)
-        daemon.stop()                      # fresh processes: their peaks are this mail's alone
-        daemon.start()
-        time.sleep(3)                      # the worker process is up and idle
-        pids = [daemon.process.pid, *daemon.worker_pids()]
-        rss_before = {pid: current_rss(pid) for pid in pids}
-        run_load(daemon.smtp_port, to, len(big), 1, 1)
-        while InboundMessage.select().where(InboundMessage.state.in_(["new", "processing"])).exists():
-            time.sleep(0.05)
-        # Peaks of the daemon and of its worker process, added up: an upper
-        # bound, as the two need not peak at the same moment.
-        growth = {pid: peak_rss(pid) - rss_before[pid] for pid in pids}
-        total_growth = sum(growth.values())
-        rows.append({"size": len(big), "peak_rss_growth_x": round(total_growth / len(big), 2),
-                     "per_process_mb": [round(g / 2**20) for g in growth.values()]})
-        print(f"25 MB mail: peak RSS growth {total_growth / 2**20:.0f} MB "
-              f"({' + '.join(f'{g / 2**20:.0f}' for g in growth.values())} MB: daemon + worker process) "
-              f"= {total_growth / len(big):.2f}× its size (goal ≤ 4×)")
+        for name, big in (("photo", photo_reply(to, 25 * 2**20)), ("text", reply(to, 25 * 2**20, 0))):
+            rows.append(memory_row(daemon, to, name, big))
     finally:
         sink.stdin.close()
         sink.wait(10)

@@ -59,6 +59,7 @@ MAX_HEADER_CHARS = 65_536         # longer values are cut (and recorded) before 
 MAX_REFERENCES = 100              # keep the first and the last 99
 MAX_PARTS = 1_000
 MAX_HTML_RENDERED = 2**20         # characters of an HTML-only body rendered into `text`
+MAX_TEXT_BYTES = 2**20            # bytes of one text part decoded into `text`/`html`
 MAX_DEPTH = 50
 FEED_CHUNK = 65_536
 KEEP_ATTACHMENT_BYTES = 32 * 2**20
@@ -444,8 +445,10 @@ def _filename(part: Message) -> str:
 
 # ---- bodies and attachments -------------------------------------------------
 
-def _part_bytes(part: Message, defects: list[str]) -> bytes:
-    """The decoded payload of a leaf (or the flattened message inside message/*)."""
+def _part_bytes(part: Message, defects: list[str], limit: int | None = None) -> bytes:
+    """The decoded payload of a leaf (or the flattened message inside message/*);
+    with `limit`, at most about that many bytes of it (a plain or quoted-printable
+    body taken from the raw bytes is then never decoded whole)."""
     # not get_payload(): for 8-bit text it already decodes with the declared charset
     payload = part._payload
     if isinstance(payload, list):
@@ -458,6 +461,8 @@ def _part_bytes(part: Message, defects: list[str]) -> bytes:
     if body is not None and cte not in _UUENCODE:   # decoded straight from the raw bytes
         if cte == "base64":
             return _b64decode(body, defects)
+        if limit is not None:
+            body = body[:limit * 3 if cte == "quoted-printable" else limit]   # =XX: three bytes for one
         return binascii.a2b_qp(body) if cte == "quoted-printable" else bytes(body)
     _restore(part)
     payload = part._payload
@@ -514,8 +519,13 @@ def _flatten_list(messages: list) -> bytes:
 
 def _part_text(part: Message, ctype: str, defects: list[str]) -> str:
     params = _params(part)
-    data = _part_bytes(part, defects)
+    data = _part_bytes(part, defects, limit=MAX_TEXT_BYTES + 1)
     _release(part)
+    if len(data) > MAX_TEXT_BYTES:
+        # Nobody writes 1 MB by hand: the rest is pasted or quoted, and an
+        # event keeps far less ([limits] event_body_max_chars). The raw stays whole.
+        defects.append(f"{ctype} part cut at {MAX_TEXT_BYTES} bytes")
+        data = data[:MAX_TEXT_BYTES]
     text = decode_bytes(data, params.get("charset"), defects, ctype)
     del data    # a big body should exist in as few copies as possible at a time
     text = text.replace("\r\n", "\n").replace("\r", "\n")

@@ -48,6 +48,7 @@ from markupsafe import Markup
 from daemon import mime, tokens
 from daemon.addresses import token_address
 from daemon.config import SUPPORTED_LOCALES, Settings
+from daemon.raw_io import load_raw
 from daemon.richtext import sanitize_html, text_to_html
 from daemon.store import Attachment, Blob, Event, Order, OrderItem, OutboxMessage
 from daemon.trimming import html_to_text
@@ -546,8 +547,31 @@ def _body(settings: Settings, row: OutboxMessage, text: str, html: str, context:
         blobs = _blobs(files.attached)
         parts += [mime.binary(blobs[f.id], f.content_type, f.filename) for f in files.attached]
     if row.kind in ("reply_forward", "unmatched_forward") and row.inbound_id is not None:
-        parts.append(mime.message(row.inbound.raw))
+        parts.append(_original(settings, row.inbound))
     return mime.multipart("mixed", parts)
+
+
+def _original(settings: Settings, inbound) -> mime.Part:
+    """The received mail attached whole — unless it is bigger than a file may be.
+
+    Then only its header block goes with the forward, and where the whole is
+    kept: a 25 MB photo would fill the owner's mailbox (customers cannot
+    send files), and rendering it would cost the worker several times its size.
+    """
+    limit = settings.limits.attachment_max_bytes
+    if inbound.size <= limit:
+        return mime.message(inbound.raw)
+    head = load_raw(inbound.id, limit=HEADERS_READ) or b""
+    end = _HEADER_END.search(head)
+    head = head[:end.start()] + b"\r\n" if end else head
+    note = (f"The original mail is {inbound.size / 2**20:.1f} MB, over the {limit / 2**20:.1f} MB "
+            f"allowed for files, so only its headers are attached. It is kept whole: "
+            f"ordermail inbound show {inbound.id}")
+    return mime.multipart("mixed", [mime.text(note), mime.binary(head, "text/rfc822-headers", "original-headers.txt")])
+
+
+HEADERS_READ = 256 * 1024   # enough for any real header block
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def _blobs(views: list[dict]) -> dict[int, bytes]:

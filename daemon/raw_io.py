@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import peewee as pw
 
-from daemon.store import InboundMessage
+from daemon.store import InboundRaw
 
 
-def load_raw(message_id: int) -> bytes | None:
-    """The raw bytes of inbound message `message_id`; None if there is no such row."""
-    db = InboundMessage._meta.database
-    table = InboundMessage._meta.table_name
-    if isinstance(db, pw.SqliteDatabase):
+def load_raw(message_id: int, limit: int | None = None) -> bytes | None:
+    """The raw bytes of inbound message `message_id` (the first `limit` of them,
+    if given); None if there is no such row."""
+    db = InboundRaw._meta.database
+    table = InboundRaw._meta.table_name
+    if isinstance(db, pw.SqliteDatabase):     # inbound_id is the rowid
         try:
             with pw.__exception_wrapper__, db.connection().blobopen(table, "raw", message_id,
                                                                     readonly=True) as blob:
-                return blob.read()
+                return blob.read(-1 if limit is None else limit)
         except pw.OperationalError:   # no such row (or not a blob): the plain select decides
             pass
-    cursor = db.execute_sql(f"SELECT raw FROM {table} WHERE id = {db.param}", (message_id,))
+    column = "raw" if limit is None else f"substr(raw, 1, {int(limit)})"
+    cursor = db.execute_sql(f"SELECT {column} FROM {table} WHERE inbound_id = {db.param}", (message_id,))
     try:
         row = cursor.fetchone()
     finally:

@@ -191,7 +191,6 @@ class InboundMessage(BaseModel):
     message_id = pw.CharField(max_length=998, null=True)
     sha256 = pw.CharField(max_length=64, index=True)
     size = pw.IntegerField()
-    raw = BytesField()
     state = pw.CharField(max_length=12, default="new")  # new, done, quarantined
     reason = pw.TextField(default="")
     attempts = pw.SmallIntegerField(default=0)
@@ -201,6 +200,29 @@ class InboundMessage(BaseModel):
 
     class Meta:
         indexes = ((("state", "id"), False),)
+
+    # The bytes as received live in InboundRaw, written once and never
+    # rewritten (migration 0008 says why); read when first asked for.
+    # (The name hides peewee's Model.raw(): use compiled.rows for raw SQL.)
+    @property
+    def raw(self) -> bytes:
+        if self.__dict__.get("_raw") is None:
+            from daemon.raw_io import load_raw   # raw_io reads through these models
+            self.__dict__["_raw"] = load_raw(self.id)
+        return self.__dict__["_raw"]
+
+    @raw.setter
+    def raw(self, value: bytes) -> None:
+        self.__dict__["_raw"] = value
+
+
+class InboundRaw(BaseModel):
+    """A received mail's bytes: the message exactly as it came in."""
+    inbound = pw.ForeignKeyField(InboundMessage, primary_key=True, backref="+", on_delete="CASCADE")
+    raw = BytesField()
+
+    class Meta:
+        table_name = "inbound_raw"
 
 
 class OutboxMessage(BaseModel):
@@ -242,7 +264,8 @@ class Counter(BaseModel):
     value = pw.BigIntegerField()
 
 
-MODELS = (Order, OrderItem, Event, Blob, Attachment, InboundMessage, OutboxMessage, CommandMail, Counter)
+MODELS = (Order, OrderItem, Event, Blob, Attachment, InboundMessage, InboundRaw, OutboxMessage, CommandMail,
+          Counter)
 
 
 class WriterLock:

@@ -439,7 +439,7 @@ def queue_some_mail(store):
     """Two mails waiting, one quarantined, one done (each 2 s after receipt); outbox alike (30 s)."""
     now = utcnow()
     for state in ("new", "new", "quarantined", "done"):
-        InboundMessage.create(channel="smtp", sha256="0" * 64, size=3, raw=b"abc", state=state,
+        InboundMessage.create(channel="smtp", sha256="0" * 64, size=3, state=state,
                               received_at=now - dt.timedelta(seconds=2),
                               processed_at=None if state == "new" else now)
     for state in ("pending", "failed", "failed", "sent"):

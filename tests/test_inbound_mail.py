@@ -448,14 +448,28 @@ def test_25mb_mail_peaks_below_four_times_its_size(shape):
         assert len(parsed.attachments[0].data) == parsed.attachments[0].size == MB25 * 3 // 4
 
 
-def test_huge_html_only_body_is_kept_whole_but_rendered_in_part():
+def test_huge_html_only_body_is_read_to_a_megabyte_and_says_so():
     row = "<tr><td>Artikel</td><td>12,50</td></tr>\n"
     raw = ("From: a@example.com\nContent-Type: text/html; charset=utf-8\n\n<table>"
            + row * (3 * 2**20 // len(row))).encode()
     parsed = parse_mail(raw)
-    assert len(parsed.html) > 3 * 2**20 - 100
+    assert len(parsed.html) == 2**20 and parsed.html.startswith("<table><tr><td>Artikel")
     assert parsed.text.startswith("Artikel") and len(parsed.text) < 2**20
-    assert any(d.startswith("HTML body of") for d in parsed.defects)
+    assert "text/html part cut at 1048576 bytes" in parsed.defects
+
+
+def test_a_25_mb_text_reply_costs_little_more_than_its_bytes():
+    """Quoted history pasted 25 MB deep: the text is read to 1 MB, the raw stays whole."""
+    quote = b"> " + b"q" * 74 + b"\r\n"
+    raw = (b"From: Erika <erika@example.org>\r\nSubject: Re: Bestellung\r\n\r\nDanke, passt so.\r\n\r\n"
+           + quote * (MB25 // len(quote)))
+    tracemalloc.start()
+    parsed = parse_mail(raw, keep_attachment_bytes=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert parsed.text.startswith("Danke, passt so.") and len(parsed.text) <= 2**20
+    assert "text/plain part cut at 1048576 bytes" in parsed.defects
+    assert peak < 0.5 * len(raw)
 
 
 # ---- real-world corpora -----------------------------------------------------------------------

@@ -12,7 +12,6 @@ import datetime as dt
 import decimal
 import email
 import email.policy
-import hashlib
 import re
 
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from conftest import sample_order
 from daemon import notify, orders, tokens
 from daemon.addresses import check_recipient
+from daemon.intake.spool import store_message
 from daemon.orders import Content, NewFile, Via
 from daemon.store import InboundMessage, Order, OutboxMessage
 from mailbuilder import mail
@@ -365,9 +365,9 @@ def test_an_unsafe_recipient_address_is_refused_not_written(store, settings):
 # ---- mails to the owner ------------------------------------------------------------------
 
 def received(raw: bytes) -> InboundMessage:
-    return InboundMessage.create(channel="smtp", envelope_from="erika@example.org",
-                                 recipients=["orders@shop.example"], sha256=hashlib.sha256(raw).hexdigest(),
-                                 size=len(raw), raw=raw)
+    message_id = store_message(raw, channel="smtp", envelope_from="erika@example.org",
+                               recipients=["orders@shop.example"])
+    return InboundMessage.get_by_id(message_id)
 
 
 def forward_reply(store, settings, from_customer=True, lang="de"):
@@ -429,6 +429,22 @@ def test_unmatched_mail_is_forwarded_to_the_owner_as_an_attached_message(store, 
     attached = next(p for p in parsed.walk() if p.get_content_type() == "message/rfc822")
     assert attached.get_content()["From"] == "Max Muster <max@example.net>"
     assert parsed["Reply-To"].addresses[0].addr_spec == "max@example.net"
+
+
+def test_a_mail_bigger_than_a_file_may_be_is_forwarded_with_its_headers_and_where_it_is_kept(store, settings):
+    settings = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, attachment_max_bytes=4096))
+    raw = mail(to="orders@shop.example", sender="Max Muster <max@example.net>", subject="Fotos",
+               body="Hier die Fotos." + "\n" + "A" * 76 * 200)
+    with store.atomic():
+        inbound = received(raw)
+        orders.queue_mail(settings, "unmatched_forward", "owner@shop.example", inbound=inbound, now=NOW)
+    parsed, text, _ = render(settings)
+    assert not any(p.get_content_type() == "message/rfc822" for p in parsed.walk())
+    [headers] = [p for p in parsed.walk() if p.get_content_type() == "text/rfc822-headers"]
+    block = headers.get_payload(decode=True)
+    assert b"Subject: Fotos" in block and b"From: Max Muster <max@example.net>" in block and b"AAAA" not in block
+    note = next(p for p in parsed.walk() if "only its headers are attached" in str(p.get_payload(decode=True)))
+    assert f"ordermail inbound show {inbound.id}" in note.get_content()
 
 
 def test_an_unmatched_8bit_mail_with_overlong_lines_is_attached_as_an_eml_file(store, settings):

@@ -1,13 +1,22 @@
 """The store: both backends, durable SQLite settings, schema upgrades."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from playhouse.migrations import Runner
 
 from conftest import sample_order
 from daemon import orders
 from daemon.errors import StoreTooNew
-from daemon.store import MIGRATIONS_DIR, Order, database_for_url, open_store
+from daemon.raw_io import load_raw
+from daemon.store import MIGRATIONS_DIR, Counter, InboundMessage, Order, database_for_url, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_sqlite_is_durable_and_concurrent(tmp_path):
@@ -55,3 +64,49 @@ def test_both_backends_keep_money_exact(store, settings):
     orders.create_order(store, settings, sample_order(total="1234567.89", items=[
         {"name": "Gold", "quantity": 1, "unit_price": "1234567.89"}]))
     assert str(Order.get().total) == "1234567.89"
+
+
+def test_mail_stored_before_0008_keeps_its_exact_bytes(settings):
+    """Upgrading moves every received mail's bytes into inbound_raw, unchanged."""
+    db = database_for_url(settings.database.url)
+    db.connect()
+    Runner(db, str(MIGRATIONS_DIR)).up(target="0007_bounce_flag")
+    raw = b"From: a@example.org\r\nSubject: alt\r\n\r\n\xe4 byte \x00 and all\r\n"
+    db.execute_sql(f"INSERT INTO inbound_message (received_at, channel, envelope_from, recipients, sha256,"
+                   f" size, raw, state, reason, attempts, claimed_by) VALUES ('2026-01-01 10:00:00', 'smtp', '',"
+                   f" '[]', 'x', {len(raw)}, {db.param}, 'done', '', 0, '')", (raw,))
+    db.close()
+    store = open_store(settings.database.url)
+    [message] = InboundMessage.select()
+    assert message.raw == raw and load_raw(message.id) == raw
+    columns = [c.name for c in store.db.get_columns("inbound_message")]
+    assert "raw" not in columns                         # the row no longer carries the bytes
+    store.close()
+
+
+def test_a_writer_in_another_process_is_waited_for_not_failed(tmp_path):
+    """SQLite's one writer: a second process queues on the lock file and then commits."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    store = open_store(url)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_WRITER, url], cwd=ROOT,
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert holder.stdout.readline() == b"holding\n"
+    started = time.monotonic()
+    with store.atomic(urgent=True):
+        Counter.insert(name="mine", value=1).execute()
+    waited = time.monotonic() - started
+    assert holder.wait(10) == 0
+    assert {c.name for c in Counter.select()} == {"theirs", "mine"}
+    assert waited >= 0.5                                 # it queued behind the other transaction
+    store.close()
+
+
+HOLD_THE_WRITER = """
+import sys, time
+from daemon.store import Counter, open_store
+store = open_store(sys.argv[1])
+with store.atomic():
+    Counter.insert(name="theirs", value=1).execute()
+    print("holding", flush=True)
+    time.sleep(1.0)
+"""

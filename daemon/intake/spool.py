@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import peewee as pw
 
+from daemon import compiled
 from daemon.errors import ShuttingDown, StoreUnavailable
-from daemon.store import InboundMessage, Store, first_line, utcnow
+from daemon.store import InboundMessage, InboundRaw, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.spool")
 
@@ -106,26 +107,26 @@ class Spool:
 def store_message(raw: bytes, *, channel: str, envelope_from: str, recipients: list[str]) -> int:
     """Insert one received message as `new`; the caller commits.
 
-    On SQLite a big message is inserted as a zeroblob of its size and its
-    bytes are written into it through the blob API, in slices: a bound blob
-    would be copied whole (SQLITE_TRANSIENT) and that copy stays in the
-    cached statement until its next use. (SQLite still builds the row's record
-    in memory, zeros and all, unless only empty values follow `raw`.) A small
-    one is bound as usual: one statement is cheaper than two.
+    Its row, then its bytes in a table of their own (written once, never
+    rewritten). On SQLite big bytes go in as a zeroblob of their size filled
+    through the blob API, in slices: a bound blob would be copied whole
+    (SQLITE_TRANSIENT), and that copy stays in the cached statement until its
+    next use. Small ones are bound as usual: one statement is cheaper than two.
     """
-    db = InboundMessage._meta.database
-    sqlite = isinstance(db, pw.SqliteDatabase) and len(raw) >= 65_536
-    message_id = InboundMessage.insert(
-        received_at=utcnow(), channel=channel, envelope_from=envelope_from[:320],
+    message_id = compiled.insert(
+        InboundMessage, received_at=utcnow(), channel=channel, envelope_from=envelope_from[:320],
         recipients=list(recipients), message_id=_message_id(raw),
-        sha256=hashlib.sha256(raw).hexdigest(), size=len(raw),
-        raw=pw.fn.zeroblob(len(raw)) if sqlite else raw, state="new").execute()
-    if sqlite:
-        view, step = memoryview(raw), 2**20
-        with pw.__exception_wrapper__:      # driver errors as peewee's, as for any statement
-            with db.connection().blobopen(InboundMessage._meta.table_name, "raw", message_id) as blob:
-                for start in range(0, len(raw), step):
-                    blob.write(view[start:start + step])
+        sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), state="new")
+    db = InboundRaw._meta.database
+    if not (isinstance(db, pw.SqliteDatabase) and len(raw) >= 65_536):
+        compiled.insert(InboundRaw, inbound=message_id, raw=raw)
+        return message_id
+    InboundRaw.insert(inbound=message_id, raw=pw.fn.zeroblob(len(raw))).execute()
+    view, step = memoryview(raw), 2**20
+    with pw.__exception_wrapper__:      # driver errors as peewee's, as for any statement
+        with db.connection().blobopen(InboundRaw._meta.table_name, "raw", message_id) as blob:
+            for start in range(0, len(raw), step):
+                blob.write(view[start:start + step])
     return message_id
 
 
