@@ -1,10 +1,10 @@
 """`ordermail serve`: the daemon's lifecycle.
 
-Start in order — store, worker process (inbound handling and outbox, see
+Start in order — store, worker processes (inbound handling and outbox, see
 daemon/workers.py), spool, IMAP door, SMTP/LMTP listeners, web server,
 scheduler — run until SIGTERM or SIGINT, then stop in reverse: refuse new
-mail with 421, let messages in DATA commit, let the worker process finish
-what it holds, close the store, exit 0. A second signal exits at once.
+mail with 421, let messages in DATA commit, let the worker processes finish
+what they hold, close the store, exit 0. A second signal exits at once.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from daemon.intake.spool import Spool
 from daemon.jobs import Scheduler
 from daemon.notify import check_templates
 from daemon.store import open_store, redact
-from daemon.workers import WorkerProcess
+from daemon.workers import WorkerPool
 
 log = logging.getLogger("ordermail")
 M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
@@ -60,7 +60,7 @@ def _return_big_buffers_to_the_system() -> None:
 async def _run(settings: Settings) -> int:
     store = open_store(settings.database.url)
     log.info("store open: %s (%s)", redact(settings.database.url), store.backend)
-    workers = WorkerProcess(settings, store)
+    workers = WorkerPool(settings, store)
     scheduler = Scheduler(settings, store)
     for problem in check_templates(settings):
         log.warning("mail template %s; the built-in one is used instead", problem)
@@ -95,8 +95,8 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
-async def _watch(workers: WorkerProcess) -> None:
-    """Start the worker process again should it die."""
+async def _watch(workers: WorkerPool) -> None:
+    """Start a worker process again should it die."""
     while True:
         await asyncio.sleep(2)
         workers.check()

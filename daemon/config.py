@@ -78,6 +78,7 @@ class InboundSettings:
     lmtp_listen: str = ""
     max_message_bytes: int = 26214400
     reply_token_days: int = 730
+    workers: int = 2                    # processes handling stored mail (one also sends the outbox)
     imap: ImapSettings = field(default_factory=ImapSettings)
 
 
@@ -307,6 +308,8 @@ def validate(settings: Settings) -> None:
     _check_listen(settings.web.listen, "[web] listen")
     if settings.inbound.max_message_bytes < 1024:
         raise ConfigError("[inbound] max_message_bytes must be at least 1024")
+    if not 1 <= settings.inbound.workers <= 32:
+        raise ConfigError(f"[inbound] workers must be from 1 to 32, not {settings.inbound.workers}")
     for name, method in settings.payment.items():
         _check_placeholders(method.instructions, f"[payment.{name}] instructions")
     for entry in settings.api.payment_methods:

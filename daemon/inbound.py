@@ -34,7 +34,7 @@ from daemon.routing import Context, route
 from daemon.store import InboundMessage, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.inbound")
-BATCH = 100                    # claimed with one statement
+BATCH = 20                     # claimed with one statement: several workers share a burst
 GROUP_MESSAGES = 20            # parsed, then handled
 GROUP_BYTES = 8 * 2**20        # parsed mails held at once
 TRANSACTION_SECONDS = 0.004    # a transaction takes messages for this long, then commits

@@ -552,20 +552,20 @@ def _body(settings: Settings, row: OutboxMessage, text: str, html: str, context:
 
 
 def _original(settings: Settings, inbound) -> mime.Part:
-    """The received mail attached whole — unless it is bigger than a file may be.
+    """The received mail attached whole — unless it is bigger than [outbound] attaches.
 
     Then only its header block goes with the forward, and where the whole is
     kept: a 25 MB photo would fill the owner's mailbox (customers cannot
     send files), and rendering it would cost the worker several times its size.
     """
-    limit = settings.limits.attachment_max_bytes
+    limit = settings.outbound.attachments_max_bytes
     if inbound.size <= limit:
         return mime.message(inbound.raw)
     head = load_raw(inbound.id, limit=HEADERS_READ) or b""
     end = _HEADER_END.search(head)
     head = head[:end.start()] + b"\r\n" if end else head
     note = (f"The original mail is {inbound.size / 2**20:.1f} MB, over the {limit / 2**20:.1f} MB "
-            f"allowed for files, so only its headers are attached. It is kept whole: "
+            f"attached to mail at most, so only its headers are attached. It is kept whole: "
             f"ordermail inbound show {inbound.id}")
     return mime.multipart("mixed", [mime.text(note), mime.binary(head, "text/rfc822-headers", "original-headers.txt")])
 

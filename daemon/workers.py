@@ -1,10 +1,11 @@
-"""The worker process: inbound handling and outbox sending beside the doors.
+"""The worker processes: inbound handling and outbox sending beside the doors.
 
 Why a process of its own: handling mail is CPU-bound Python (parsing,
 trimming, templating, MIME). In the daemon's process it would share one
 interpreter lock with the SMTP/LMTP/IMAP doors and delay every
-acknowledgement; in a child it runs on another core, and the doors only
-receive and commit.
+acknowledgement; in children it runs on the other cores, and the doors
+only receive and commit. `[inbound] workers` children share the stored mail
+(claims keep them apart); the first also sends the outbox.
 
 The daemon writes a byte to the child's pipe whenever mail is committed (a
 wake-up; the child also looks by itself every few seconds). The pipe's end
@@ -33,11 +34,38 @@ STOP_SECONDS = 60
 WORKER_NICENESS = 5
 
 
-class WorkerProcess:
-    """The daemon's side: start, wake, watch and stop the worker process."""
+class WorkerPool:
+    """The daemon's side of all worker processes."""
 
     def __init__(self, settings: Settings, store):
-        self.settings, self.store = settings, store
+        self.workers = [WorkerProcess(settings, store, sends_outbox=n == 0)
+                        for n in range(settings.inbound.workers)]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def wake(self, *_ignored) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    def check(self) -> None:
+        for worker in self.workers:
+            worker.check()
+
+    def stop(self) -> None:
+        """All pipes closed first, so the children finish side by side."""
+        for worker in self.workers:
+            worker.close()
+        for worker in self.workers:
+            worker.join()
+
+
+class WorkerProcess:
+    """One worker process: start, wake, watch and stop it."""
+
+    def __init__(self, settings: Settings, store, *, sends_outbox: bool):
+        self.settings, self.store, self.sends_outbox = settings, store, sends_outbox
         self.process: multiprocessing.Process | None = None
         self._wake_fd: int | None = None
         self._restarts = 0
@@ -47,7 +75,7 @@ class WorkerProcess:
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")   # a fresh interpreter: no threads or sockets copied
         reader, writer = context.Pipe(duplex=False)
-        self.process = context.Process(target=_child_main, args=(self.settings, reader),
+        self.process = context.Process(target=_child_main, args=(self.settings, reader, self.sends_outbox),
                                        name="ordermail-worker", daemon=False)
         self.process.start()
         reader.close()
@@ -88,12 +116,16 @@ class WorkerProcess:
         if released:
             log.warning("took back %d message(s) the dead worker had claimed", released)
 
-    def stop(self) -> None:
-        """Close the pipe (the child finishes what it holds), wait, then insist."""
+    def close(self) -> None:
+        """Close the pipe: the child finishes what it holds and exits."""
         self._stopping = True
+        if self.process is not None:
+            self._writer.close()
+
+    def join(self) -> None:
+        """Wait for the child to exit, then insist."""
         if self.process is None:
             return
-        self._writer.close()
         self.process.join(STOP_SECONDS)
         if self.process.is_alive():
             log.warning("worker process %s did not stop in %ss; terminating it", self.process.pid, STOP_SECONDS)
@@ -101,8 +133,8 @@ class WorkerProcess:
             self.process.join(10)
 
 
-def _child_main(settings: Settings, reader) -> None:
-    """The worker process: inbound and outbox workers until the pipe ends or SIGTERM."""
+def _child_main(settings: Settings, reader, sends_outbox: bool) -> None:
+    """A worker process: the inbound worker (and the outbox) until the pipe ends or SIGTERM."""
     from daemon.app import prepare_process   # the same logging and allocator as the daemon
     prepare_process()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the daemon, which closes the pipe
@@ -112,13 +144,16 @@ def _child_main(settings: Settings, reader) -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     store = open_store(settings.database.url, migrate=False)
-    inbound, outbox = InboundWorker(store, settings), OutboxWorker(store, settings)
+    inbound = InboundWorker(store, settings)
+    outbox = OutboxWorker(store, settings) if sends_outbox else None
     inbound.start()
-    outbox.start()
+    if outbox is not None:
+        outbox.start()
     try:
         _wait_for_wake_ups(reader.fileno(), inbound, stopping)
     finally:
-        outbox.stop()
+        if outbox is not None:
+            outbox.stop()
         inbound.stop()
         store.close()
 

@@ -431,8 +431,8 @@ def test_unmatched_mail_is_forwarded_to_the_owner_as_an_attached_message(store, 
     assert parsed["Reply-To"].addresses[0].addr_spec == "max@example.net"
 
 
-def test_a_mail_bigger_than_a_file_may_be_is_forwarded_with_its_headers_and_where_it_is_kept(store, settings):
-    settings = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, attachment_max_bytes=4096))
+def test_a_mail_bigger_than_we_attach_is_forwarded_with_its_headers_and_where_it_is_kept(store, settings):
+    settings = dataclasses.replace(settings, outbound=dataclasses.replace(settings.outbound, attachments_max_bytes=4096))
     raw = mail(to="orders@shop.example", sender="Max Muster <max@example.net>", subject="Fotos",
                body="Hier die Fotos." + "\n" + "A" * 76 * 200)
     with store.atomic():

@@ -55,11 +55,13 @@ def send(daemon, to: str, body: str) -> None:
 def test_a_worker_process_that_dies_is_started_again_and_mail_still_lands(store, settings, tmp_path, reply_to):
     daemon = Daemon(tmp_path, settings.database.url).start()
     try:
-        [first] = wait_until(daemon.worker_pids)
-        os.kill(first, signal.SIGKILL)
+        workers = wait_until(lambda: len(daemon.worker_pids()) == 2 and daemon.worker_pids())
+        for pid in workers:                                  # [inbound] workers = 2 by default
+            os.kill(pid, signal.SIGKILL)
         send(daemon, reply_to, "Nach dem Absturz")          # stored at once, handled once it is back
         wait_until(lambda: replies() == ["Nach dem Absturz"])
-        assert daemon.worker_pids() and first not in daemon.worker_pids()
+        wait_until(lambda: len(daemon.worker_pids()) == 2)
+        assert not set(workers) & set(daemon.worker_pids())
     finally:
         assert daemon.stop() == 0
     assert "starting it again" in daemon.log_text()
@@ -67,9 +69,9 @@ def test_a_worker_process_that_dies_is_started_again_and_mail_still_lands(store,
 
 def test_the_worker_process_leaves_with_a_killed_daemon(store, settings, tmp_path, reply_to):
     daemon = Daemon(tmp_path, settings.database.url).start()
-    [worker] = wait_until(daemon.worker_pids)
-    daemon.kill()                                         # SIGKILL: no chance to stop the child itself
-    wait_until(lambda: not os.path.exists(f"/proc/{worker}") or _zombie(worker), 30)
+    workers = wait_until(daemon.worker_pids)
+    daemon.kill()                                         # SIGKILL: no chance to stop the children itself
+    wait_until(lambda: all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in workers), 30)
 
 
 def _zombie(pid: int) -> bool:
