@@ -10,7 +10,6 @@ import smtplib
 import socket
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import psycopg2
@@ -20,7 +19,7 @@ from conftest import sample_order
 from daemon import orders, tokens
 from daemon.addresses import token_address
 from daemon.store import Event, InboundMessage, Order
-from daemonproc import Daemon
+from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from realservers import swaks  # noqa: F401  (fixture)
 
@@ -49,16 +48,6 @@ def smtp(daemon) -> smtplib.SMTP:
     client = smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=30)
     client.ehlo("client.example.org")
     return client
-
-
-def wait_until(condition, seconds: float = 15.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def replies_on(number: str) -> list[Event]:

@@ -8,11 +8,9 @@ message in a group must not take the others with it.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import signal
 import smtplib
-import time
 
 import pytest
 
@@ -23,7 +21,7 @@ from daemon.intake.smtp import RecipientCache
 from daemon.intake.spool import store_message
 from daemon.errors import UnknownRecipient
 from daemon.store import Event, InboundMessage
-from daemonproc import Daemon
+from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 
 
@@ -31,16 +29,6 @@ from mailbuilder import mail
 def reply_to(store, settings):
     order = orders.create_order(store, settings, sample_order())
     return token_address(settings, order, tokens.CUSTOMER_REPLY, dt.date.today())
-
-
-def wait_until(condition, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"not within {seconds}s")
 
 
 def replies() -> list[str]:
@@ -59,7 +47,7 @@ def test_a_worker_process_that_dies_is_started_again_and_mail_still_lands(store,
         for pid in workers:                                  # [inbound] workers = 2 by default
             os.kill(pid, signal.SIGKILL)
         send(daemon, reply_to, "Nach dem Absturz")          # stored at once, handled once it is back
-        wait_until(lambda: replies() == ["Nach dem Absturz"])
+        wait_until(lambda: replies() == ["Nach dem Absturz"], 30)
         wait_until(lambda: len(daemon.worker_pids()) == 2)
         assert not set(workers) & set(daemon.worker_pids())
     finally:
