@@ -24,6 +24,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import peewee as pw
+
 from daemon import compiled
 from daemon.addresses import Recipient, check_recipient
 from daemon.bounces import find_bounce
@@ -46,12 +48,6 @@ METADATA = [f for f in InboundMessage._meta.sorted_fields if f.name != "raw"]
 def claimant() -> str:
     """Who holds a claim: this host and process (read at call time: a worker may be a child)."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class _Parsed:
-    message: InboundMessage
-    mail: InboundMail
 
 
 def process_pending(store: Store, settings, *, limit: int = BATCH, stopping=lambda: False) -> int:
@@ -154,17 +150,21 @@ def process_message(store: Store, settings, message: InboundMessage) -> str:
 def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
     """Handle claimed messages, a few per transaction; the state each ends in."""
     now = utcnow()
-    pending = [_parse(message, now) for message in _load(ids)]
+    pending = [_prepare(message, settings, now) for message in _load(ids)]
     pending.reverse()
     states = []
     while pending:
-        # SQLite has one writer: mail being acknowledged waits for this
-        # transaction, so it ends after a few milliseconds, not a whole group.
+        # SQLite has one writer: mail being acknowledged (and other workers)
+        # wait for this transaction, so it ends after a few milliseconds.
         deadline = time.monotonic() + TRANSACTION_SECONDS
+        outcomes = []
         with store.atomic():
-            states.append(_handle_one(store, settings, pending.pop(), now))
+            outcomes.append(_handle_one(store, settings, pending.pop()))
             while pending and time.monotonic() < deadline:
-                states.append(_handle_one(store, settings, pending.pop(), now))
+                outcomes.append(_handle_one(store, settings, pending.pop()))
+        for message_id, state, reason in outcomes:     # told once it is committed
+            log.info("message %s %s: %s", message_id, state, reason)
+            states.append(state)
     return states
 
 
@@ -174,36 +174,52 @@ def _load(ids: list[int]) -> list[InboundMessage]:
     return [rows[i] for i in ids if i in rows]
 
 
-def _parse(message: InboundMessage, now) -> _Parsed:
-    # Attachments are decoded only when needed (owner files): customers'
-    # files are never kept, and a decoded copy would double a big mail's memory.
-    message.raw = load_raw(message.id)
-    return _Parsed(message, parse_mail(message.raw, envelope_from=message.envelope_from,
-                                       keep_attachment_bytes=0))
+@dataclass
+class _Prepared:
+    """A claimed message with all that needs no lock: parsed, its recipients checked."""
+    message: InboundMessage
+    mail: InboundMail | None = None
+    recipients: tuple[Recipient, ...] = ()
+    bounce: object = None
+    failure: Exception | None = None
 
 
-def _handle_one(store: Store, settings, item: _Parsed, now) -> str:
+def _prepare(message: InboundMessage, settings, now) -> _Prepared:
+    """Everything before the write lock: other writers wait less."""
+    try:
+        # Attachments are decoded only when needed (owner files): customers'
+        # files are never kept, and a decoded copy would double a big mail's memory.
+        message.raw = load_raw(message.id)
+        mail = parse_mail(message.raw, envelope_from=message.envelope_from, keep_attachment_bytes=0)
+        return _Prepared(message, mail, _recipients(message, settings, now), find_bounce(mail))
+    except pw.DatabaseError:
+        raise                                  # the store, not the message: the round is retried
+    except Exception as exc:
+        return _Prepared(message, failure=exc)
+
+
+def _handle_one(store: Store, settings, item: _Prepared) -> tuple[int, str, str]:
     """Route one message in a savepoint; a failure rolls back its changes alone."""
     message = item.message
     try:
         with store.atomic():
+            if item.failure is not None:
+                raise item.failure
             if _already_handled(message):
                 state, reason = "duplicate", "the same message was handled before"
             else:
                 # Our own mail coming back is recognised by its exact Message-ID
                 # (routing), not by domain: the owner's client may use the shop's domain.
                 ctx = Context(store=store, settings=settings, message=message, mail=item.mail,
-                              recipients=_recipients(message, settings, now), bounce=find_bounce(item.mail),
-                              now=now)
+                              recipients=item.recipients, bounce=item.bounce, now=utcnow())
                 state, reason = "done", route(ctx)
             _finish(message, state, reason)
     except Exception as exc:  # the one place an unexpected failure is caught
-        log.exception("message %s quarantined", message.id)
+        log.error("message %s quarantined", message.id, exc_info=exc)
         state, reason = "quarantined", f"{type(exc).__name__}: {first_line(exc)}"
         message.order = None
         _finish(message, state, reason, attempts=message.attempts + 1)
-    log.info("message %s %s: %s", message.id, state, reason)
-    return state
+    return message.id, state, reason
 
 
 def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:
