@@ -143,7 +143,7 @@ def _child_main(settings: Settings, reader, sends_outbox: bool) -> None:
     os.nice(WORKER_NICENESS)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    store = open_store(settings.database.url, migrate=False)
+    store = open_store(settings.database.url, migrate=False, replayable=True)
     inbound = InboundWorker(store, settings)
     outbox = OutboxWorker(store, settings) if sends_outbox else None
     inbound.start()

@@ -29,6 +29,16 @@ def test_sqlite_is_durable_and_concurrent(tmp_path):
     store.close()
 
 
+def test_only_replayable_work_commits_without_a_full_sync(tmp_path):
+    """The worker processes' store skips the sync; everything else keeps it."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    full, replayable = open_store(url), open_store(url, replayable=True)
+    assert full.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2
+    assert replayable.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 1
+    full.close()
+    replayable.close()
+
+
 def test_opening_twice_applies_nothing_twice(store, settings):
     applied, pending = store.schema_status()
     assert applied[0] == "0001_initial" and pending == []
