@@ -99,7 +99,7 @@ async def _watch(workers: WorkerPool) -> None:
     """Start a worker process again should it die."""
     while True:
         await asyncio.sleep(2)
-        workers.check()
+        await asyncio.to_thread(workers.check)    # may read the store: not on the event loop
 
 
 def _web_server(settings: Settings, store):

@@ -106,15 +106,17 @@ def release_stale_claims(store: Store) -> int:
                 .execute())
 
 
-def release_dead_claims(store: Store | None = None) -> int:
+def release_dead_claims(store: Store) -> int:
     """Claims of processes on this host that no longer run (a crash)."""
     host = socket.gethostname()
     dead = [c.claimed_by for c in InboundMessage.select(InboundMessage.claimed_by).distinct()
             .where((InboundMessage.state == "processing") & InboundMessage.claimed_by.startswith(f"{host}:"))
             if not _alive(int(c.claimed_by.rpartition(":")[2]))]
-    return sum(InboundMessage.update(state="new", claimed_by="")
-               .where((InboundMessage.state == "processing") & (InboundMessage.claimed_by == holder))
-               .execute() for holder in dead)
+    if not dead:
+        return 0
+    with store.atomic():
+        return (InboundMessage.update(state="new", claimed_by="")
+                .where((InboundMessage.state == "processing") & InboundMessage.claimed_by.in_(dead)).execute())
 
 
 def _alive(pid: int) -> bool:

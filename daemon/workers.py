@@ -68,6 +68,7 @@ class WorkerProcess:
         self.settings, self.store, self.sends_outbox = settings, store, sends_outbox
         self.process: multiprocessing.Process | None = None
         self._wake_fd: int | None = None
+        self._pipe_lock = threading.Lock()
         self._restarts = 0
         self._restart_at: float | None = None
         self._stopping = False
@@ -79,17 +80,21 @@ class WorkerProcess:
                                        name="ordermail-worker", daemon=False)
         self.process.start()
         reader.close()
-        self._writer = writer                             # keeps the pipe open while we live
-        self._wake_fd = writer.fileno()
-        os.set_blocking(self._wake_fd, False)
+        os.set_blocking(writer.fileno(), False)
+        with self._pipe_lock:
+            self._writer = writer                         # keeps the pipe open while we live
+            self._wake_fd = writer.fileno()
         log.info("worker process %s started", self.process.pid)
 
     def wake(self, *_ignored) -> None:
         """Tell the child that mail was committed; a full pipe already says so."""
-        try:
-            os.write(self._wake_fd, b"!")
-        except (BlockingIOError, BrokenPipeError, TypeError, OSError):
-            pass
+        with self._pipe_lock:           # the watcher may be closing the pipe meanwhile
+            if self._wake_fd is None:
+                return
+            try:
+                os.write(self._wake_fd, b"!")
+            except OSError:             # full (it knows already) or the child is gone
+                pass
 
     def check(self) -> None:
         """Start the child again if it died, after a growing pause (called every few seconds)."""
@@ -99,7 +104,7 @@ class WorkerProcess:
             delay = RESTART_BACKOFF_SECONDS[min(self._restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
             log.error("worker process %s ended with %s; starting it again in %ss",
                       self.process.pid, self.process.exitcode, delay)
-            self._writer.close()
+            self._close_pipe()
             self._restarts += 1
             self._restart_at = time.monotonic() + delay
             self._take_back_claims()
@@ -120,6 +125,11 @@ class WorkerProcess:
         """Close the pipe: the child finishes what it holds and exits."""
         self._stopping = True
         if self.process is not None:
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        with self._pipe_lock:
+            self._wake_fd = None      # never write to a number the system may hand out again
             self._writer.close()
 
     def join(self) -> None:
