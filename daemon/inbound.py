@@ -1,16 +1,17 @@
 """The inbound worker: parse once, route, handle — or quarantine with the reason.
 
-Claims messages in the state `new` from the store, oldest first, a batch at
-a time with one statement (on PostgreSQL with SKIP LOCKED, so several
-workers share the queue). A claimed group is parsed outside any transaction,
-then handled in one transaction: one commit (one fsync) for the group, each
-message in a savepoint of its own so that one failing message is rolled back
-alone and moved to `quarantine` with the reason, never dropped. Handling a
-message and marking it `done` commit together, so a crash in between leaves
-it claimed by a dead process; it is handed out again and handled with
-nothing applied twice (the same bytes already handled are marked
-`duplicate`; events are unique per Message-ID). `ordermail inbound retry ID`
-puts a quarantined message back.
+Claims messages in the state `new` from the store, oldest first, up to 20
+with one statement (on PostgreSQL with SKIP LOCKED), so the worker
+processes share a burst. A claimed group is parsed and its recipients
+checked outside any transaction, then handled in transactions of a few
+milliseconds (SQLite has one writer, and mail being acknowledged waits for
+it), each message in a savepoint of its own: one failing message is rolled
+back alone and moved to `quarantine` with the reason, never dropped.
+Handling a message and marking it `done` commit together, so a crash in
+between leaves it claimed by a dead process; it is handed out again and
+handled with nothing applied twice (the same bytes already handled are
+marked `duplicate`; events are unique per Message-ID). `ordermail inbound
+retry ID` puts a quarantined message back.
 
 States: new → processing (claimed) → done | duplicate | quarantined.
 """
@@ -42,7 +43,6 @@ GROUP_BYTES = 8 * 2**20        # parsed mails held at once
 TRANSACTION_SECONDS = 0.004    # a transaction takes messages for this long, then commits
 CLAIM_LEASE_MINUTES = 10
 STALE_CHECK_SECONDS = 60
-METADATA = [f for f in InboundMessage._meta.sorted_fields if f.name != "raw"]
 
 
 def claimant() -> str:
@@ -171,8 +171,8 @@ def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
 
 
 def _load(ids: list[int]) -> list[InboundMessage]:
-    """The claimed rows without their raw bytes; those are read one by one."""
-    rows = {m.id: m for m in InboundMessage.select(*METADATA).where(InboundMessage.id.in_(ids))}
+    """The claimed rows (their raw bytes are read one by one, from their own table)."""
+    rows = {m.id: m for m in InboundMessage.select().where(InboundMessage.id.in_(ids))}
     return [rows[i] for i in ids if i in rows]
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import replace
+from io import BytesIO
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
@@ -160,7 +161,6 @@ class _EnhancedCodes:
         getvalue() hands that very object on (shrunk to size), where
         bytes(bytearray) would copy the whole message once more.
         """
-        from io import BytesIO
         buffer, size, limit, too_large = BytesIO(), 0, self.data_size_limit, False
         while True:
             try:
