@@ -81,6 +81,7 @@ async def _run(settings: Settings) -> int:
         log.info("ordermail ready; command address %s", settings.command_address)
         await stop.wait()
         log.info("stopping: refusing new mail, finishing what was taken")
+        workers.no_restarts()
         watch.cancel()
     finally:
         scheduler.stop()

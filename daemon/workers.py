@@ -53,6 +53,12 @@ class WorkerPool:
         for worker in self.workers:
             worker.check()
 
+    def no_restarts(self) -> None:
+        """The daemon is stopping: a child that ends now (systemd signals the
+        whole group) is not started again."""
+        for worker in self.workers:
+            worker._stopping = True
+
     def stop(self) -> None:
         """All pipes closed first, so the children finish side by side."""
         for worker in self.workers:

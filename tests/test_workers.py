@@ -124,3 +124,16 @@ def test_rcpt_checks_keep_good_addresses_for_a_minute_and_never_keep_refusals(st
             asyncio.run(check(forged))
     with pytest.raises(UnknownRecipient):
         asyncio.run(RecipientCache(settings).check(reply_to))    # a fresh look finds it gone
+
+
+def test_a_stop_that_signals_every_process_at_once_ends_cleanly(store, settings, tmp_path, reply_to):
+    """systemd's stop sends SIGTERM to the daemon and its workers together: exit 0, nothing restarted."""
+    daemon = Daemon(tmp_path, settings.database.url).start()
+    send(daemon, reply_to, "Kurz vor dem Halt")
+    workers = wait_until(lambda: len(daemon.worker_pids()) == 2 and daemon.worker_pids())
+    for pid in [*workers, daemon.process.pid]:
+        os.kill(pid, signal.SIGTERM)
+    assert daemon.process.wait(60) == 0
+    assert "starting it again" not in daemon.log_text() and "Traceback" not in daemon.log_text()
+    wait_until(lambda: all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in workers))
+    assert InboundMessage.select().count() == 1          # taken before the stop; handled now or at the next start
