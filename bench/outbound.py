@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -36,20 +35,16 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import aiosmtplib  # noqa: E402
 
 from daemon import orders, outbox  # noqa: E402
 from daemon.config import settings_from_dict  # noqa: E402
 from daemon.store import OutboxMessage, open_store  # noqa: E402
+from daemonproc import free_port  # noqa: E402
 
 GOAL = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_sink(port: int, ready) -> None:

@@ -31,8 +31,6 @@ import logging
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,11 +41,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon import orders  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 from daemon.orders import Content, NewFile, Via  # noqa: E402
 from daemon.store import Order, open_store  # noqa: E402
+from daemonproc import free_port, gunicorn  # noqa: E402
 
 EVENTS = 50
 GOAL_RATIO, GOAL_P99_MS = 0.4, 10.0
@@ -126,24 +126,6 @@ def waitress_server(settings, store, threads: int):
         web.stop()
 
 
-@contextlib.contextmanager
-def gunicorn_server(config: Path, port: int, log: Path):
-    env = {**os.environ, "ORDERMAIL_CONFIG": str(config)}
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
-                                    "--pythonpath", str(ROOT / "bench"), "page:wsgi_app()"],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def wait_for(port: int, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -153,12 +135,6 @@ def wait_for(port: int, seconds: float = 30) -> None:
         except (OSError, urllib.error.URLError):
             time.sleep(0.1)
     raise SystemExit(f"bench: no server answered on 127.0.0.1:{port} within {seconds} s")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -283,7 +259,8 @@ def main(argv=None) -> int:
                     wait_for(port)
                     rows += measure(f"waitress/{args.waitress_threads}", port, token, args)
             elif server == "gunicorn":
-                with gunicorn_server(config, port, folder / "gunicorn.log"):
+                with gunicorn("page:wsgi_app()", port, folder / "gunicorn.log",
+                              {"ORDERMAIL_CONFIG": str(config)}, pythonpath=ROOT / "bench"):
                     wait_for(port)
                     rows += measure("gunicorn", port, token, args)
             else:

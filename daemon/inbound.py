@@ -38,8 +38,7 @@ from daemon.store import InboundMessage, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.inbound")
 BATCH = 20                     # claimed with one statement: several workers share a burst
-GROUP_MESSAGES = 20            # parsed, then handled
-GROUP_BYTES = 8 * 2**20        # parsed mails held at once
+GROUP_BYTES = 8 * 2**20        # parsed mails held at once (a big mail goes alone)
 TRANSACTION_SECONDS = 0.004    # a transaction takes messages for this long, then commits
 CLAIM_LEASE_MINUTES = 10
 STALE_CHECK_SECONDS = 60
@@ -132,21 +131,16 @@ def _alive(pid: int) -> bool:
 
 
 def _groups(claimed: list[tuple[int, int]]):
-    """Claimed messages in groups bounded by count and bytes (a big mail goes alone)."""
+    """Claimed messages in groups bounded by bytes (a big mail goes alone)."""
     group, size = [], 0
     for message_id, message_size in claimed:
-        if group and (len(group) >= GROUP_MESSAGES or size + message_size > GROUP_BYTES):
+        if group and size + message_size > GROUP_BYTES:
             yield group
             group, size = [], 0
         group.append((message_id, message_size))
         size += message_size
     if group:
         yield group
-
-
-def process_message(store: Store, settings, message: InboundMessage) -> str:
-    """Handle one claimed message; returns the state it ends in."""
-    return process_claimed(store, settings, [message.id])[0]
 
 
 def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:

@@ -57,7 +57,7 @@ class WorkerPool:
         """The daemon is stopping: a child that ends now (systemd signals the
         whole group) is not started again."""
         for worker in self.workers:
-            worker._stopping = True
+            worker.stopping = True
 
     def stop(self) -> None:
         """All pipes closed first, so the children finish side by side."""
@@ -77,7 +77,7 @@ class WorkerProcess:
         self._pipe_lock = threading.Lock()
         self._restarts = 0
         self._restart_at: float | None = None
-        self._stopping = False
+        self.stopping = False
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")   # a fresh interpreter: no threads or sockets copied
@@ -104,7 +104,7 @@ class WorkerProcess:
 
     def check(self) -> None:
         """Start the child again if it died, after a growing pause (called every few seconds)."""
-        if self._stopping or self.process is None or self.process.is_alive():
+        if self.stopping or self.process is None or self.process.is_alive():
             return
         if self._restart_at is None:
             delay = RESTART_BACKOFF_SECONDS[min(self._restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
@@ -129,7 +129,7 @@ class WorkerProcess:
 
     def close(self) -> None:
         """Close the pipe: the child finishes what it holds and exits."""
-        self._stopping = True
+        self.stopping = True
         if self.process is not None:
             self._close_pipe()
 

@@ -1,6 +1,7 @@
 """`ordermail serve` as a real process on free loopback ports, for end-to-end tests."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,26 @@ def wait_until(condition, seconds: float = 15.0):
             return result
         time.sleep(0.05)
     raise AssertionError(f"condition not met in {seconds}s")
+
+
+@contextlib.contextmanager
+def gunicorn(app: str, port: int, log: Path, env: dict, *, pythonpath: Path | None = None):
+    """gunicorn with two workers serving `app` on 127.0.0.1:`port`; yields the process,
+    stops it with SIGTERM (killed after 15 s)."""
+    command = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
+    command += ["--pythonpath", str(pythonpath)] if pythonpath else []
+    with log.open("wb") as out:
+        process = subprocess.Popen([*command, app], cwd=ROOT, env={**os.environ, **env},
+                                   stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def free_port() -> int:

@@ -13,10 +13,6 @@ import hashlib
 import hmac
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,10 +24,10 @@ import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import PG_URL, ROOT, sample_order
+from conftest import PG_URL, sample_order
 from daemon.config import ApiSettings, WebSettings
 from daemon.store import InboundMessage, Order, OutboxMessage, utcnow
-from daemonproc import free_port, wait_for_port
+from daemonproc import free_port, gunicorn, wait_for_port
 from statuspage.app import SECURITY_HEADERS, make_app
 from statuspage.server import WebServer
 
@@ -598,20 +594,9 @@ def write_config(settings, path: Path) -> Path:
 
 def test_gunicorn_with_two_workers_answers(api_settings, store, tmp_path):
     port = free_port()
-    env = {**os.environ, "ORDERMAIL_CONFIG": str(write_config(api_settings, tmp_path / "ordermail.toml"))}
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
-                                "statuspage.wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    config = write_config(api_settings, tmp_path / "ordermail.toml")
+    with gunicorn("statuspage.wsgi:app", port, tmp_path / "gunicorn.log", {"ORDERMAIL_CONFIG": str(config)}) as process:
         wait_for_port(port)
         exercise_server(port)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
     assert process.returncode == 0, (tmp_path / "gunicorn.log").read_text()
     assert order_count() == 1

@@ -19,7 +19,7 @@ from conftest import sample_order
 from daemon import orders, tokens
 from daemon.addresses import token_address
 from daemon.store import Event, InboundMessage, Order
-from daemonproc import Daemon, wait_until
+from daemonproc import Daemon, free_port, wait_until
 from mailbuilder import mail
 from realservers import swaks  # noqa: F401  (fixture)
 
@@ -276,7 +276,7 @@ def test_shutting_down_answers_421_to_a_session_still_open(store, settings):
     import asyncio
     import dataclasses
 
-    port = __import__("daemonproc").free_port()
+    port = free_port()
     listening = dataclasses.replace(settings, inbound=dataclasses.replace(
         settings.inbound, smtp_listen=f"127.0.0.1:{port}", lmtp_listen=""))
     spool = Spool(store)

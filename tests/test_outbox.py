@@ -13,7 +13,6 @@ import datetime as dt
 import email
 import email.policy
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from daemon.addresses import check_recipient
 from daemon.errors import Refused
 from daemon.orders import Content, Via
 from daemon.store import Event, OutboxMessage
+from daemonproc import free_port
 
 NOW = dt.datetime(2026, 11, 27, 10, 0)
 
@@ -41,12 +41,6 @@ def later(**delta) -> dt.datetime:
 
 
 # ---- a scripted SMTP sink --------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Sink:
     """aiosmtpd on 127.0.0.1: answers RCPT and DATA from scripts (then 250), keeps what it took."""

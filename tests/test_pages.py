@@ -14,7 +14,6 @@ import html.parser
 import io
 import json
 import re
-import socket
 import struct
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from conftest import sample_order
 from daemon import cli_web, commands, notify, orders
 from daemon.orders import Content, NewFile, Via
 from daemon.store import Event, Order, OutboxMessage, utcnow
+from daemonproc import free_port
 from statuspage import i18n, links, pages
 from statuspage.app import SECURITY_HEADERS, make_app
 from statuspage.web_store import SigninToken, WebSession, token_hash
@@ -654,12 +654,6 @@ def test_every_word_on_the_pages_has_german_and_french():
 
 
 # ---- a real server ---------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_the_in_process_server_serves_the_pages_over_http(store, settings, full_order):
     from statuspage.server import WebServer

@@ -172,7 +172,7 @@ def test_a_crash_while_handling_quarantines_with_the_reason_and_retry_recovers(s
     monkeypatch.undo()
     inbound.retry(store, message.id)
     assert inbound.claim(message.id)
-    assert inbound.process_message(store, settings, InboundMessage.get_by_id(message.id)) == "done"
+    assert inbound.process_claimed(store, settings, [message.id]) == ["done"]
     assert log_of()[-1].kind == "customer_reply"
 
 
