@@ -336,6 +336,7 @@ class Store:
     db: pw.Database
     url: str
     writer: WriterLock = field(default_factory=lambda: WriterLock(None))
+    _savepoints: threading.local = field(default_factory=threading.local, repr=False)   # depth per thread
 
     @property
     def backend(self) -> str:
@@ -349,11 +350,32 @@ class Store:
         SQLite it goes before background work queued for the one writer.
         """
         if self.backend == "postgresql":
+            with self._transaction() as transaction:
+                yield transaction
+            return
+        with self.writer.held(urgent), self._transaction() as transaction:
+            yield transaction
+
+    @contextmanager
+    def _transaction(self):
+        """peewee's transaction; nested, a savepoint named by its depth.
+
+        peewee names each savepoint with a fresh uuid: every SAVEPOINT and
+        RELEASE is then a new statement, compiled anew and never found in the
+        driver's statement cache. Names by depth repeat, so they are cached.
+        """
+        if not self.db.in_transaction():
             with self.db.atomic() as transaction:
                 yield transaction
             return
-        with self.writer.held(urgent), self.db.atomic() as transaction:
-            yield transaction
+        local = self._savepoints
+        depth = getattr(local, "depth", 0) + 1
+        local.depth = depth
+        try:
+            with pw._savepoint(self.db, f"sp{depth}") as savepoint:   # db.savepoint() takes no name
+                yield savepoint
+        finally:
+            local.depth = depth - 1
 
     def close(self) -> None:
         if not self.db.is_closed():

@@ -39,6 +39,32 @@ def test_only_replayable_work_commits_without_a_full_sync(tmp_path):
     replayable.close()
 
 
+def test_a_failing_nested_block_is_undone_alone_at_any_depth(store, settings):
+    """Each nested atomic() is its own savepoint: a failure inside rolls back
+    that block and what it nests, never the enclosing blocks or a sibling."""
+    def rename(number, name):
+        Order.update(customer_name=name).where(Order.number == number).execute()
+
+    for number in ("1", "2", "3"):
+        orders.create_order(store, settings, sample_order(number), quiet=True)
+    with store.atomic():
+        rename("1", "outer")
+        with store.atomic():
+            rename("2", "middle")
+            with pytest.raises(RuntimeError), store.atomic():
+                rename("3", "inner, undone")
+                raise RuntimeError("inner block fails")
+            with store.atomic():           # a sibling after the failure, at the same depth
+                rename("3", "sibling")
+        with pytest.raises(RuntimeError), store.atomic():
+            rename("1", "undone too")
+            with store.atomic():
+                rename("2", "undone with its parent")
+            raise RuntimeError("middle block fails")
+    names = {o.number: o.customer_name for o in Order.select()}
+    assert names == {"1": "outer", "2": "middle", "3": "sibling"}
+
+
 def test_opening_twice_applies_nothing_twice(store, settings):
     applied, pending = store.schema_status()
     assert applied[0] == "0001_initial" and pending == []
