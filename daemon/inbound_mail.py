@@ -432,6 +432,8 @@ def _disposition(part: Message) -> str:
 
 
 def _filename(part: Message) -> str:
+    if not _may_name_a_file(part):   # most parts: spare the stdlib's three parameter parses
+        return ""
     try:
         name = part.get_filename() or part.get_param("name") or ""
     except Exception:
@@ -441,6 +443,16 @@ def _filename(part: Message) -> str:
     name = decode_words(_header_str(name), [])
     name = re.sub(r"[\x00-\x1f\x7f]", "", name).replace("\\", "/").rsplit("/", 1)[-1]
     return name.strip()[:255]
+
+
+def _may_name_a_file(part: Message) -> bool:
+    """False only when neither Content-Disposition nor Content-Type can hold a
+    `filename` or `name` parameter (plain or RFC 2231): no "name" in either."""
+    for header in ("content-disposition", "content-type"):
+        value = part.get(header)
+        if value is not None and (not isinstance(value, str) or "name" in value.lower()):
+            return True
+    return False
 
 
 # ---- bodies and attachments -------------------------------------------------
@@ -542,6 +554,11 @@ def _release(part: Message) -> None:
 
 def _params(part: Message) -> dict[str, str]:
     """The Content-Type parameters, names lowercased, RFC 2231 values collapsed."""
+    value = part.get("content-type")
+    if value is None:
+        return {}
+    if isinstance(value, str) and value.isascii() and not any(c in value for c in '"\\*<'):
+        return _plain_params(value)
     try:
         pairs = part.get_params() or []
     except Exception:
@@ -551,6 +568,17 @@ def _params(part: Message) -> dict[str, str]:
         if isinstance(value, tuple):
             value = value[2]
         found.setdefault(str(name).lower(), _header_str(value or "").strip().strip('"'))
+    return found
+
+
+def _plain_params(value: str) -> dict[str, str]:
+    """`_params` of a Content-Type without quotes, backslashes, RFC 2231 names
+    or <…> values (`text/plain; charset=utf-8`, nearly every text part), read
+    by splitting: get_params would parse, quote and unquote it to the same."""
+    found = {}
+    for piece in value.split(";")[1:]:
+        name, eq, val = piece.partition("=")
+        found.setdefault((name if eq else piece).strip().lower(), val.strip())
     return found
 
 
@@ -728,6 +756,8 @@ def _header_str(value) -> str:
 
 
 def _unfold(value: str) -> str:
+    if "\n" not in value and "\r" not in value:   # the usual one-line value
+        return value
     return re.sub(r"[\r\n]+", "", re.sub(r"\r?\n(?=[ \t])", "", value))
 
 
@@ -781,8 +811,52 @@ class _Headers:
         return decode_words(_header_str(self.first(name)), defects)
 
 
+# Why a fast path: getaddresses walks a header character by character in
+# Python and cost a quarter of parse_mail on a typical reply. Nearly every
+# real header is a comma-separated list of `addr@dom`, `Name <addr@dom>` or
+# `"Quoted Name" <addr@dom>` in plain ASCII; for exactly those the pairs are
+# read off a regex, the same as getaddresses (strict or not) plus the
+# clean-up below would give. Anything else (encoded words, comments, groups,
+# backslashes, empty list elements, non-ASCII, other whitespace, quoted local
+# parts, domain literals ...) falls back to getaddresses.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_ADDR = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PHRASE_WORD = r"[!#-'*+\-./0-9=?A-Z^-~]+"      # printable ASCII but ()<>@,:;"[]\ and space
+_SIMPLE_MAILBOX = re.compile(
+    rf"[ \t]*(?:(?P<bare>{_SIMPLE_ADDR})"
+    rf"|(?:\"(?P<quoted>[ !#-\[\]-~]*)\"|(?P<phrase>{_PHRASE_WORD}(?:[ \t]+{_PHRASE_WORD})*))?"
+    rf"[ \t]*<(?P<angle>{_SIMPLE_ADDR})>)[ \t]*")
+
+
+def _simple_addresses(value: str) -> list[tuple[str, str]] | None:
+    """The pairs of a header in the simple forms only; None: let getaddresses decide."""
+    if "=?" in value or not value.isascii():
+        return None
+    pairs, pos, end = [], 0, len(value)
+    while True:
+        m = _SIMPLE_MAILBOX.match(value, pos)
+        if m is None:
+            return None
+        if m["bare"]:
+            pairs.append(("", m["bare"].lower()))
+        else:
+            name = m["quoted"] if m["quoted"] is not None else " ".join((m["phrase"] or "").split())
+            pairs.append((name.strip(), m["angle"].lower()))
+        pos = m.end()
+        if pos == end:
+            return pairs
+        if value[pos] != ",":
+            return None
+        pos += 1
+
+
 def _addresses(values: list[str], defects: list[str]) -> list[tuple[str, str]]:
     """(display name, lowercased addr-spec) pairs; addresses are never decoded first."""
+    if not values:
+        return []
+    simple = _simple_addresses(", ".join(values))
+    if simple is not None:
+        return simple
     try:
         pairs = getaddresses(values)
     except Exception:   # RecursionError on deeply nested comments, among others
@@ -801,8 +875,8 @@ def _mailbox(value: str, label: str, defects: list[str]) -> tuple[str | None, st
     if not value.strip():
         return None, ""
     pairs = _addresses([value], defects)
-    angle = re.findall(r"<\s*([^<>\s]+@[^<>\s]+)\s*>", value)
-    if len(angle) == 1 and len(pairs) != 1:
+    angle = [] if len(pairs) == 1 else re.findall(r"<\s*([^<>\s]+@[^<>\s]+)\s*>", value)
+    if len(angle) == 1:
         defects.append(f"{label}: ambiguous mailbox, took the <address>")
         name = value[: value.find("<")].strip().strip('"').strip()
         return _header_str(angle[0]).lower(), decode_words(_header_str(name), defects)

@@ -226,13 +226,18 @@ def html_to_text(html: str) -> str:
 
 def _normalise(line: str) -> str:
     """The line as the matchers see it: NFC, plain spaces, no invisible marks."""
+    if line.isascii():
+        # Most lines, and cheap: ASCII is NFC already, and of the invisible
+        # marks and odd spaces below only the tab is ASCII.
+        return line.replace("\t", " ").strip()
     line = unicodedata.normalize("NFC", line)
     return _ODD_SPACES.sub(" ", _INVISIBLE.sub("", line)).strip()
 
 
 def _classify(lines: list[str]) -> list[str]:
     norm = [_normalise(line) for line in lines]
-    classes = [_line_class(line) for line in norm]
+    # ">" lines are the bulk of a reply: classed here without a call
+    classes = [QUOTE if line[:1] == ">" else _line_class(line) for line in norm]
     _mark_quote_headers(norm, classes)
     _resolve_header_blocks(norm, classes)
     _resolve_weak_delimiters(classes)
@@ -298,6 +303,8 @@ def _can_join(norm: list[str], classes: list[str], start: int, end: int) -> bool
 
 def _resolve_header_blocks(norm: list[str], classes: list[str]) -> None:
     """Keep MAIL_HEADER only for real header blocks; lone ones are text."""
+    if MAIL_HEADER not in classes:   # the usual case: spare the walk
+        return
     index = 0
     while index < len(classes):
         if classes[index] != MAIL_HEADER:
@@ -342,6 +349,8 @@ def _is_header_block(header_lines: list[str]) -> bool:
 
 def _resolve_weak_delimiters(classes: list[str]) -> None:
     """A "----" line cuts only if what follows is not the customer's text."""
+    if WEAK_DELIMITER not in classes:   # the usual case: spare the walk
+        return
     next_class = None  # class of the next non-empty line, scanning upwards
     for index in range(len(classes) - 1, -1, -1):
         if classes[index] == WEAK_DELIMITER:
@@ -389,6 +398,8 @@ def _cut_at_delimiter(lines, classes):
 
 
 def _drop_signatures(lines, classes):
+    if SIGNATURE not in classes:
+        return lines, classes
     kept = [(line, cls) for line, cls in zip(lines, classes) if cls != SIGNATURE]
     return [line for line, _ in kept], [cls for _, cls in kept]
 
@@ -396,6 +407,8 @@ def _drop_signatures(lines, classes):
 def _cut_at_unquoted_original(lines, classes):
     # A quote header or header block directly followed by unquoted text: the
     # original mail was pasted below it without ">" marks.
+    if QUOTE_HEADER not in classes and MAIL_HEADER not in classes:
+        return lines, classes
     marker = None
     for index, cls in enumerate(classes):
         if cls in (QUOTE_HEADER, MAIL_HEADER):

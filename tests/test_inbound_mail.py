@@ -239,6 +239,43 @@ def test_encoded_display_name_cannot_inject_addresses():
     assert parsed.from_name == "eve@evil.example,"
 
 
+# The simple forms are read by a fast path, everything else by getaddresses:
+# both sides of that boundary must give the same values as before.
+@pytest.mark.parametrize("value, expected", [
+    ('Erika Mustermann <Erika@Example.ORG>, "Mustermann, Max" <max@example.org>,  shop@x.org',
+     [("Erika Mustermann", "erika@example.org"), ("Mustermann, Max", "max@example.org"),
+      ("", "shop@x.org")]),
+    ("Erika   Mustermann\t<e@x.org>", [("Erika Mustermann", "e@x.org")]),
+    ('"  Erika  "<e@x.org>', [("Erika", "e@x.org")]),
+    ('"Shop <orders@shop.example>" <real@x.org>', [("Shop <orders@shop.example>", "real@x.org")]),
+    ("<E@X.org>", [("", "e@x.org")]),
+    ("=?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <j@x.de>", [("Jürgen Müller", "j@x.de")]),
+    ('"=?utf-8?q?J=C3=BCrgen?=" <j@x.de>', [("Jürgen", "j@x.de")]),
+    ("e@x.org (Erika M)", [("Erika M", "e@x.org")]),
+    ("Erika (Kundin) <e@x.org>", [("Erika (Kundin)", "e@x.org")]),
+    ("Kunden: a@x.org, b@x.org;, c@x.org", [("", "a@x.org"), ("", "b@x.org"), ("", "c@x.org")]),
+    ('"Er\\"ika" <e@x.org>', [('Er"ika', "e@x.org")]),
+    ("Erika\\ M <e@x.org>", [("Erika\\ M", "e@x.org")]),
+    ("erika, shop@example.org", [("", "shop@example.org")]),
+    ("Doe, John <j@x.org>", [("John", "j@x.org")]),
+    ('"erika m"@x.org', [("", '"erika m"@x.org')]),
+    ("Erika <e @x.org>", [("Erika", "e@x.org")]),
+    ("Jürgen <j@x.de>", [("Jürgen", "j@x.de")]),
+    ("Erika\u00a0M <e@x.org>", [("Erika\u00a0M", "e@x.org")]),
+])
+def test_address_lists_parse_to_names_and_lowercased_addresses(value, expected):
+    assert inbound_mail._addresses([value], []) == expected
+
+
+@pytest.mark.parametrize("value", [
+    "a@x.org,", "a@x.org,, b@x.org", ", a@x.org", "e@x.org <f@x.org>", "Erika <e@[192.0.2.1]>",
+    "Erika <e@x.org> (c)", "a@x.org b@x.org", "a@x_y.org", "Erika <e@x.org>;", "",
+])
+def test_doubtful_address_forms_are_left_to_getaddresses(value):
+    # what getaddresses makes of these differs between Python versions (strict parsing)
+    assert inbound_mail._simple_addresses(value) is None
+
+
 def test_message_ids_are_normalised():
     parsed = mail("From: a@example.com\n"
                   "Message-ID: bare-id@host.example\n"

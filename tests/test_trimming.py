@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.trimming import TrimmedReply, html_to_text, trim_reply
+from daemon.trimming import _INVISIBLE, _ODD_SPACES, TrimmedReply, html_to_text, trim_reply
 
 REPLIES = Path(__file__).resolve().parent / "mails" / "replies"
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
@@ -130,6 +130,17 @@ def test_blank_input_gives_blank_untrimmed_result(text):
 def test_never_empty_when_everything_would_be_cut(text):
     result = trim_reply(text)
     assert result == TrimmedReply(normalise_whitespace(text), False)
+
+
+@pytest.mark.parametrize("delimiter", ["\t-- \t", "\x0c--\x0b", "\u00a0--\u200b", "\u202f--\ufeff"])
+def test_odd_and_invisible_spaces_around_a_line_are_ignored(delimiter):
+    assert trim_reply(f"Danke!\n{delimiter}\nMax") == TrimmedReply("Danke!", True)
+
+
+def test_only_the_tab_among_ascii_is_an_odd_or_invisible_space():
+    # _normalise skips both substitutions for ASCII lines, replacing only tabs
+    ascii_hits = [c for c in map(chr, range(128)) if _INVISIBLE.match(c) or _ODD_SPACES.match(c)]
+    assert ascii_hits == ["\t"]
 
 
 def test_trailing_blank_lines_and_spaces_are_stripped():
