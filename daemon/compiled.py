@@ -7,7 +7,7 @@ by peewee once per database (the parameter style, ? or %s, and RETURNING
 differ between SQLite and PostgreSQL), kept here, and run as raw SQL with
 fresh parameters. The rows still become models the usual way.
 
-SELECTs (`run`, `get`, `first_row`, `exists`): `build()` makes the peewee
+SELECTs (`run`, `get`, `every`, `first_row`, `rows`, `exists`): `build()` makes the peewee
 query with stand-in values where the parameters go, and `params` are the
 real values in the order of peewee's placeholders (their number is checked).
 They go to the driver as given: ids for foreign keys, plain str, int and
@@ -43,12 +43,25 @@ def run(model, name, build, *params):
 def get(model, name, build, *params):
     """The first row as a `model` instance, or None (like `query.first()`);
     `build()` selects fields of `model` only (`model.select()`: all of them)."""
+    sql, fields = _own_fields(model, name, build, params)
+    row = model._meta.database.execute_sql(sql, params).fetchone()
+    return None if row is None else _instance(model, fields, row)
+
+
+def every(model, name, build, *params) -> list:
+    """All rows as `model` instances (`list(query)`), with the same rule as `get`."""
+    sql, fields = _own_fields(model, name, build, params)
+    return [_instance(model, fields, row) for row in model._meta.database.execute_sql(sql, params).fetchall()]
+
+
+def _own_fields(model, name, build, params):
     sql, fields = _select(model, name, build, params)
     if fields is None:
-        raise TypeError(f"{name}: get() needs a query of {model.__name__}'s own fields")
-    row = model._meta.database.execute_sql(sql, params).fetchone()
-    if row is None:
-        return None
+        raise TypeError(f"{name}: needs a query of {model.__name__}'s own fields")
+    return sql, fields
+
+
+def _instance(model, fields, row):
     instance = model(__no_default__=True)   # as peewee makes one of a row: no defaults, nothing dirty
     instance.__data__ = {field.name: field.python_value(value) for field, value in zip(fields, row)}
     return instance
