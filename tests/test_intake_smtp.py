@@ -10,6 +10,7 @@ import smtplib
 import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import psycopg2
@@ -18,6 +19,7 @@ import pytest
 from conftest import sample_order
 from daemon import orders, tokens
 from daemon.addresses import token_address
+from daemon.intake.smtp import _CHUNK as DATA_CHUNK
 from daemon.store import Event, InboundMessage, Order
 from daemonproc import Daemon, free_port, wait_until
 from mailbuilder import mail
@@ -88,7 +90,125 @@ def test_size_is_announced_and_enforced(daemon):
         client.rcpt("orders@shop.example")
         code, answer = client.data(mail(to="orders@shop.example", body=("x" * 70 + "\n") * 17_000))
         assert (code, answer[:5]) == (552, b"5.3.4")
-    assert InboundMessage.select().count() == 0
+        small = b"Subject: danach\r\n\r\nDie Sitzung geht weiter.\r\n"     # the session is still usable
+        client.mail("a@example.org")
+        client.rcpt("orders@shop.example")
+        code, answer = client.data(small)
+        assert code == 250
+    [stored] = InboundMessage.select()
+    assert stored.raw == small and int(answer.split()[-1]) == stored.id
+
+
+class RawSMTP:
+    """An SMTP client that sends exactly the bytes it is given, split where it is told.
+
+    smtplib stuffs the dots and mends the line ends itself; these tests need
+    the wire bytes in their own hands.
+    """
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.lines = self.sock.makefile("rb")
+        assert self.reply().startswith(b"220")
+        self.sock.sendall(b"EHLO client.example.org\r\n")
+        assert self.reply().startswith(b"250")
+
+    def reply(self) -> bytes:
+        lines = [self.lines.readline()]
+        while lines[-1][3:4] == b"-":
+            lines.append(self.lines.readline())
+        return lines[-1].rstrip(b"\r\n")
+
+    def send(self, *parts: bytes) -> None:
+        """Each part on its own, with a pause: the daemon reads them apart."""
+        for part in parts:
+            self.sock.sendall(part)
+            time.sleep(0.05)
+
+    def start_data(self) -> None:
+        self.sock.sendall(b"MAIL FROM:<erika@example.org>\r\nRCPT TO:<orders@shop.example>\r\nDATA\r\n")
+        assert [self.reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+
+    def close(self) -> None:
+        self.lines.close()
+        self.sock.close()
+
+
+def stored(answer: bytes) -> bytes:
+    assert answer.startswith(b"250 2.0.0 OK queued as "), answer
+    return InboundMessage.get_by_id(int(answer.split()[-1])).raw
+
+
+def test_dot_stuffed_lines_arrive_unstuffed_and_pipelined_commands_after_the_dot_are_answered(daemon):
+    wire = (b"Subject: Punkte\r\n\r\n"
+            b"..\r\n"                    # a line that is one dot
+            b"...\r\n"                   # two dots
+            b"..Anfang\r\n"
+            b"Ende.\r\n"                 # a dot at the end stays
+            b"bare\n.LF\r\n"             # a bare LF starts no line: its dot stays
+            b"CR\r.dot\r\n"              # nor does a bare CR
+            b".\r\r\n"                   # a dot, then CR CR LF
+            b".\n.\r\n")                 # a dot, LF, dot: no end, the line is longer
+    unstuffed = (b"Subject: Punkte\r\n\r\n.\r\n..\r\n.Anfang\r\nEnde.\r\nbare\n.LF\r\nCR\r.dot\r\n"
+                 b"\r\r\n\n.\r\n")
+    client = RawSMTP(daemon.smtp_port)
+    try:
+        client.start_data()
+        client.sock.sendall(wire + b".\r\nMAIL FROM:<erika@example.org>\r\nRCPT TO:<orders@shop.example>\r\n"
+                            b"DATA\r\n")
+        first = client.reply()
+        assert [client.reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        client.sock.sendall(b"..\r\n.\r\nQUIT\r\n")
+        second = client.reply()
+        assert client.reply().startswith(b"221")
+    finally:
+        client.close()
+    assert stored(first) == unstuffed
+    assert stored(second) == b".\r\n"
+
+
+def test_an_empty_message_is_taken(daemon):
+    client = RawSMTP(daemon.smtp_port)
+    try:
+        client.start_data()
+        client.sock.sendall(b".\r\nQUIT\r\n")
+        answer = client.reply()
+        assert client.reply().startswith(b"221")
+    finally:
+        client.close()
+    assert stored(answer) == b""
+
+
+def test_the_message_is_the_same_wherever_the_daemon_reads_it_apart(daemon):
+    """DATA is read in chunks of 256 KB: dots, CRLFs and the end across their boundaries.
+
+    A part sent on its own after a pause ends a read; one more than 4 bytes
+    past the chunk size makes the daemon take all but its last 4 bytes, so
+    the chunk boundary moves over the dot lines byte by byte.
+    """
+    chunk = DATA_CHUNK
+    filler = b"> " + b"q" * 74 + b"\r\n"
+    dots = b".\r\n..x\r\n\r\n.\r\n"
+    head = filler * ((chunk - 8) // len(filler))
+    head += b"h" * (chunk - 8 - len(head) - 2) + b"\r\n"
+    body = head + dots * 3
+    wire = body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    assert len(wire) - 3 - chunk in range(8, 80)
+    cuts = [chunk + 4 + k for k in range(20)]                  # the chunk boundary on every byte of the dots
+    cuts += [len(wire) - k for k in range(1, 6)]               # the message ending at a boundary, the end cut apart
+    cuts += [len(wire)]                                        # all at once: the end found past a chunk
+    client = RawSMTP(daemon.smtp_port)
+    try:
+        for cut in cuts:
+            client.start_data()
+            client.send(wire[:cut], wire[cut:])
+            assert stored(client.reply()) == body, cut
+        client.start_data()
+        client.send(wire[:chunk + 4], wire[chunk + 4:-3], b".\r\nQUIT\r\n")
+        assert stored(client.reply()) == body
+        assert client.reply().startswith(b"221")
+    finally:
+        client.close()
 
 
 def lmtp_session(port: int, recipients: list[str], raw: bytes) -> list[bytes]:
