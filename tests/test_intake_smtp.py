@@ -421,3 +421,51 @@ def test_shutting_down_answers_421_to_a_session_still_open(store, settings):
         thread.join(10)
         spool.close()
     assert InboundMessage.select().count() == 0
+
+
+# ---- MAIL FROM / RCPT TO paths ---------------------------------------------------------
+
+PATHS = [
+    "<erika@example.org>", "<Erika.Mustermann+shop@Example.ORG>", " <a@b.example>  SIZE=2048 BODY=8BITMIME",
+    "<a@b.example>SIZE=1", "<a@b.example>\tSIZE=1", "<>", "< a@b.example>", "<a @b.example>", "<a@b.example >",
+    "<\"quoted local\"@b.example>", "<a@[192.0.2.1]>", "<@relay.example:a@b.example>", "a@b.example",
+    "<a@b.example> (comment) SIZE=1", "<a@b.example>(comment)", " \x0b<a@b.example>", "<a@b.example> \x0bSIZE=1",
+    "<a..b@c.example>", "<.a@b.example>", "<a@b.example.>", "<a@-b.example>", "<jürgen@b.example>",
+    "<a@b.example", "<a@b.example>>", "<<a@b.example>>", "<a!#$%&'*+/=?^_`{|}~-@b.example>", "",
+    "<" + "l" * 70 + "@b.example>",
+]
+
+
+def _door(local_part_limit: int = 0):
+    from daemon.intake.smtp import SMTPDoor
+    door = SMTPDoor.__new__(SMTPDoor)        # only the address parsing is used: no server needed
+    door.local_part_limit = local_part_limit
+    return door
+
+
+@pytest.mark.parametrize("limit", [0, 64])
+def test_mail_and_rcpt_paths_are_read_as_aiosmtpd_reads_them(limit):
+    """The pattern for plain paths gives what aiosmtpd's header parser gives,
+    for plain paths and for every form it leaves to that parser."""
+    import random
+
+    from aiosmtpd.smtp import SMTP
+    door = _door(limit)
+    rng = random.Random(7)
+    pieces = ["<", ">", "@", ".", " ", "\t", "(", ")", '"', "a", "B", "1", "-", "+", "ü", "x.example", "\x0b", ":"]
+    generated = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 14))) for _ in range(3000)]
+    mutated = [p[:i] + rng.choice(pieces) + p[i:] for p in PATHS for i in range(len(p) + 1)]
+    for arg in PATHS + generated + mutated:
+        assert _outcome(door._getaddr, arg) == _outcome(lambda a: SMTP._getaddr(door, a), arg), arg
+
+
+def _outcome(parse, arg):
+    try:
+        return parse(arg)
+    except Exception as exc:    # aiosmtpd's parser raises IndexError on some broken paths ("<")
+        return type(exc)
+
+
+def test_a_plain_path_gives_the_address_and_the_parameters():
+    assert _door()._getaddr(" <Erika.M+shop@Example.ORG>  SIZE=2048") == ("Erika.M+shop@Example.ORG", "SIZE=2048")
+    assert _door(64)._getaddr("<" + "l" * 65 + "@b.example>") == (None, None)   # over the local-part limit
