@@ -184,8 +184,11 @@ class _EnhancedCodes:
 
         Read in pieces of up to _CHUNK bytes, not line by line (one await a
         line cost a tenth of the daemon's time). The end is the first line
-        "." (RFC 5321 4.1.1.4): ".\r\n" at the very start, looked at once,
-        or else the first "\r\n.\r\n", which readuntil finds. While DATA
+        "." (RFC 5321 4.1.1.4): ".\r\n" as the first line, or right after
+        it, both looked at once, or else the first "\r\n.\r\n", which
+        readuntil finds. The first line is waited for with the chunk limit,
+        so the mail arriving meanwhile does not pause the socket (as it
+        would while the limit is 0 for the look at the front). While DATA
         lasts the reader's limit is _CHUNK, not the size of a whole message:
         a readuntil that finds no end within it raises LimitOverrunError and
         says how many bytes surely hold no start of one; those are taken in
@@ -197,8 +200,13 @@ class _EnhancedCodes:
         line_limit = reader._limit       # lines longer than this refuse the message, as always
         message = _Message(self.data_size_limit, line_limit)
         try:
-            if await _lone_dot_first(reader):
+            reader._limit = _CHUNK
+            first = await _first_line(reader)
+            if first == b".\r\n":
                 return b""
+            message.add(first)
+            if first[-2:] in (b"", b"\r\n") and await _lone_dot_first(reader):   # the end right after it
+                return message.value()
             reader._limit = _CHUNK
             while True:
                 try:
@@ -221,8 +229,17 @@ _DATA_END = b"\r\n.\r\n"
 _CHUNK = 256 * 1024      # bytes taken from the reader at a time during DATA
 
 
+async def _first_line(reader: asyncio.StreamReader) -> bytes:
+    """DATA's first line up to its LF (b"" when longer than the reader's limit:
+    then it stays in the reader for the pieces)."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        return b""
+
+
 async def _lone_dot_first(reader: asyncio.StreamReader) -> bool:
-    """Whether DATA is empty: its first line is the lone dot (then consumed).
+    """Whether the line at the reader's front (at a line start) is the lone dot (then consumed).
 
     With the limit at 0, readuntil returns only a separator right at the
     front; anything else raises LimitOverrunError and stays in the buffer.
