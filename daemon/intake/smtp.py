@@ -140,12 +140,17 @@ class _EnhancedCodes:
         time per mail. A plain path — dot-atom local part, plain domain,
         nothing but spaces around — gives the same through a pattern; any
         other form (quotes, comments, source routes, no brackets, <>,
-        non-ASCII) still goes to aiosmtpd.
+        non-ASCII) still goes to aiosmtpd. Where aiosmtpd's parser breaks on
+        a path (IndexError on "<"), the path is malformed, and aiosmtpd answers
+        that (553 5.1.3) instead of "500 Error: (IndexError) …".
         """
         plain = _PLAIN_PATH.match(arg or "")
         rest = arg[plain.end():] if plain else ""
         if plain is None or rest[:1].isspace() or rest[:1] == "(":   # other spaces, a comment
-            return super()._getaddr(arg)
+            try:
+                return super()._getaddr(arg)
+            except Exception:     # the client's broken path, not ours: a syntax error
+                return None, None
         address = plain["address"]
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
