@@ -48,6 +48,22 @@ c.stop()
 """
 
 
+def fresh_store(url: str, maildir: Path):
+    """A store with one order (a PostgreSQL one emptied first); the settings; the order's reply address."""
+    settings = settings_from_dict({
+        "database": {"url": url}, "shop": {"address": "orders@shop.example"},
+        "owner": {"addresses": ["owner@shop.example"], "secret": "bench-secret-0000000"},
+        "outbound": {"maildir": str(maildir)}})
+    store = open_store(url)
+    if store.backend == "postgresql":
+        store.db.execute_sql("TRUNCATE orders, inbound_message, outbox_message RESTART IDENTITY CASCADE")
+    order = orders.create_order(store, settings, {
+        "number": "1042", "customer": {"name": "Erika", "email": "erika@example.org"},
+        "items": [{"name": "Teekanne", "quantity": 1, "unit_price": "24.90"}], "total": "24.90",
+        "currency": "EUR", "payment_method": "bank_transfer", "locale": "de"}, quiet=True)
+    return store, settings, token_address(settings, order, tokens.CUSTOMER_REPLY, dt.date.today())
+
+
 def reply(to: str, size: int, n: int) -> bytes:
     head = (f"From: Erika <erika@example.org>\r\nTo: {to}\r\nSubject: Re: Bestellung\r\n"
             f"Message-ID: <bench-{n}-{time.monotonic_ns()}@example.org>\r\nMIME-Version: 1.0\r\n"
@@ -155,14 +171,7 @@ def main() -> int:
     large = 60 if args.quick else max(200, args.messages // 8)
     folder = Path(tempfile.mkdtemp(prefix="ordermail-bench-"))
     url = f"sqlite:///{folder}/bench.db"
-    settings = settings_from_dict({"database": {"url": url}, "shop": {"address": "orders@shop.example"},
-                                   "owner": {"addresses": ["owner@shop.example"], "secret": "bench-secret-0000000"}})
-    store = open_store(url)
-    order = orders.create_order(store, settings, {
-        "number": "1042", "customer": {"name": "Erika", "email": "erika@example.org"},
-        "items": [{"name": "Teekanne", "quantity": 1, "unit_price": "24.90"}], "total": "24.90",
-        "currency": "EUR", "payment_method": "bank_transfer", "locale": "de"}, quiet=True)
-    to = token_address(settings, order, tokens.CUSTOMER_REPLY, dt.date.today())
+    _store, _settings, to = fresh_store(url, folder / "outbox")
     daemon = Daemon(folder, url, extra="").start()
     config = daemon.config.read_text().replace("max_message_bytes = 1048576", "max_message_bytes = 30000000")
     daemon.stop()

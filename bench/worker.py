@@ -17,7 +17,6 @@ milliseconds move with the machine as well.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import email
 import email.policy
 import json
@@ -30,29 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from smtp_ingest import reply  # noqa: E402
+from smtp_ingest import fresh_store, reply  # noqa: E402
 
-from daemon import inbound, orders, tokens  # noqa: E402
-from daemon.addresses import token_address  # noqa: E402
-from daemon.config import settings_from_dict  # noqa: E402
+from daemon import inbound  # noqa: E402
 from daemon.intake.spool import store_message  # noqa: E402
-from daemon.store import Event, open_store  # noqa: E402
-
-
-def fresh_store(url: str, maildir: Path):
-    """A store with one order; the settings; the order's reply address."""
-    settings = settings_from_dict({
-        "database": {"url": url}, "shop": {"address": "orders@shop.example"},
-        "owner": {"addresses": ["owner@shop.example"], "secret": "bench-secret-0000000"},
-        "outbound": {"maildir": str(maildir)}})
-    store = open_store(url)
-    if store.backend == "postgresql":
-        store.db.execute_sql("TRUNCATE orders, inbound_message, outbox_message RESTART IDENTITY CASCADE")
-    order = orders.create_order(store, settings, {
-        "number": "1042", "customer": {"name": "Erika", "email": "erika@example.org"},
-        "items": [{"name": "Teekanne", "quantity": 1, "unit_price": "24.90"}], "total": "24.90",
-        "currency": "EUR", "payment_method": "bank_transfer", "locale": "de"}, quiet=True)
-    return store, settings, token_address(settings, order, tokens.CUSTOMER_REPLY, dt.date.today())
+from daemon.store import Event  # noqa: E402
 
 
 def handling_round(url: str, count: int) -> float:

@@ -6,6 +6,7 @@ both databases, and talks to it with smtplib, a raw LMTP socket and swaks.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import smtplib
 import socket
 import sqlite3
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from conftest import sample_order
 from daemon import orders, tokens
 from daemon.addresses import token_address
-from daemon.intake.smtp import _CHUNK as DATA_CHUNK
+from daemon.intake.smtp import _CHUNK as DATA_CHUNK, SMTPDoor
 from daemon.store import Event, InboundMessage, Order
 from daemonproc import Daemon, free_port, wait_until
 from mailbuilder import mail
@@ -437,7 +439,6 @@ PATHS = [
 
 
 def _door(local_part_limit: int = 0):
-    from daemon.intake.smtp import SMTPDoor
     door = SMTPDoor.__new__(SMTPDoor)        # only the address parsing is used: no server needed
     door.local_part_limit = local_part_limit
     return door
@@ -447,9 +448,6 @@ def _door(local_part_limit: int = 0):
 def test_mail_and_rcpt_paths_are_read_as_aiosmtpd_reads_them(limit):
     """The pattern for plain paths gives what aiosmtpd's header parser gives,
     for plain paths and for every form it leaves to that parser."""
-    import random
-
-    from aiosmtpd.smtp import SMTP
     door = _door(limit)
     rng = random.Random(7)
     pieces = ["<", ">", "@", ".", " ", "\t", "(", ")", '"', "a", "B", "1", "-", "+", "ü", "x.example", "\x0b", ":"]

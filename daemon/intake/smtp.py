@@ -212,7 +212,6 @@ class _EnhancedCodes:
             message.add(first)
             if first[-2:] in (b"", b"\r\n") and await _lone_dot_first(reader):   # the end right after it
                 return message.value()
-            reader._limit = _CHUNK
             while True:
                 try:
                     piece = await reader.readuntil(_DATA_END)
@@ -249,11 +248,13 @@ async def _lone_dot_first(reader: asyncio.StreamReader) -> bool:
     With the limit at 0, readuntil returns only a separator right at the
     front; anything else raises LimitOverrunError and stays in the buffer.
     """
-    reader._limit = 0
+    limit, reader._limit = reader._limit, 0
     try:
         await reader.readuntil(b".\r\n")
     except asyncio.LimitOverrunError:
         return False
+    finally:
+        reader._limit = limit
     return True
 
 
