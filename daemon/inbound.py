@@ -151,12 +151,13 @@ def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
     states = []
     while pending:
         # SQLite has one writer: mail being acknowledged (and other workers)
-        # wait for this transaction, so it ends after a few milliseconds.
+        # wait for this transaction, so it ends after a few milliseconds, or
+        # after the message in hand once received mail queues for the writer.
         deadline = time.monotonic() + TRANSACTION_SECONDS
         outcomes = []
         with store.atomic():
             outcomes.append(_handle_one(store, settings, pending.pop()))
-            while pending and time.monotonic() < deadline:
+            while pending and time.monotonic() < deadline and not store.urgent_waiting():
                 outcomes.append(_handle_one(store, settings, pending.pop()))
         for message_id, state, reason in outcomes:     # told once it is committed
             log.info("message %s %s: %s", message_id, state, reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -146,3 +147,74 @@ with store.atomic():
     print("holding", flush=True)
     time.sleep(1.0)
 """
+
+
+def test_a_writer_holding_the_lock_is_told_when_received_mail_waits(tmp_path):
+    """A worker's long transaction ends early when the spool (urgent) queues behind it;
+    a writer that is not urgent does not cut it short."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    store = open_store(url)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_ASKED, url], cwd=ROOT,
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert holder.stdout.readline() == b"holding\n"
+    with store.atomic():                                  # not urgent: waits its turn, unnoticed
+        Counter.insert(name="background", value=1).execute()
+    assert holder.stdout.readline() == b"not asked\n"
+    assert holder.stdout.readline() == b"holding again\n"
+    started = time.monotonic()
+    with store.atomic(urgent=True):
+        Counter.insert(name="mail", value=1).execute()
+    waited = time.monotonic() - started
+    assert holder.stdout.readline() == b"asked\n"
+    assert holder.wait(10) == 0
+    assert waited < 5                                     # the holder would have kept it for 10 s
+    store.close()
+
+
+HOLD_UNTIL_ASKED = """
+import sys, time
+from daemon.store import Counter, open_store
+store = open_store(sys.argv[1])
+with store.atomic():                       # a non-urgent writer queues meanwhile
+    Counter.insert(name="first", value=1).execute()
+    print("holding", flush=True)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and not store.urgent_waiting():
+        time.sleep(0.01)
+    print("asked" if store.urgent_waiting() else "not asked", flush=True)
+time.sleep(0.5)                            # the other writer's turn
+with store.atomic():
+    Counter.insert(name="second", value=1).execute()
+    print("holding again", flush=True)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and not store.urgent_waiting():
+        time.sleep(0.01)
+    print("asked" if store.urgent_waiting() else "not asked", flush=True)
+"""
+
+
+def test_a_thread_holding_the_writer_is_told_when_an_urgent_thread_waits(tmp_path):
+    """The same within one process: the spool's thread queues at the gate, not the file."""
+    store = open_store(f"sqlite:///{tmp_path}/x.db")
+    told = threading.Event()
+    with store.atomic():
+        assert not store.urgent_waiting()
+        urgent = threading.Thread(target=lambda: _insert_urgently(store))
+        urgent.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not told.is_set():
+            if store.urgent_waiting():
+                told.set()
+            time.sleep(0.01)
+    urgent.join(10)
+    assert told.is_set()
+    assert not store.urgent_waiting()
+    assert Counter.select().where(Counter.name == "urgent").exists()
+    store.close()
+
+
+def _insert_urgently(store):
+    with store.atomic(urgent=True):
+        Counter.insert(name="urgent", value=1).execute()
+    store.db.close()
+
