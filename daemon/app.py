@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -41,6 +42,20 @@ def prepare_process() -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)   # aiosmtpd logs every command at INFO
     logging.getLogger("aioimaplib").setLevel(logging.WARNING)  # and aioimaplib every untagged line
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # and APScheduler every job run
+
+
+def freeze_startup_objects() -> None:
+    """Leave what startup made (modules, templates, settings) out of garbage collection.
+
+    A full collection walks every object the process holds: in the daemon
+    that took 13–28 ms, and the event loop, with every sender waiting on it,
+    stood still meanwhile (in a worker, its write transaction stayed open,
+    and the next commit of received mail waited). Objects alive once the
+    process is ready live as long as it does; frozen, they are not walked,
+    and a full collection takes 2–4 ms.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _return_big_buffers_to_the_system() -> None:
@@ -78,6 +93,7 @@ async def _run(settings: Settings) -> int:
         if web is not None:
             web.start()
         scheduler.start()
+        freeze_startup_objects()
         log.info("ordermail ready; command address %s", settings.command_address)
         await stop.wait()
         log.info("stopping: refusing new mail, finishing what was taken")

@@ -151,7 +151,7 @@ class WorkerProcess:
 
 def _child_main(settings: Settings, reader, sends_outbox: bool) -> None:
     """A worker process: the inbound worker (and the outbox) until the pipe ends or SIGTERM."""
-    from daemon.app import prepare_process   # the same logging and allocator as the daemon
+    from daemon.app import freeze_startup_objects, prepare_process   # as the daemon
     prepare_process()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the daemon, which closes the pipe
     # When cores are short, taking mail in comes first: a sender waits for
@@ -162,6 +162,7 @@ def _child_main(settings: Settings, reader, sends_outbox: bool) -> None:
     store = open_store(settings.database.url, migrate=False, replayable=True)
     inbound = InboundWorker(store, settings)
     outbox = OutboxWorker(store, settings) if sends_outbox else None
+    freeze_startup_objects()
     inbound.start()
     if outbox is not None:
         outbox.start()
