@@ -39,7 +39,7 @@ import os
 import socket
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,21 +169,25 @@ def _within_rate(settings: Settings, rows: list[OutboxMessage], now: dt.datetime
                          | (OutboxMessage.state == "sending")))
                .group_by(OutboxMessage.recipient))
     recent = {c.recipient: [c.n, c.oldest] for c in counted}
-    taken = []
+    taken, put_off = [], defaultdict(list)
     for row in rows:
         n, oldest = recent.setdefault(row.recipient, [0, None])
         if n >= limit:
-            _put_off(row, max((oldest + HOUR) if oldest else now, now + dt.timedelta(minutes=1)), limit)
+            put_off[max((oldest + HOUR) if oldest else now, now + dt.timedelta(minutes=1))].append(row.id)
             continue
         recent[row.recipient] = [n + 1, oldest or now]
         taken.append(row)
+    for until, row_ids in put_off.items():
+        _put_off(row_ids, until, limit)
     return taken
 
 
-def _put_off(row: OutboxMessage, until: dt.datetime, limit: int) -> None:
+def _put_off(row_ids: list[int], until: dt.datetime, limit: int) -> None:
+    """One statement per waiting address, not per row: a busy address (the
+    owner's, in a burst of replies) would hold the one writer for each."""
     (OutboxMessage.update(next_attempt_at=until,
                           last_error=f"rate limit: {limit} mails to this address within an hour; waits")
-     .where(OutboxMessage.id == row.id).execute())
+     .where(OutboxMessage.id.in_(row_ids)).execute())
 
 
 def prepare(settings: Settings, batch: list[OutboxMessage], now: dt.datetime):

@@ -279,6 +279,24 @@ def test_more_mails_to_one_address_than_the_hourly_limit_wait_for_the_next_hour(
     assert outbox.send_due(store, settings, later(hours=1)) == 2
 
 
+def test_each_address_over_the_limit_waits_for_its_own_hour(store, settings):
+    """Two busy addresses, full at different times: each one's waiting mails go when its hour ends."""
+    settings = with_outbound(settings, per_recipient_per_hour=2)
+    for number, email, start in (("1042", "a@example.org", NOW), ("1043", "b@example.org", later(minutes=10))):
+        orders.create_order(store, settings, sample_order(number, customer={"name": "K", "email": email}),
+                            now=start)
+        orders.add_message(store, settings, number, Content(text="eins"), via=Via(now=start))
+        assert outbox.send_due(store, settings, start) == 2
+    for number in ("1042", "1043"):
+        for n in range(3):
+            orders.add_message(store, settings, number, Content(text=f"mehr {n}"), via=Via(now=later(minutes=20)))
+    assert outbox.send_due(store, settings, later(minutes=20)) == 0
+    waiting = {(r.recipient, r.next_attempt_at) for r in OutboxMessage.select().where(OutboxMessage.state == "pending")}
+    assert waiting == {("a@example.org", later(hours=1)), ("b@example.org", later(hours=1, minutes=10))}
+    assert outbox.send_due(store, settings, later(hours=1)) == 2
+    assert outbox.send_due(store, settings, later(hours=1, minutes=10)) == 2
+
+
 def test_two_workers_at_once_never_send_the_same_row(store, settings, sink_factory):
     sink = sink_factory()
     settings = over_smtp(settings, sink.port)
