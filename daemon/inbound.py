@@ -195,7 +195,10 @@ def _prepare(message: InboundMessage, settings, now) -> _Prepared:
         # files are never kept, and a decoded copy would double a big mail's memory.
         message.raw = load_raw(message.id)
         mail = parse_mail(message.raw, envelope_from=message.envelope_from, keep_attachment_bytes=0)
-        return _Prepared(message, mail, _recipients(message, settings, now), find_bounce(mail))
+        recipients = _recipients(message, settings, now)
+        if any(r.kind == "token" for r in recipients):
+            mail.trimmed        # a reply's trimming, done here rather than under the write lock
+        return _Prepared(message, mail, recipients, find_bounce(mail))
     except pw.DatabaseError:
         raise                                  # the store, not the message: the round is retried
     except Exception as exc:

@@ -49,10 +49,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 from io import BytesIO
 
-try:  # the reply-trimming stage owns HTML → text when it exists
-    from daemon.trimming import html_to_text
-except ImportError:  # pragma: no cover - then our own plain fallback below
-    html_to_text = None
+from daemon.trimming import TrimmedReply, html_to_text, trim_reply
 
 MAX_SUBJECT = 998                 # RFC 5322 line limit
 MAX_HEADER_CHARS = 65_536         # longer values are cut (and recorded) before decoding
@@ -101,6 +98,12 @@ class InboundMail:
     envelope_from: str | None = None   # reverse-path as given, else Return-Path; "<>" = null
     content_type: str = "text/plain"   # of the whole message
     size: int = 0                      # of the raw bytes
+
+    @functools.cached_property
+    def trimmed(self) -> TrimmedReply:
+        """What the sender wrote in `text`: quoted history and signature cut
+        (worked out once, when first asked)."""
+        return trim_reply(self.text)
 
 
 # ---- entry points ----------------------------------------------------------
@@ -1043,7 +1046,7 @@ def _html_text(markup: str, defects: list[str]) -> str:
     if not markup:
         return ""
     try:
-        return (html_to_text or _own_html_to_text)(markup)
+        return html_to_text(markup)
     except Exception as exc:   # never let the renderer cost us the mail
         defects.append(f"HTML rendering failed ({type(exc).__name__}): plain fallback")
         return _own_html_to_text(markup)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from daemon import orders
 from daemon.orders import Content, Via
 from daemon.store import Order, OutboxMessage
-from daemon.trimming import trim_reply
 
 
 def handle_bounce(ctx) -> str:
@@ -45,7 +44,7 @@ def handle_auto_reply(ctx) -> str:
     change = orders.add_event(
         ctx.store, ctx.settings, target.order.number, "system",
         Content(subject=f"Automatic reply received ({ctx.automatic})",
-                text=trim_reply(ctx.mail.text).text[:2000]),
+                text=ctx.mail.trimmed.text[:2000]),
         data={"reason": "auto_reply"},
         via=Via(author="system", message_id=ctx.mail.message_id, now=ctx.now))
     return change.summary + "; not answered"

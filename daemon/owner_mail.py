@@ -24,7 +24,6 @@ from daemon.orders import Content, NewFile, Via
 from daemon.owner_auth import check_owner
 from daemon.richtext import sanitize_html
 from daemon.store import CommandMail, OutboxMessage
-from daemon.trimming import trim_reply
 
 log = logging.getLogger("ordermail.owner")
 MAX_LINES = 200
@@ -91,7 +90,7 @@ def _is_command(subject: str) -> bool:
 
 
 def _body_lines(ctx) -> list[str]:
-    text = trim_reply(ctx.mail.text).text
+    text = ctx.mail.trimmed.text
     return [line.strip() for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith(("#", ">"))]
 
@@ -99,7 +98,7 @@ def _body_lines(ctx) -> list[str]:
 def _content(ctx) -> Content:
     """The body as the owner formatted it, with pictures and files."""
     mail = ctx.mail
-    trimmed = trim_reply(mail.text)
+    trimmed = mail.trimmed
     html = sanitize_html(mail.html) if mail.html.strip() and not trimmed.trimmed else ""
     files = tuple(NewFile(a.filename or "file", a.content_type,
                           a.data if a.data is not None else attachment_data(ctx.message.raw, index),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from daemon import orders
 from daemon.orders import Content, Via
-from daemon.trimming import trim_reply
 
 
 def handle_customer_reply(ctx) -> str:
@@ -33,7 +32,7 @@ def handle_customer_reply(ctx) -> str:
 
 def _log_reply(ctx, order, from_customer: bool, files: int, how: str):
     mail = ctx.mail
-    text = _bounded(trim_reply(mail.text).text, ctx.settings.limits.event_body_max_chars)
+    text = _bounded(mail.trimmed.text, ctx.settings.limits.event_body_max_chars)
     data = {"files_left_out": files, "matched_by": how}
     if from_customer:
         return orders.add_event(ctx.store, ctx.settings, order.number, "customer_reply",
