@@ -162,13 +162,7 @@ def _within_rate(settings: Settings, rows: list[OutboxMessage], now: dt.datetime
     if not rows:
         return rows
     limit = settings.outbound.per_recipient_per_hour
-    counted = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"),
-                                    pw.fn.MIN(OutboxMessage.sent_at).alias("oldest"))
-               .where(OutboxMessage.recipient.in_({r.recipient for r in rows})
-                      & (((OutboxMessage.state == "sent") & (OutboxMessage.sent_at > now - HOUR))
-                         | (OutboxMessage.state == "sending")))
-               .group_by(OutboxMessage.recipient))
-    recent = {c.recipient: [c.n, c.oldest] for c in counted}
+    recent = _sent_within_the_hour({r.recipient for r in rows}, now)
     taken, put_off = [], defaultdict(list)
     for row in rows:
         n, oldest = recent.setdefault(row.recipient, [0, None])
@@ -180,6 +174,28 @@ def _within_rate(settings: Settings, rows: list[OutboxMessage], now: dt.datetime
     for until, row_ids in put_off.items():
         _put_off(row_ids, until, limit)
     return taken
+
+
+def _sent_within_the_hour(recipients: set[str], now: dt.datetime) -> dict[str, list]:
+    """Per address: [mails sent within the hour or being sent, the oldest sending time].
+
+    Two statements, each on an index that bounds it: the hour's mails by
+    (recipient, sent_at), the ones being sent by state. One condition with
+    OR would walk every mail ever sent to the address."""
+    recent: dict[str, list] = {}
+    sent = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"),
+                                 pw.fn.MIN(OutboxMessage.sent_at).alias("oldest"))
+            .where(OutboxMessage.recipient.in_(recipients) & (OutboxMessage.sent_at > now - HOUR)
+                   & (OutboxMessage.state == "sent"))
+            .group_by(OutboxMessage.recipient))
+    for row in sent:
+        recent[row.recipient] = [row.n, row.oldest]
+    sending = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"))
+               .where((OutboxMessage.state == "sending") & OutboxMessage.recipient.in_(recipients))
+               .group_by(OutboxMessage.recipient))
+    for row in sending:
+        recent.setdefault(row.recipient, [0, None])[0] += row.n
+    return recent
 
 
 def _put_off(row_ids: list[int], until: dt.datetime, limit: int) -> None:

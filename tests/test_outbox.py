@@ -297,6 +297,28 @@ def test_each_address_over_the_limit_waits_for_its_own_hour(store, settings):
     assert outbox.send_due(store, settings, later(hours=1, minutes=10)) == 2
 
 
+def test_the_hourly_limit_counts_the_hour_not_every_mail_ever_sent(store, settings, caplog):
+    """A year of mail to one address: the limit counts the last hour's, read by its index."""
+    settings = with_outbound(settings, per_recipient_per_hour=3)
+    orders.create_order(store, settings, sample_order(), now=NOW)
+    order_id = orders.Order.get().id
+    old = [dict(order=order_id, kind="message", recipient="erika@example.org", data="{}",
+                message_id=f"<old-{n}@shop.example>", state="sent", sent_at=NOW - dt.timedelta(days=1 + n),
+                next_attempt_at=NOW, created_at=NOW - dt.timedelta(days=1 + n)) for n in range(300)]
+    OutboxMessage.insert_many(old).execute()
+    for n in range(2):
+        orders.add_message(store, settings, "1042", Content(text=f"heute {n}"), via=Via(now=NOW))
+    caplog.set_level("DEBUG", logger="peewee")
+    assert outbox.send_due(store, settings, NOW) == 3                   # all three of this hour's
+    orders.add_message(store, settings, "1042", Content(text="eine zu viel"), via=Via(now=NOW))
+    assert outbox.send_due(store, settings, later(minutes=1)) == 0
+    if store.backend == "sqlite":
+        counts = [r.msg for r in caplog.records if isinstance(r.msg, tuple) and "COUNT" in r.msg[0]]
+        plans = [" ".join(str(row[3]) for row in store.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+                 for sql, params in counts]
+        assert plans and all("sent_at>?" in plan or "state=?" in plan for plan in plans), plans
+
+
 def test_two_workers_at_once_never_send_the_same_row(store, settings, sink_factory):
     sink = sink_factory()
     settings = over_smtp(settings, sink.port)
