@@ -175,21 +175,20 @@ HOLD_UNTIL_ASKED = """
 import sys, time
 from daemon.store import Counter, open_store
 store = open_store(sys.argv[1])
-with store.atomic():                       # a non-urgent writer queues meanwhile
-    Counter.insert(name="first", value=1).execute()
-    print("holding", flush=True)
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline and not store.urgent_waiting():
-        time.sleep(0.01)
-    print("asked" if store.urgent_waiting() else "not asked", flush=True)
+
+def hold(name, seconds, say):
+    \"\"\"Hold the writer until an urgent writer waits, or `seconds`; say which.\"\"\"
+    with store.atomic():
+        Counter.insert(name=name, value=1).execute()
+        print(say, flush=True)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not store.urgent_waiting():
+            time.sleep(0.01)
+        print("asked" if store.urgent_waiting() else "not asked", flush=True)
+
+hold("first", 1.0, "holding")              # a non-urgent writer queues meanwhile
 time.sleep(0.5)                            # the other writer's turn
-with store.atomic():
-    Counter.insert(name="second", value=1).execute()
-    print("holding again", flush=True)
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline and not store.urgent_waiting():
-        time.sleep(0.01)
-    print("asked" if store.urgent_waiting() else "not asked", flush=True)
+hold("second", 10.0, "holding again")
 """
 
 
