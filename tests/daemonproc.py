@@ -46,9 +46,17 @@ def gunicorn(app: str, port: int, log: Path, env: dict, *, pythonpath: Path | No
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports: all held open until each is chosen, or
+    two calls one after the other may get the same port back."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 def wait_for_port(port: int, seconds: float = 30) -> None:
@@ -86,7 +94,7 @@ class Daemon:
 
     def __init__(self, tmp_path: Path, database_url: str, extra: str = "", owner_extra: str = "",
                  max_message_bytes: int = 1048576):
-        self.smtp_port, self.lmtp_port = free_port(), free_port()
+        self.smtp_port, self.lmtp_port = free_ports(2)
         self.config = tmp_path / "daemon.toml"
         self.log = tmp_path / "daemon.log"
         self.maildir = tmp_path / "outbox"

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, sample_order
-from daemonproc import free_port
+from daemonproc import free_ports
 
 
 def assert_one_line_error(result, code: int, text: str):
@@ -161,7 +161,7 @@ def test_init_demo_and_serve_on_a_fresh_directory(tmp_path):
     assert run("demo").stdout.count("/o/") == 3                # idempotent
     assert (tmp_path / "var" / "ordermail.db").exists()
     token = demo.stdout.split("http://127.0.0.1:8080/o/")[1].split()[0]
-    smtp_port, web_port = free_port(), free_port()       # the written ports may be taken here
+    smtp_port, web_port = free_ports(2)                  # the written ports may be taken here
     config.write_text(config.read_text().replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
                       .replace("127.0.0.1:8080", f"127.0.0.1:{web_port}"))
     daemon = subprocess.Popen([*ordermail, "serve", "--config", str(config)], cwd=tmp_path,
