@@ -7,6 +7,7 @@ and wrongly typed values with one line naming the key, and returns a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import string
 import tomllib
@@ -79,6 +80,9 @@ class InboundSettings:
     max_message_bytes: int = 26214400
     reply_token_days: int = 730
     workers: int = 2                    # processes handling stored mail (one also sends the outbox)
+    max_connections: int = 100          # SMTP/LMTP sessions per listener; more get 421 4.7.0
+    max_connections_per_client: int = 20   # per client address, outside the exempt networks
+    connection_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")   # counted in the total only
     imap: ImapSettings = field(default_factory=ImapSettings)
 
 
@@ -310,6 +314,15 @@ def validate(settings: Settings) -> None:
         raise ConfigError("[inbound] max_message_bytes must be at least 1024")
     if not 1 <= settings.inbound.workers <= 32:
         raise ConfigError(f"[inbound] workers must be from 1 to 32, not {settings.inbound.workers}")
+    for key in ("max_connections", "max_connections_per_client"):
+        if getattr(settings.inbound, key) < 1:
+            raise ConfigError(f"[inbound] {key} must be at least 1, not {getattr(settings.inbound, key)}")
+    for network in settings.inbound.connection_limit_exempt:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"[inbound] connection_limit_exempt: {network!r} is not a network "
+                              "like \"127.0.0.0/8\" or an address") from None
     for name, method in settings.payment.items():
         _check_placeholders(method.instructions, f"[payment.{name}] instructions")
     for entry in settings.api.payment_methods:

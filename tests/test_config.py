@@ -46,6 +46,12 @@ def test_settings_are_frozen():
     ({"database": {"url": "postgresql://host/"}}, "names no database"),
     ({"payment": {"cash": {"instructions": "Pay {amount}"}}}, "[payment.cash] instructions: unknown placeholder {amount}"),
     ({"payment": {"cash": {"lable": "x"}}}, "unknown key [payment.cash] lable"),
+    ({"inbound": {"max_connections": 0}}, "[inbound] max_connections must be at least 1, not 0"),
+    ({"inbound": {"max_connections_per_client": 0}}, "[inbound] max_connections_per_client must be at least 1"),
+    ({"inbound": {"connection_limit_exempt": ["10.0.0.0/33"]}},
+     "[inbound] connection_limit_exempt: '10.0.0.0/33' is not a network"),
+    ({"inbound": {"connection_limit_exempt": "127.0.0.0/8"}},
+     "[inbound] connection_limit_exempt must be a list of strings"),
 ])
 def test_mistakes_are_named_by_their_key(raw, message):
     with pytest.raises(ConfigError) as raised:

@@ -425,6 +425,65 @@ def test_shutting_down_answers_421_to_a_session_still_open(store, settings):
     assert InboundMessage.select().count() == 0
 
 
+# ---- connection limits -----------------------------------------------------------------
+
+def _connect(port: int) -> tuple[socket.socket, bytes]:
+    """A new connection and the first line it hears."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock, sock.makefile("rb").readline()
+
+
+def _limited(settings, tmp_path, options: str) -> Daemon:
+    daemon = Daemon(tmp_path, settings.database.url)
+    daemon.config.write_text(daemon.config.read_text().replace(
+        "max_message_bytes = 1048576", "max_message_bytes = 1048576\n" + options))
+    return daemon.start()
+
+
+def test_a_listener_beyond_its_connections_answers_421_and_takes_the_next_after_one_ends(
+        store, settings, tmp_path, reply_to):
+    daemon = _limited(settings, tmp_path, "max_connections = 3")
+    try:
+        held = [_connect(daemon.smtp_port) for _ in range(3)]
+        assert all(greeting.startswith(b"220 ") for _sock, greeting in held)   # loopback: total only
+        extra, answer = _connect(daemon.smtp_port)
+        assert answer.startswith(b"421 4.7.0 shop.example Too many connections")
+        assert extra.recv(100) == b""                                          # and closed
+        held[0][0].close()
+        assert wait_until(lambda: _connect(daemon.smtp_port)[1].startswith(b"220 "))
+        with smtp(daemon) as client:                                            # a session as ever
+            client.sendmail("erika@example.org", [reply_to], mail(to=reply_to, body="Passt, danke."))
+        [reply] = wait_until(lambda: replies_on("1042"))
+        assert reply.body_text == "Passt, danke."
+        for sock, _greeting in held[1:]:
+            sock.close()
+    finally:
+        assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log_text()
+    assert "connection from 127.0.0.1 refused: too many connections" in daemon.log_text()
+
+
+def test_one_client_gets_its_share_of_connections_unless_its_network_is_exempt(store, settings, tmp_path):
+    daemon = _limited(settings, tmp_path, "max_connections_per_client = 2\nconnection_limit_exempt = []")
+    try:
+        held = [_connect(daemon.smtp_port) for _ in range(2)]
+        assert all(greeting.startswith(b"220 ") for _sock, greeting in held)
+        extra, answer = _connect(daemon.smtp_port)
+        assert answer.startswith(b"421 4.7.0 shop.example Too many connections from 127.0.0.1")
+        for sock, _greeting in held:
+            sock.close()
+        assert wait_until(lambda: _connect(daemon.smtp_port)[1].startswith(b"220 "))
+    finally:
+        assert daemon.stop() == 0
+    (tmp_path / "exempt").mkdir()
+    exempt = _limited(settings, tmp_path / "exempt", "max_connections_per_client = 2")
+    try:
+        held = [_connect(exempt.smtp_port) for _ in range(4)]                  # Postfix in front: loopback
+        assert all(greeting.startswith(b"220 ") for _sock, greeting in held)
+    finally:
+        assert exempt.stop() == 0
+
+
 # ---- MAIL FROM / RCPT TO paths ---------------------------------------------------------
 
 PATHS = [

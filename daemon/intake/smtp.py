@@ -22,6 +22,7 @@ from daemon.addresses import Recipient, check_recipient
 from daemon.config import Settings
 from daemon.errors import AutoSubmittedCommand, MailRefused, ShuttingDown, TooLarge, smtp_reply
 from daemon.inbound_mail import parse_mail
+from daemon.intake.connections import ConnectionLimits, Gate
 from daemon.store import utcnow
 
 log = logging.getLogger("ordermail.smtp")
@@ -42,6 +43,9 @@ class Door:
         self.accepting = True
         self.in_flight = 0
         self.recipients = RecipientCache(settings)
+        inbound = settings.inbound
+        self.limits = ConnectionLimits(inbound.max_connections, inbound.max_connections_per_client,
+                                       inbound.connection_limit_exempt)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if not self.accepting:
@@ -120,8 +124,9 @@ def _refuse_automatic(raw: bytes, envelope_from: str) -> None:
 
 class _EnhancedCodes:
     """What we change in aiosmtpd's servers: its own size refusals given the
-    enhanced status code (RFC 3463), DATA read into one buffer, and the
-    everyday MAIL/RCPT path read without the header parser.
+    enhanced status code (RFC 3463), DATA read into one buffer, the
+    everyday MAIL/RCPT path read without the header parser, and the
+    listener told when the session ends (its connection limits).
 
     Lines may be as long as the whole message may be: real mail has 100 KB
     header lines and pasted quotes without line breaks, and refusing them
@@ -130,7 +135,14 @@ class _EnhancedCodes:
 
     def __init__(self, *args, line_length_limit: int, **kwargs):
         self.line_length_limit = line_length_limit
+        self.released = lambda: None      # the connection gate sets what frees this session's place
         super().__init__(*args, **kwargs)
+
+    def connection_lost(self, error) -> None:
+        try:
+            super().connection_lost(error)
+        finally:
+            self.released()
 
     def _getaddr(self, arg: str):
         """aiosmtpd's (address, rest of the line), for `<local@domain>` paths by a pattern.
@@ -358,11 +370,14 @@ class Listeners:
         protocol = LMTPDoor if lmtp else SMTPDoor
         loop = asyncio.get_running_loop()
 
-        def factory():
+        def session():
             return protocol(door, hostname=self.settings.shop.domain, loop=loop,
                             data_size_limit=self.settings.inbound.max_message_bytes,
                             line_length_limit=self.settings.inbound.max_message_bytes + 2,
                             enable_SMTPUTF8=True, timeout=300)
+
+        def factory():
+            return Gate(door.limits, session, self.settings.shop.domain)
 
         server = await loop.create_server(factory, host.strip("[]"), int(port))
         self.doors.append(door)
