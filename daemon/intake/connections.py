@@ -88,7 +88,12 @@ class Gate(asyncio.Protocol):
             transport.write(f"421 4.7.0 {self.hostname} {refusal}, try again later\r\n".encode())
             transport.close()
             return
-        session = self.make_session()
+        try:
+            session = self.make_session()
+        except Exception:
+            self.limits.release(client)       # its place is free again
+            transport.abort()
+            raise
         session.released = lambda: self.limits.release(client)
         transport.set_protocol(session)
         session.connection_made(transport)
