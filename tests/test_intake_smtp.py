@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP
 from conftest import sample_order
 from daemon import orders, tokens
 from daemon.addresses import token_address
+from daemon.intake.connections import ConnectionLimits
 from daemon.intake.smtp import _CHUNK as DATA_CHUNK, SMTPDoor
 from daemon.store import Event, InboundMessage, Order
 from daemonproc import Daemon, free_port, wait_until
@@ -482,6 +483,21 @@ def test_one_client_gets_its_share_of_connections_unless_its_network_is_exempt(s
         assert all(greeting.startswith(b"220 ") for _sock, greeting in held)
     finally:
         assert exempt.stop() == 0
+
+
+def test_connection_limits_count_each_address_and_free_places_as_sessions_end():
+    limits = ConnectionLimits(total=4, per_client=2, exempt=("127.0.0.0/8", "::1"))
+    assert limits.admit("192.0.2.7") is None and limits.admit("192.0.2.7") is None
+    assert limits.admit("192.0.2.7") == "Too many connections from 192.0.2.7"
+    assert limits.admit("2001:db8::5") is None                 # another client has its own share
+    assert limits.admit("::1") is None                         # exempt: the total only
+    assert limits.admit("127.0.0.2") == "Too many connections"  # the total is reached
+    limits.release("192.0.2.7")
+    assert limits.admit("fe80::1%eth0") is None                 # a zone is not part of the address
+    assert limits.admit("192.0.2.7") == "Too many connections"
+    for client in ("192.0.2.7", "2001:db8::5", "::1", "fe80::1%eth0"):
+        limits.release(client)
+    assert limits.open == 0 and not limits.by_client
 
 
 # ---- MAIL FROM / RCPT TO paths ---------------------------------------------------------
