@@ -100,13 +100,15 @@ class OutboundSettings:
     smtp_ca_file: str = ""              # CA bundle for the smarthost's certificate; "": the system's
     smtp_connections: int = 4           # sent over at most this many connections at once
     per_recipient_per_hour: int = 30    # more mails to one address wait for the next hour
+    owner_per_hour: int = 300           # the same for the owner's addresses (every reply is forwarded)
     attachments_max_bytes: int = 10 * 1024 * 1024   # files beyond it are linked, not attached
     templates_dir: str = ""             # the shop's own mail templates, tried first
 
     def __post_init__(self):
         if self.smtp_tls not in ("starttls", "tls", "none"):
             raise ConfigError(f'[outbound] smtp_tls must be "starttls", "tls" or "none", not {self.smtp_tls!r}')
-        for key in ("retry_base_seconds", "give_up_after_hours", "smtp_connections", "per_recipient_per_hour"):
+        for key in ("retry_base_seconds", "give_up_after_hours", "smtp_connections", "per_recipient_per_hour",
+                    "owner_per_hour"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"[outbound] {key} must be at least 1, not {getattr(self, key)}")
         if self.smtp_password and not self.smtp_user:

@@ -21,7 +21,9 @@ event. Here they go out:
   internal `system` event and the owner an `owner_alert` (never an alert
   about an alert).
 - **Rate limit.** At most `per_recipient_per_hour` mails to one address per
-  hour; more wait for a free slot, so a loop can never flood anyone.
+  hour; more wait for a free slot, so a loop can never flood anyone. The
+  owner's addresses, which get every customer reply forwarded, have their
+  own, higher `owner_per_hour`.
 - **SMTP**: aiosmtplib, STARTTLS or implicit TLS, AUTH, up to
   `smtp_connections` connections at once, kept open between batches; the
   next batch is claimed and rendered while the current one is sent.
@@ -161,17 +163,19 @@ def _release_stale(now: dt.datetime) -> None:
 def _within_rate(settings: Settings, rows: list[OutboxMessage], now: dt.datetime) -> list[OutboxMessage]:
     if not rows:
         return rows
-    limit = settings.outbound.per_recipient_per_hour
+    owners = {address.lower() for address in settings.owner.addresses}
     recent = _sent_within_the_hour({r.recipient for r in rows}, now)
     taken, put_off = [], defaultdict(list)
     for row in rows:
+        limit = (settings.outbound.owner_per_hour if row.recipient.lower() in owners
+                 else settings.outbound.per_recipient_per_hour)
         n, oldest = recent.setdefault(row.recipient, [0, None])
         if n >= limit:
-            put_off[max((oldest + HOUR) if oldest else now, now + dt.timedelta(minutes=1))].append(row.id)
+            put_off[max((oldest + HOUR) if oldest else now, now + dt.timedelta(minutes=1)), limit].append(row.id)
             continue
         recent[row.recipient] = [n + 1, oldest or now]
         taken.append(row)
-    for until, row_ids in put_off.items():
+    for (until, limit), row_ids in put_off.items():
         _put_off(row_ids, until, limit)
     return taken
 

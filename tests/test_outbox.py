@@ -319,6 +319,24 @@ def test_the_hourly_limit_counts_the_hour_not_every_mail_ever_sent(store, settin
         assert plans and all("sent_at>?" in plan or "state=?" in plan for plan in plans), plans
 
 
+def test_the_owners_addresses_have_their_own_higher_hourly_limit(store, settings):
+    """Every customer reply is forwarded to the owner: a busy hour must not hold those back
+    as it holds back mail to one customer."""
+    settings = with_outbound(settings, per_recipient_per_hour=2, owner_per_hour=5)
+    orders.create_order(store, settings, sample_order(), now=NOW, quiet=True)
+    order = orders.Order.get()
+    with store.atomic():
+        for n in range(7):
+            orders.queue_mail(settings, "owner_alert", "Owner@Shop.example", order=order,
+                              data={"text": f"Hinweis {n}"}, now=NOW)
+        for n in range(3):
+            orders.queue_mail(settings, "message", "erika@example.org", order=order, now=NOW)
+    assert outbox.send_due(store, settings, NOW) == 5 + 2
+    waiting = {(r.recipient, r.last_error) for r in OutboxMessage.select().where(OutboxMessage.state == "pending")}
+    assert waiting == {("Owner@Shop.example", "rate limit: 5 mails to this address within an hour; waits"),
+                       ("erika@example.org", "rate limit: 2 mails to this address within an hour; waits")}
+
+
 def test_two_workers_at_once_never_send_the_same_row(store, settings, sink_factory):
     sink = sink_factory()
     settings = over_smtp(settings, sink.port)
