@@ -221,11 +221,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="ordermail-bench-"))
     url = f"sqlite:///{folder}/bench.db"
     _store, _settings, to = fresh_store(url, folder / "outbox")
-    daemon = Daemon(folder, url, extra="").start()
-    config = daemon.config.read_text().replace("max_message_bytes = 1048576", "max_message_bytes = 30000000")
-    daemon.stop()
-    daemon.config.write_text(config)
-    daemon.start()
+    daemon = Daemon(folder, url, max_message_bytes=30_000_000).start()   # room for the 25 MB mails
     sink, sink_port = start_sink()
     rows = []
     try:

@@ -22,6 +22,12 @@ SUPPORTED_LOCALES = ("de", "en", "fr")
 PLACEHOLDERS = frozenset({"total", "number", "name"})
 
 
+def _at_least_one(section: str, values, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(values, key) < 1:
+            raise ConfigError(f"[{section}] {key} must be at least 1, not {getattr(values, key)}")
+
+
 @dataclass(frozen=True)
 class ShopSettings:
     name: str = "Beispiel-Shop"
@@ -43,6 +49,10 @@ class OwnerSettings:
     digest_time: str = "07:00"          # the daily digest, server's local time; "" disables it
     verify_dkim: bool = False
     dkim_keys_file: str = ""
+
+    def is_owner_address(self, address: str) -> bool:
+        """Whether `address` is one of the owner's (case does not matter)."""
+        return address.lower() in {a.lower() for a in self.addresses}
 
     def __post_init__(self):
         hour, sep, minute = self.digest_time.partition(":")
@@ -69,8 +79,7 @@ class ImapSettings:
     poll_seconds: int = 60
 
     def __post_init__(self):
-        if self.poll_seconds < 1:
-            raise ConfigError(f"[inbound.imap] poll_seconds must be at least 1, not {self.poll_seconds}")
+        _at_least_one("inbound.imap", self, ("poll_seconds",))
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,15 @@ class InboundSettings:
     max_connections_per_client: int = 20   # per client address, outside the exempt networks
     connection_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")   # counted in the total only
     imap: ImapSettings = field(default_factory=ImapSettings)
+
+    def __post_init__(self):
+        _at_least_one("inbound", self, ("max_connections", "max_connections_per_client"))
+        for network in self.connection_limit_exempt:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"[inbound] connection_limit_exempt: {network!r} is not a network "
+                                  "like \"127.0.0.0/8\" or an address") from None
 
 
 @dataclass(frozen=True)
@@ -107,10 +125,8 @@ class OutboundSettings:
     def __post_init__(self):
         if self.smtp_tls not in ("starttls", "tls", "none"):
             raise ConfigError(f'[outbound] smtp_tls must be "starttls", "tls" or "none", not {self.smtp_tls!r}')
-        for key in ("retry_base_seconds", "give_up_after_hours", "smtp_connections", "per_recipient_per_hour",
-                    "owner_per_hour"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"[outbound] {key} must be at least 1, not {getattr(self, key)}")
+        _at_least_one("outbound", self, ("retry_base_seconds", "give_up_after_hours", "smtp_connections",
+                                         "per_recipient_per_hour", "owner_per_hour"))
         if self.smtp_password and not self.smtp_user:
             raise ConfigError("[outbound] smtp_password is set but smtp_user is empty")
         if self.smtp_user and self.smtp_tls == "none" and self.smtp_host not in ("127.0.0.1", "::1", "localhost"):
@@ -136,9 +152,8 @@ class WebSettings:
         for key in ("status_link_days",):
             if getattr(self, key) < 0:
                 raise ConfigError(f"[web] {key} must be 0 (never) or more, not {getattr(self, key)}")
-        for key in ("session_hours", "misses_per_hour", "signins_per_hour", "signins_per_client_per_hour"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"[web] {key} must be at least 1, not {getattr(self, key)}")
+        _at_least_one("web", self, ("session_hours", "misses_per_hour", "signins_per_hour",
+                                    "signins_per_client_per_hour"))
         if self.timezone:
             import zoneinfo
             try:
@@ -316,15 +331,6 @@ def validate(settings: Settings) -> None:
         raise ConfigError("[inbound] max_message_bytes must be at least 1024")
     if not 1 <= settings.inbound.workers <= 32:
         raise ConfigError(f"[inbound] workers must be from 1 to 32, not {settings.inbound.workers}")
-    for key in ("max_connections", "max_connections_per_client"):
-        if getattr(settings.inbound, key) < 1:
-            raise ConfigError(f"[inbound] {key} must be at least 1, not {getattr(settings.inbound, key)}")
-    for network in settings.inbound.connection_limit_exempt:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise ConfigError(f"[inbound] connection_limit_exempt: {network!r} is not a network "
-                              "like \"127.0.0.0/8\" or an address") from None
     for name, method in settings.payment.items():
         _check_placeholders(method.instructions, f"[payment.{name}] instructions")
     for entry in settings.api.payment_methods:

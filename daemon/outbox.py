@@ -163,11 +163,10 @@ def _release_stale(now: dt.datetime) -> None:
 def _within_rate(settings: Settings, rows: list[OutboxMessage], now: dt.datetime) -> list[OutboxMessage]:
     if not rows:
         return rows
-    owners = {address.lower() for address in settings.owner.addresses}
     recent = _sent_within_the_hour({r.recipient for r in rows}, now)
     taken, put_off = [], defaultdict(list)
     for row in rows:
-        limit = (settings.outbound.owner_per_hour if row.recipient.lower() in owners
+        limit = (settings.outbound.owner_per_hour if settings.owner.is_owner_address(row.recipient)
                  else settings.outbound.per_recipient_per_hour)
         n, oldest = recent.setdefault(row.recipient, [0, None])
         if n >= limit:

@@ -34,7 +34,7 @@ class Verdict:
 def check_owner(mail, raw: bytes, settings) -> Verdict:
     owner = settings.owner
     sender = mail.from_address
-    if not sender or sender not in {a.lower() for a in owner.addresses}:
+    if not sender or not owner.is_owner_address(sender):
         return Verdict(False, f"From {sender or '(none)'} is not an owner address")
     domain = sender.rpartition("@")[2]
     proofs = []

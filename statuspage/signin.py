@@ -48,7 +48,7 @@ def normal_address(text: str) -> str | None:
 
 
 def is_owner(settings: Settings, email: str) -> bool:
-    return email.lower() in {a.lower() for a in settings.owner.addresses}
+    return settings.owner.is_owner_address(email)
 
 
 def safe_next(path: str) -> str:

@@ -435,10 +435,7 @@ def _connect(port: int) -> tuple[socket.socket, bytes]:
 
 
 def _limited(settings, tmp_path, options: str) -> Daemon:
-    daemon = Daemon(tmp_path, settings.database.url)
-    daemon.config.write_text(daemon.config.read_text().replace(
-        "max_message_bytes = 1048576", "max_message_bytes = 1048576\n" + options))
-    return daemon.start()
+    return Daemon(tmp_path, settings.database.url, inbound_extra=options + "\n").start()
 
 
 def test_a_listener_beyond_its_connections_answers_421_and_takes_the_next_after_one_ends(
