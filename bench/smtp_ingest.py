@@ -247,8 +247,9 @@ def main() -> int:
                          "sink_p99_from_data_command_ms": round(percentile(sink_from_command, 0.99), 1),
                          "end_to_end_msg_s": round(total / e2e)})
             print(_row(rows[-1]), flush=True)
-        for name, big in (("photo", photo_reply(to, 25 * 2**20)), ("text", reply(to, 25 * 2**20, 0))):
-            rows.append(memory_row(daemon, to, name, big))
+        if args.only != "2k50":
+            for name, big in (("photo", photo_reply(to, 25 * 2**20)), ("text", reply(to, 25 * 2**20, 0))):
+                rows.append(memory_row(daemon, to, name, big))
     finally:
         sink.stdin.close()
         sink.wait(10)
