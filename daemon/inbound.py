@@ -9,8 +9,9 @@ it), each message in a savepoint of its own: one failing message is rolled
 back alone and moved to `quarantine` with the reason, never dropped.
 Handling a message and marking it `done` commit together, so a crash in
 between leaves it claimed by a dead process; it is handed out again and
-handled with nothing applied twice (the same bytes already handled are
-marked `duplicate`; events are unique per Message-ID). `ordermail inbound
+handled with nothing applied twice (a message already handled, the same
+Message-ID and body however it came, is marked `duplicate`; events are
+unique per Message-ID). `ordermail inbound
 retry ID` puts a quarantined message back.
 
 States: new → processing (claimed) → done | duplicate | quarantined.
@@ -18,8 +19,10 @@ States: new → processing (claimed) → done | duplicate | quarantined.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -194,6 +197,7 @@ def _prepare(message: InboundMessage, settings, now) -> _Prepared:
         # Attachments are decoded only when needed (owner files): customers'
         # files are never kept, and a decoded copy would double a big mail's memory.
         message.raw = load_raw(message.id)
+        message.content_key = content_key(message.raw, message.message_id)
         mail = parse_mail(message.raw, envelope_from=message.envelope_from, keep_attachment_bytes=0)
         recipients = _recipients(message, settings, now)
         if any(r.kind == "token" for r in recipients):
@@ -212,7 +216,7 @@ def _handle_one(store: Store, settings, item: _Prepared) -> tuple[int, str, str]
         with store.atomic():
             if item.failure is not None:
                 raise item.failure
-            if _already_handled(message):
+            if _already_handled(store, message):
                 state, reason = "duplicate", "the same message was handled before"
             else:
                 # Our own mail coming back is recognised by its exact Message-ID
@@ -235,16 +239,48 @@ def _finish(message: InboundMessage, state: str, reason: str, attempts: int | No
     if attempts is not None:
         message.attempts = attempts
     compiled.update(InboundMessage, message.id, state=message.state, reason=message.reason,
-                    processed_at=message.processed_at, attempts=message.attempts, order=message.order_id)
+                    processed_at=message.processed_at, attempts=message.attempts, order=message.order_id,
+                    content_key=message.content_key)
 
 
-def _already_handled(message: InboundMessage) -> bool:
-    """The same bytes were handled before. Looked up by hash alone (its index),
-    the few rows found checked here: a condition on state or id would lead
-    SQLite's planner to the (state, id) index, reading every handled mail."""
-    same = compiled.rows(InboundMessage, "inbound.same_bytes", lambda: InboundMessage.select(
-        InboundMessage.id, InboundMessage.state).where(InboundMessage.sha256 == ""), message.sha256)
-    return any(row_id < message.id and state == "done" for row_id, state in same)
+def content_key(raw: bytes, message_id: str | None) -> str:
+    """What makes two received mails one message: the same Message-ID and body.
+
+    The header is left out: the same message taken twice by different ways
+    (Postfix and a hosted mailbox, a retry through another MX) differs in
+    what transport added there (Received, Delivered-To, Return-Path). Without
+    a Message-ID only the very same bytes count as the same.
+    """
+    if not message_id:
+        return hashlib.sha256(raw).hexdigest()
+    end = _HEADER_END.search(raw)
+    key = hashlib.sha256(message_id.encode("utf-8", "replace") + b"\0")
+    key.update(memoryview(raw)[end.end():] if end else b"")    # a view: a 25 MB body is not copied
+    return key.hexdigest()
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _already_handled(store: Store, message: InboundMessage) -> bool:
+    """The same message (`content_key`) was handled before.
+
+    Looked up by key alone (its index), the few rows found checked here: a
+    condition on state or id would lead SQLite's planner to the (state, id)
+    index, reading every handled mail. On PostgreSQL two workers may hold the
+    two copies at once: a transaction lock on the key makes the second wait
+    for the first one's commit (SQLite has one writer anyway).
+    """
+    if store.backend == "postgresql":
+        store.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_number(message.content_key),))
+    same = compiled.rows(InboundMessage, "inbound.same_message", lambda: InboundMessage.select(
+        InboundMessage.id, InboundMessage.state).where(InboundMessage.content_key == ""), message.content_key)
+    return any(row_id != message.id and state == "done" for row_id, state in same)
+
+
+def _lock_number(key: str) -> int:
+    """A signed 64-bit number from the key, as pg_advisory_xact_lock takes."""
+    return int.from_bytes(bytes.fromhex(key[:16]), "big", signed=True)
 
 
 def _recipients(message: InboundMessage, settings, now) -> tuple[Recipient, ...]:

@@ -190,6 +190,7 @@ class InboundMessage(BaseModel):
     recipients = JSONTextField(default=list)
     message_id = pw.CharField(max_length=998, null=True)
     sha256 = pw.CharField(max_length=64, index=True)
+    content_key = pw.CharField(max_length=64, null=True, index=True)   # set by the worker: inbound.content_key
     size = pw.IntegerField()
     state = pw.CharField(max_length=12, default="new")  # new, done, quarantined
     reason = pw.TextField(default="")

@@ -159,6 +159,75 @@ def test_the_same_message_twice_is_handled_once(store, settings, reply_to):
     assert [e.kind for e in log_of()] == ["created", "customer_reply"] and len(forwards()) == 1
 
 
+def received(raw: bytes, hop: str) -> bytes:
+    """The same mail as another way delivers it: one more transport header on top."""
+    return f"Received: from {hop} by mx.shop.example; Fri, 27 Nov 2026 10:00:05 +0000\r\n".encode() + raw
+
+
+def test_the_same_message_by_two_ways_is_handled_once(store, settings):
+    raw = mail(to="orders@shop.example", sender="new@customer.example", subject="Haben Sie Tassen?",
+               message_id="<tassen@customer.example>")
+    first = deliver(store, settings, received(raw, "mx1.customer.example"))
+    second = deliver(store, settings, received(raw, "mx2.customer.example"))
+    assert first.sha256 != second.sha256                     # not the same bytes
+    assert (first.state, second.state) == ("done", "duplicate")
+    assert len(forwards("unmatched_forward")) == 1           # the owner hears of it once
+
+
+def test_the_same_message_id_with_another_body_is_another_message(store, settings):
+    first = deliver(store, settings, mail(to="orders@shop.example", subject="Tassen?", body="Haben Sie Tassen?",
+                                          message_id="<reused@customer.example>"))
+    second = deliver(store, settings, mail(to="orders@shop.example", subject="Tassen?", body="Und Kannen?",
+                                           message_id="<reused@customer.example>"))
+    assert (first.state, second.state) == ("done", "done")
+    assert len(forwards("unmatched_forward")) == 2
+
+
+def test_without_a_message_id_only_the_same_bytes_are_the_same(store, settings):
+    raw = mail(to="orders@shop.example", subject="Tassen?").replace(b"Message-ID:", b"X-Old-Message-ID:")
+    first = deliver(store, settings, received(raw, "mx1.customer.example"))
+    second = deliver(store, settings, received(raw, "mx2.customer.example"))
+    third = deliver(store, settings, received(raw, "mx2.customer.example"))
+    assert (first.state, second.state, third.state) == ("done", "done", "duplicate")
+
+
+def test_two_workers_holding_two_copies_handle_the_message_once(store, settings):
+    """Two copies claimed by two workers at once: the second waits for the
+    first one's commit and then finds the message handled."""
+    import threading
+    from daemon import inbound
+    from daemon.intake.spool import store_message
+    raw = mail(to="orders@shop.example", sender="new@customer.example", message_id="<both@customer.example>")
+    with store.atomic():
+        ids = [store_message(received(raw, hop), channel="smtp", envelope_from="new@customer.example",
+                             recipients=["orders@shop.example"]) for hop in ("mx1", "mx2")]
+    assert all(inbound.claim(i) for i in ids)
+    first_handled, commit_first, states = threading.Event(), threading.Event(), {}
+
+    def first_worker():
+        with store.atomic():                      # its commit waits until the test says so
+            states["first"] = inbound.process_claimed(store, settings, ids[:1])
+            first_handled.set()
+            commit_first.wait(10)
+        store.db.close()
+
+    def second_worker():
+        first_handled.wait(10)
+        states["second"] = inbound.process_claimed(store, settings, ids[1:])
+        store.db.close()
+
+    threads = [threading.Thread(target=first_worker), threading.Thread(target=second_worker)]
+    for thread in threads:
+        thread.start()
+    threads[1].join(0.5)
+    assert threads[1].is_alive()                  # waiting for the first copy's outcome
+    commit_first.set()
+    for thread in threads:
+        thread.join(10)
+    assert states == {"first": ["done"], "second": ["duplicate"]}
+    assert len(forwards("unmatched_forward")) == 1
+
+
 def test_a_crash_while_handling_quarantines_with_the_reason_and_retry_recovers(store, settings, reply_to, monkeypatch):
     from daemon import inbound, routing
 

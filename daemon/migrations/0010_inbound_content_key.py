@@ -1,0 +1,17 @@
+"""inbound_message.content_key: which received mails count as one message.
+
+The worker recognised a mail it had handled by the hash of its raw bytes
+alone. The same message reaching us twice by different ways (Postfix and a
+hosted mailbox, a retry through another MX) differs in its transport headers
+(Received, Delivered-To, Return-Path), so it was handled twice: an unmatched
+mail forwarded to the owner twice, a bounce recorded twice. The key is the
+Message-ID with the body; without a Message-ID, the raw bytes' hash. Rows
+taken before this migration keep no key (their events still stand unique
+per Message-ID).
+"""
+from peewee import CharField
+
+
+def up(migrator, db):
+    migrator.migrate(migrator.add_column("inbound_message", "content_key", CharField(max_length=64, null=True)))
+    db.execute_sql("CREATE INDEX IF NOT EXISTS inbound_message_content_key ON inbound_message (content_key)")
