@@ -109,14 +109,13 @@ class InboundMail:
 # ---- entry points ----------------------------------------------------------
 
 def parse_mail(raw: bytes, *, envelope_from: str = "",
-               own_domains: frozenset[str] = frozenset(),
                keep_attachment_bytes: int = KEEP_ATTACHMENT_BYTES) -> InboundMail:
     """The one parse of a received mail; never raises.
 
     `envelope_from` is the SMTP reverse-path: "<>" for the null sender (as
     aiosmtpd gives it), "" when unknown (then the top Return-Path is read).
-    `own_domains` are the shop's Message-ID domains: such a Message-ID coming
-    in is a loop.
+    Our own mail coming back is recognised by routing, by its exact
+    Message-ID in the outbox (`routing.Context.automatic`).
     """
     raw = _as_bytes(raw)
     defects: list[str] = []
@@ -124,7 +123,7 @@ def parse_mail(raw: bytes, *, envelope_from: str = "",
     if msg is None:
         return _empty(raw, defects)
     try:
-        return _build(msg, raw, envelope_from, own_domains, keep_attachment_bytes, defects)
+        return _build(msg, raw, envelope_from, keep_attachment_bytes, defects)
     except Exception as exc:  # a bug or an input we did not foresee: degrade, don't crash
         defects.append(f"parse error: {type(exc).__name__}: {exc}"[:300])
         return _empty(raw, defects)
@@ -950,8 +949,7 @@ _PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 _ROBOT_SENDERS = frozenset({"mailer-daemon", "postmaster"})
 
 
-def _auto_reason(h: _Headers, subject: str, envelope: str | None,
-                 message_id: str | None, own_domains: frozenset[str]) -> str | None:
+def _auto_reason(h: _Headers, subject: str, envelope: str | None) -> str | None:
     """Why this mail was sent by a machine, from the first sign found; None if by a person."""
     value = h.first("auto-submitted").split(";")[0].strip().lower()
     if value and value != "no":
@@ -974,8 +972,6 @@ def _auto_reason(h: _Headers, subject: str, envelope: str | None,
         return "null sender"
     if envelope and envelope.split("@")[0] in _ROBOT_SENDERS:
         return f"{envelope.split('@')[0].lower()} sender"
-    if message_id and message_id.rstrip(">").rsplit("@", 1)[-1].lower() in own_domains:
-        return "own Message-ID"
     if is_out_of_office_subject(subject):
         return "out-of-office subject"
     return None
@@ -1059,8 +1055,7 @@ _HEADER_DEFECTS = (errors.MissingHeaderBodySeparatorDefect, errors.MisplacedEnve
                    errors.FirstHeaderLineIsContinuationDefect, errors.HeaderDefect)
 
 
-def _build(msg: Message, raw: bytes, envelope_from: str, own_domains: frozenset[str],
-           keep: int, defects: list[str]) -> InboundMail:
+def _build(msg: Message, raw: bytes, envelope_from: str, keep: int, defects: list[str]) -> InboundMail:
     h = _Headers(msg, defects)
     before = len(defects)
     from_address, from_name = _mailbox(h.first("from"), "From", defects)
@@ -1089,8 +1084,7 @@ def _build(msg: Message, raw: bytes, envelope_from: str, own_domains: frozenset[
         text="\n".join(texts) if texts else _html_text("\n".join(htmls), defects),
         html="\n".join(htmls),
         attachments=tuple(attachments),
-        auto_submitted=_auto_reason(h, subject, envelope, message_id,
-                                    frozenset(d.lower() for d in own_domains)),
+        auto_submitted=_auto_reason(h, subject, envelope),
         authentication_results=tuple(one_line(_header_str(v), MAX_HEADER_CHARS)
                                      for v in h.all("authentication-results")),
         headers_ok=headers_ok,

@@ -217,12 +217,6 @@ def test_envelope_null_sender_and_mailer_daemon():
     assert unknown.auto_submitted is None and unknown.envelope_from is None
 
 
-def test_our_own_message_id_coming_back_is_a_loop():
-    headers = "From: a@example.com\nSubject: Re: order\nMessage-ID: <abc123@Shop.Example>"
-    assert mail(headers, own_domains=frozenset({"shop.example"})).auto_submitted == "own Message-ID"
-    assert mail(headers, own_domains=frozenset({"other.example"})).auto_submitted is None
-
-
 # ---- headers ----------------------------------------------------------------------
 
 def test_display_name_that_looks_like_an_address_does_not_win():

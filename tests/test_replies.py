@@ -118,6 +118,21 @@ def test_an_auto_reply_is_recorded_internally_and_never_answered(store, settings
     assert forwards() == [] and forwards("files_refused") == []
 
 
+def test_our_own_mail_coming_back_is_a_loop_never_forwarded_or_answered(store, settings, order, reply_to):
+    ours = OutboxMessage.get(OutboxMessage.order == order).message_id      # the order's confirmation
+    looped = mail(to="orders@shop.example", sender="Teeladen <orders@shop.example>",
+                  subject="Ihre Bestellung 1042", body="Danke für Ihre Bestellung.", message_id=ours)
+    message = deliver(store, settings, looped, ["orders@shop.example"], sender="orders@shop.example")
+    assert message.state == "done" and "our own mail came back" in message.reason
+    assert forwards("unmatched_forward") == [] and forwards() == []
+    threaded = deliver(store, settings, looped.replace(b"Danke", b"Vielen Dank"), [reply_to],
+                       sender="erika@example.org")
+    event = log_of()[-1]
+    assert threaded.state == "done" and event.kind == "system" and event.visibility == "internal"
+    assert "our own mail came back" in event.subject
+    assert forwards() == [] and len(OutboxMessage.select()) == 1           # nothing sent because of it
+
+
 def test_a_bounce_of_our_notification_lands_on_the_order(store, settings, order):
     ours = OutboxMessage.get(OutboxMessage.order == order).message_id
     dsn = (
