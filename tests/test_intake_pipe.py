@@ -65,6 +65,28 @@ def test_an_unreachable_database_exits_75(ordermail, tmp_path):
     assert result.returncode == 75 and "Traceback" not in result.stderr
 
 
+def test_a_store_failure_after_the_commit_still_takes_the_message(store, settings, reply_to, monkeypatch, capsys):
+    """Committed is taken: exit 0 (a 75 would have the MTA deliver it again),
+    and the message waits, unclaimed, for the daemon's worker."""
+    import io
+    import peewee as pw
+    from daemon import inbound
+    from daemon.intake import pipe
+    from daemon.store import InboundMessage
+
+    def store_gone(*args, **kwargs):
+        raise pw.OperationalError("server closed the connection unexpectedly")
+    monkeypatch.setattr(pipe, "process_claimed", store_gone)
+    raw = mail(to=reply_to, body="Trotzdem angekommen?")
+    assert pipe.deliver(store, settings, io.BytesIO(raw), [reply_to], "erika@example.org") == 0
+    assert "is taken; handling it failed (server closed the connection" in capsys.readouterr().err
+    [message] = InboundMessage.select()
+    assert (message.state, message.claimed_by) == ("new", "")
+    monkeypatch.undo()
+    assert inbound.process_pending(store, settings) == 1
+    assert orders.order_events(orders.find_order("1042"))[-1].body_text.strip() == "Trotzdem angekommen?"
+
+
 def test_inbound_list_show_and_retry(ordermail, reply_to):
     deliver(ordermail, mail(to="orders@shop.example", sender="new@customer.example", subject="Tassen?"),
             "--recipient", "orders@shop.example")

@@ -2,7 +2,8 @@
 
 Reads one message from stdin, checks size and recipients, commits it, then
 handles it at once (so a pipe-only set-up needs no running daemon; a running
-daemon's worker would find it claimed). Exit codes are sysexits: 0 taken,
+daemon's worker would find it claimed). Once the message is committed the
+exit is 0: if handling it fails, it is left for a worker, not refused. Exit codes are sysexits: 0 taken,
 65 bad data, 67 no such recipient, 75 try again later.
 """
 from __future__ import annotations
@@ -11,10 +12,10 @@ import sys
 
 from daemon.addresses import check_recipient
 from daemon.errors import EX_OK, MailRefused, TooLarge, UnknownRecipient
-from daemon.inbound import claim, process_claimed
+from daemon.inbound import claim, process_claimed, release_claims
 from daemon.intake.envelope import envelope_sender, header_recipients
 from daemon.intake.spool import store_message
-from daemon.store import utcnow
+from daemon.store import first_line, utcnow
 
 
 def deliver(store, settings, stdin, recipients: list[str], envelope_from: str | None = None) -> int:
@@ -28,10 +29,27 @@ def deliver(store, settings, stdin, recipients: list[str], envelope_from: str | 
         sender = envelope_from or "<>"      # --sender '' is the null sender of a bounce
     with store.atomic():
         message_id = store_message(raw, channel="pipe", envelope_from=sender, recipients=ours)
-    if claim(message_id):
-        process_claimed(store, settings, [message_id])
+    _handle_now(store, settings, message_id)
     print(f"taken as {message_id}", file=sys.stderr)
     return EX_OK
+
+
+def _handle_now(store, settings, message_id: int) -> None:
+    """Handle the committed message; if the store fails now, a worker does it later.
+
+    The message is taken whatever happens here: a "try again" exit would
+    have the MTA deliver it a second time.
+    """
+    claimed = False
+    try:
+        claimed = claim(message_id)
+        if claimed:
+            process_claimed(store, settings, [message_id])
+    except Exception as exc:
+        print(f"ordermail: message {message_id} is taken; handling it failed ({first_line(exc)}), "
+              "the daemon's worker will handle it", file=sys.stderr)
+        if claimed:
+            release_claims(store, [message_id])
 
 
 def _our_recipients(addresses: list[str], settings) -> list[str]:
