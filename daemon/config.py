@@ -28,6 +28,17 @@ def _at_least_one(section: str, values, keys: tuple[str, ...]) -> None:
             raise ConfigError(f"[{section}] {key} must be at least 1, not {getattr(values, key)}")
 
 
+def _check_ca_file(section: str, key: str, path: str, tls: bool) -> None:
+    """A CA certificate for a TLS peer: only with TLS on, and a file that is there."""
+    if not path:
+        return
+    if not tls:
+        raise ConfigError(f"[{section}] {key} is set but TLS is off: the certificate would not be checked")
+    if not Path(path).is_file():
+        raise ConfigError(f"[{section}] {key} {path!r} is not a file "
+                          "(a CA certificate in PEM; \"\" for the system's CA store)")
+
+
 @dataclass(frozen=True)
 class ShopSettings:
     name: str = "Beispiel-Shop"
@@ -77,9 +88,11 @@ class ImapSettings:
     folder: str = "INBOX"
     done_folder: str = ""
     poll_seconds: int = 60
+    ca_file: str = ""                   # CA bundle (PEM) for the server's certificate; "": the system's
 
     def __post_init__(self):
         _at_least_one("inbound.imap", self, ("poll_seconds",))
+        _check_ca_file("inbound.imap", "ca_file", self.ca_file, self.tls)
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,7 @@ class OutboundSettings:
         if self.smtp_user and self.smtp_tls == "none" and self.smtp_host not in ("127.0.0.1", "::1", "localhost"):
             raise ConfigError('[outbound] smtp_user is set but smtp_tls is "none": the password would cross '
                               'the network in clear; use "starttls" or "tls"')
+        _check_ca_file("outbound", "smtp_ca_file", self.smtp_ca_file, self.smtp_tls != "none")
         if self.templates_dir and not Path(self.templates_dir).is_dir():
             raise ConfigError(f"[outbound] templates_dir {self.templates_dir!r} is not a folder")
 

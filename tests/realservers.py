@@ -23,6 +23,9 @@ Fixtures
     dovecot            (session)  DovecotServer -- host, port, user, password,
                                   append(), list_messages(), flags(), add_user()
     dovecot_account    (function) a fresh DovecotAccount on that server
+    dovecot_tls        (session)  another DovecotServer, also serving implicit TLS on
+                                  tls_port with a self-signed certificate (ca_file)
+    dovecot_tls_account (function) a fresh DovecotAccount on that server
     postfix_factory    (module)   callable(lmtp_port, **options) -> PostfixRelay
     lmtp_sink          (function) LMTPSink: aiosmtpd LMTP server collecting envelopes
     swaks              (session)  callable(*args, server=..., timeout=30) -> CompletedProcess
@@ -232,8 +235,18 @@ def dovecot_version(binary: str) -> tuple[int, ...]:
 
 
 def dovecot_config(*, version: tuple[int, ...], port: int, base_dir: Path, state_dir: Path,
-                   log_path: Path, users_dir: Path, mail_root: Path) -> str:
-    """A self-contained Dovecot config for a private IMAP server on 127.0.0.1:`port`."""
+                   log_path: Path, users_dir: Path, mail_root: Path, tls_port: int = 0,
+                   cert: Path | None = None, key: Path | None = None) -> str:
+    """A self-contained Dovecot config for a private IMAP server on 127.0.0.1:`port`.
+
+    With `tls_port` it also serves implicit TLS (imaps) there, with `cert` and `key` (PEM).
+    """
+    if tls_port:
+        ssl = "ssl = yes\n" + (f"ssl_server_cert_file = {cert}\nssl_server_key_file = {key}\n"
+                                if version >= (2, 4) else f"ssl_cert = <{cert}\nssl_key = <{key}\n")
+        imaps = f"address = {HOST}\n    port = {tls_port}"
+    else:
+        ssl, imaps = "ssl = no\n", "port = 0"
     common = f"""\
 protocols = imap
 listen = {HOST}
@@ -241,8 +254,7 @@ base_dir = {base_dir}
 state_dir = {state_dir}
 log_path = {log_path}
 info_log_path = {log_path}
-ssl = no
-auth_mechanisms = plain login
+{ssl}auth_mechanisms = plain login
 auth_failure_delay = 0
 # imap-login refuses to run as root; mail must not belong to root.
 default_login_user = dovenull
@@ -254,7 +266,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps}
   }}
 }}
 protocol imap {{
@@ -306,12 +318,14 @@ class ImapMessage:
 
 @dataclass
 class DovecotAccount:
-    """One mailbox user on a private Dovecot; the helpers use stdlib imaplib."""
+    """One mailbox user on a private Dovecot; the helpers use stdlib imaplib (plain, on `port`)."""
 
     host: str
     port: int
     user: str
     password: str
+    tls_port: int = 0       # implicit TLS (imaps) too, where the server was started with tls=True
+    ca_file: str = ""       # then: its self-signed certificate (PEM), the CA to trust
 
     @contextlib.contextmanager
     def imap(self, folder: str | None = None, *, readonly: bool = False) -> Iterator[imaplib.IMAP4]:
@@ -439,7 +453,7 @@ class DovecotServer(DovecotAccount):
         tmp.write_text(f"{user}:{{PLAIN}}{password}\n")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-        return DovecotAccount(self.host, self.port, user, password)
+        return DovecotAccount(self.host, self.port, user, password, self.tls_port, self.ca_file)
 
     def start(self) -> None:
         with (self.root / "console.log").open("ab") as console:
@@ -476,10 +490,31 @@ class DovecotServer(DovecotAccount):
             self.dirs.archive_and_remove()
 
 
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A fresh self-signed certificate (its own CA) for 127.0.0.1 and localhost: (cert, key), PEM.
+
+    Valid two days; subjectAltName IP:127.0.0.1 and DNS:localhost, so a client
+    that verifies host names accepts it once it trusts the certificate itself.
+    """
+    openssl = require_binary("openssl", "OpenSSL (openssl)")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    made = subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True, timeout=60)
+    if made.returncode != 0:
+        raise RuntimeError(f"openssl could not make a certificate: {made.stderr.strip()}")
+    os.chmod(cert, 0o644)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
 def start_dovecot(tmp_path_factory: pytest.TempPathFactory, *, user: str = "shop",
-                  password: str | None = None) -> DovecotServer:
+                  password: str | None = None, tls: bool = False) -> DovecotServer:
     """Start a private Dovecot IMAP server (skip/fail when not installed).
 
+    With `tls` it serves implicit TLS (imaps) on `tls_port` as well as plain IMAP
+    on `port`, with a certificate made now (`ca_file`, see make_certificate).
     .stop() stops it and removes its mail; logs and config stay in a pytest tmp folder.
     """
     binary = require_binary("dovecot", "Dovecot (dovecot-core)")
@@ -490,18 +525,28 @@ def start_dovecot(tmp_path_factory: pytest.TempPathFactory, *, user: str = "shop
     require_root("Dovecot")
     dirs = ServerDirs.create(tmp_path_factory, "dovecot")
     root = dirs.run
-    for name in ("run", "state", "mail", "users"):
+    for name in ("run", "state", "mail", "users", "tls"):
         (root / name).mkdir()
     shutil.chown(root / "mail", "dovecot", "dovecot")
     os.chmod(root / "mail", 0o750)
+    try:
+        cert, key = make_certificate(root / "tls") if tls else (None, None)
+    except BaseException:
+        dirs.archive_and_remove()
+        raise
+    port, tls_port = free_port(), free_port() if tls else 0
+    while tls and tls_port == port:
+        tls_port = free_port()
     server = DovecotServer(
-        host=HOST, port=free_port(), user=user, password=password or secrets.token_hex(8),
+        host=HOST, port=port, user=user, password=password or secrets.token_hex(8),
+        tls_port=tls_port, ca_file=str(cert or ""),
         binary=binary, version=dovecot_version(binary), dirs=dirs, root=root,
         config_path=root / "dovecot.conf", log_path=root / "dovecot.log")
     server.add_user(server.user, server.password)
     server.config_path.write_text(dovecot_config(
         version=server.version, port=server.port, base_dir=root / "run", state_dir=root / "state",
-        log_path=server.log_path, users_dir=server.users_dir, mail_root=server.mail_root))
+        log_path=server.log_path, users_dir=server.users_dir, mail_root=server.mail_root,
+        tls_port=tls_port, cert=cert, key=key))
     try:
         server.start()
     except BaseException:
@@ -527,6 +572,27 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]
 def dovecot_account(dovecot: DovecotServer) -> DovecotAccount:
     """A fresh, empty mailbox user on the session's Dovecot."""
     return dovecot.add_user()
+
+
+@pytest.fixture(scope="session")
+def dovecot_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    """A second private Dovecot for the session that also serves implicit TLS.
+
+    TLS on `tls_port` with a certificate made for this session (`ca_file`:
+    self-signed, for IP 127.0.0.1 and DNS localhost); plain IMAP on `port` for
+    the helpers. Tests that need an empty mailbox use `dovecot_tls_account`.
+    """
+    server = start_dovecot(tmp_path_factory, tls=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dovecot_tls_account(dovecot_tls: DovecotServer) -> DovecotAccount:
+    """A fresh, empty mailbox user on the session's TLS-serving Dovecot."""
+    return dovecot_tls.add_user()
 
 
 # --------------------------------------------------------------------------- #

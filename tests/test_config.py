@@ -59,6 +59,30 @@ def test_mistakes_are_named_by_their_key(raw, message):
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize("section, key, tls_on, tls_off", [
+    ("inbound.imap", "ca_file", {"tls": True}, {"tls": False}),
+    ("outbound", "smtp_ca_file", {"smtp_tls": "starttls"}, {"smtp_tls": "none"}),
+])
+def test_a_ca_file_must_be_a_file_and_needs_tls(tmp_path, section, key, tls_on, tls_off):
+    def settings_with(path, tls):
+        values = {key: str(path), **tls}
+        return settings_from_dict({"inbound": {"imap": values}} if section == "inbound.imap" else {section: values})
+
+    path = tmp_path / "ca.pem"
+    for absent in ("missing", "folder"):
+        if absent == "folder":
+            path.mkdir()
+        with pytest.raises(ConfigError) as raised:
+            settings_with(path, tls_on)
+        assert str(raised.value).startswith(f"[{section}] {key} '{path}' is not a file")
+    path.rmdir()
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=rf"\[{section}\] {key} is set but TLS is off"):
+        settings_with(path, tls_off)
+    loaded = settings_with(path, tls_on)
+    assert (loaded.inbound.imap.ca_file if section == "inbound.imap" else loaded.outbound.smtp_ca_file) == str(path)
+
+
 def test_configured_payment_methods_replace_the_defaults():
     settings = settings_from_dict({"payment": {"invoice": {"label": "Rechnung"}}})
     assert set(settings.payment) == {"invoice"}

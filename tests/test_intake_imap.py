@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import logging
 import sqlite3
 import subprocess
 import time
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit
 
 import aioimaplib
 import psycopg2
+import pytest
 
 from conftest import sample_order
 from daemon import orders, tokens
@@ -22,19 +25,21 @@ from daemon.addresses import token_address
 from daemon.config import ImapSettings
 from daemon.intake.imap import TAKEN, ImapDoor
 from daemon.intake.spool import Spool
-from daemon.store import InboundMessage, utcnow
+from daemon.store import Event, InboundMessage, Order, utcnow
+from daemonproc import Daemon, wait_until
 from mailbuilder import mail
-from realservers import dovecot, dovecot_account  # noqa: F401  (fixtures are used by name)
+from realservers import dovecot, dovecot_account, dovecot_tls, dovecot_tls_account  # noqa: F401  (fixtures)
 
 WAIT = 20.0   # seconds any expected outcome may take
 
 
 # ---- helpers ---------------------------------------------------------------------
 
-def door_settings(settings, account, *, max_message_bytes=None, **imap):
-    """The test settings pointed at `account` on the private Dovecot (no TLS there)."""
-    imap = ImapSettings(host=account.host, port=account.port, tls=False, user=account.user,
-                        password=account.password, **imap)
+def door_settings(settings, account, *, max_message_bytes=None, tls=False, **imap):
+    """The test settings pointed at `account` on the private Dovecot: plain IMAP, or with
+    `tls` its implicit-TLS port (a Dovecot from `dovecot_tls`)."""
+    imap = ImapSettings(host=account.host, port=account.tls_port if tls else account.port, tls=tls,
+                        user=account.user, password=account.password, **imap)
     inbound = dataclasses.replace(settings.inbound, imap=imap)
     if max_message_bytes is not None:
         inbound = dataclasses.replace(inbound, max_message_bytes=max_message_bytes)
@@ -272,3 +277,89 @@ def test_oversize_message_is_stored_as_a_stand_in_and_not_fetched_again(store, s
     assert row.message_id and row.message_id in big.decode()
     [kept] = dovecot_account.list_messages()
     assert kept.uid == uid and kept.raw == big and TAKEN in kept.flags
+
+
+# ---- TLS with the shop's own certificate ------------------------------------------------
+
+def test_over_tls_with_ca_file_a_message_is_flagged_only_after_it_is_stored(
+        store, settings, dovecot_tls, dovecot_tls_account):
+    account = dovecot_tls_account
+    waiting = customer_mail("Über TLS")
+    uid = account.append(waiting)
+    later = customer_mail("Über TLS, während IDLE")
+    rename_inbound_table(settings, "inbound_message", "inbound_message_away")
+
+    async def scenario(door):
+        try:
+            await until(lambda: door.state == "backoff", "the door backs off")
+            await asyncio.sleep(1.5)          # a TLS session or two against the missing table
+            assert taken_flags(account) == {uid: False}
+        finally:
+            rename_inbound_table(settings, "inbound_message_away", "inbound_message")
+        await until(lambda: taken_flags(account) == {uid: True}, "taken on a later round")
+        await settled(door)
+        assert door.state == "idle"
+        later_uid = await asyncio.to_thread(account.append, later)
+        await until(lambda: taken_flags(account) == {uid: True, later_uid: True}, "the pushed one is taken")
+
+    run_door(door_settings(settings, account, tls=True, ca_file=account.ca_file, poll_seconds=3600),
+             store, scenario)
+    assert [row.raw for row in stored()] == [waiting, later]
+    # the helpers log in on the plain port ("secured": loopback); the door's sessions were TLS
+    tls_logins = [line for line in dovecot_tls.log_path.read_text().splitlines()
+                  if f"Login: user=<{account.user}>" in line and ", TLS," in line]
+    assert len(tls_logins) >= 2          # refused by the store, then taken
+
+
+def test_over_tls_without_ca_file_the_certificate_is_refused_and_nothing_taken(
+        store, settings, dovecot_tls_account, caplog):
+    account = dovecot_tls_account
+    uid = account.append(customer_mail("Nicht über eine unsichere Leitung"))
+    caplog.set_level(logging.INFO, logger="ordermail.imap")
+
+    def refusals():
+        return [r for r in caplog.records if r.name == "ordermail.imap" and r.levelno == logging.WARNING]
+
+    async def scenario(door):
+        await until(lambda: len(refusals()) >= 2, "a second session is refused too", timeout=10)
+        assert door.state in ("backoff", "connecting")
+
+    run_door(door_settings(settings, account, tls=True), store, scenario)   # the system's CA store
+    first, second = (r.getMessage() for r in refusals()[:2])
+    assert first.startswith(f"IMAP {account.user}@127.0.0.1:{account.tls_port}: TLS: the server's "
+                            "certificate is not trusted (self")   # self-signed / self signed
+    assert "set [inbound.imap] ca_file" in first and first.endswith("again in 1 s")
+    assert second.endswith("again in 2 s")                        # backing off
+    assert all("\n" not in r.getMessage() and r.exc_info is None for r in refusals())
+    assert not any("selected" in r.getMessage() for r in caplog.records)   # never logged in
+    assert stored() == []
+    assert taken_flags(account) == {uid: False}
+
+
+# ---- inside `ordermail serve` ---------------------------------------------------------------
+
+def test_ordermail_serve_takes_a_customer_reply_from_the_mailbox_onto_its_order(
+        store, settings, tmp_path, dovecot_account):
+    account = dovecot_account
+    order = orders.create_order(store, settings, sample_order())
+    reply_to = token_address(settings, order, tokens.CUSTOMER_REPLY, utcnow().date())
+    imap = (f"[inbound.imap]\nhost = {json.dumps(account.host)}\nport = {account.port}\ntls = false\n"
+            f"user = {json.dumps(account.user)}\npassword = {json.dumps(account.password)}\n"
+            "poll_seconds = 3600\n")
+    daemon = Daemon(tmp_path, settings.database.url, extra=imap).start()
+    try:
+        wait_until(lambda: "folder INBOX selected (IDLE)" in daemon.log_text(), 30)
+        uid = account.append(mail(to=reply_to, body="Bitte an die Packstation liefern.",
+                                  headers={"Delivered-To": reply_to}))
+        [reply] = wait_until(lambda: list(Event.select().where(
+            (Event.order == Order.get(Order.number == "1042")) & (Event.kind == "customer_reply"))), 30)
+        assert reply.body_text == "Bitte an die Packstation liefern."
+        wait_until(lambda: TAKEN in account.flags(uid), 15)
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    [row] = stored()
+    assert row.channel == "imap" and row.recipients == [reply_to]
+    assert [m.uid for m in account.list_messages()] == [uid]    # left in INBOX, marked taken
+    log = daemon.log_text()
+    assert f"IMAP UID {uid} taken as message {row.id}" in log
+    assert "Traceback" not in log

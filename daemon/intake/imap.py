@@ -1,6 +1,7 @@
 """The IMAP door: take mail from a hosted mailbox (aioimaplib), store first, then mark.
 
-A session connects (TLS per `[inbound.imap] tls`), logs in, selects the
+A session connects (implicit TLS per `[inbound.imap] tls`, the certificate and
+host name verified against `ca_file` or else the system's CA store), logs in, selects the
 folder, takes every message not yet taken, then waits in IDLE — or, where
 the server has no IDLE, sleeps `poll_seconds` — and takes again. IDLE is
 renewed every `poll_seconds` (and always before the servers' 30 minutes), so
@@ -130,10 +131,16 @@ class _Session:
 
     async def _open(self) -> None:
         self.door.state = "connecting"
-        context = ssl.create_default_context() if self.imap.tls else None
+        context = tls_context(self.imap.ca_file) if self.imap.tls else None
         self.client = aioimaplib.IMAP4(host=self.imap.host, port=self.imap.port, timeout=self.door.timeout,
                                        conn_lost_cb=self._on_lost, ssl_context=context)
-        await self._call(self.client.wait_hello_from_server(), "greeting")
+        try:
+            await self._call(self.client.wait_hello_from_server(), "greeting")
+        except ssl.SSLCertVerificationError as exc:
+            raise ImapTrouble(f"TLS: the server's certificate is not trusted ({exc.verify_message}); " + (
+                f"it must be issued by the CA in [inbound.imap] ca_file {self.imap.ca_file}" if self.imap.ca_file
+                else "for a server with its own CA or a self-signed certificate set [inbound.imap] ca_file")
+            ) from None
         await self._command(self.client.login(aioimaplib.quoted(self.imap.user), self.imap.password), "LOGIN")
         await self._call(self.client.protocol.capability(), "CAPABILITY")  # the list after login
         if self.imap.done_folder:
@@ -352,6 +359,15 @@ def _header_fields(header: bytes) -> list[bytes]:
 
 
 # ---- IMAP details ------------------------------------------------------------------
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """Certificate and host name verified: against `ca_file` (PEM) if set, else the system's CA store."""
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ImapTrouble(f"[inbound.imap] ca_file {ca_file}: no CA certificate could be read from it "
+                          f"({first_line(exc) or type(exc).__name__})") from None
+
 
 def mailbox(name: str) -> str:
     """A mailbox name as a quoted IMAP string, in modified UTF-7 (RFC 3501, 5.1.3)."""
