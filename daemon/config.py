@@ -105,10 +105,13 @@ class InboundSettings:
     max_connections: int = 100          # SMTP/LMTP sessions per listener; more get 421 4.7.0
     max_connections_per_client: int = 20   # per client address, outside the exempt networks
     connection_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")   # counted in the total only
+    messages_per_sender_per_hour: int = 100    # SMTP/LMTP, by envelope sender; more hear 450 4.7.1
+    messages_per_client_per_hour: int = 1000   # by client address, outside connection_limit_exempt
     imap: ImapSettings = field(default_factory=ImapSettings)
 
     def __post_init__(self):
-        _at_least_one("inbound", self, ("max_connections", "max_connections_per_client"))
+        _at_least_one("inbound", self, ("max_connections", "max_connections_per_client",
+                                        "messages_per_sender_per_hour", "messages_per_client_per_hour"))
         for network in self.connection_limit_exempt:
             try:
                 ipaddress.ip_network(network, strict=False)

@@ -93,7 +93,10 @@ class Daemon:
     """Start, stop and kill `ordermail serve` with its own config file."""
 
     def __init__(self, tmp_path: Path, database_url: str, extra: str = "", owner_extra: str = "",
-                 max_message_bytes: int = 1048576, inbound_extra: str = ""):
+                 max_message_bytes: int = 1048576, inbound_extra: str = "",
+                 messages_per_sender_per_hour: int = 1_000_000):
+        """`messages_per_sender_per_hour`: tests and benchmarks send hundreds of
+        mails from one address; the limit's own tests set it low."""
         self.smtp_port, self.lmtp_port = free_ports(2)
         self.config = tmp_path / "daemon.toml"
         self.log = tmp_path / "daemon.log"
@@ -106,6 +109,7 @@ class Daemon:
             f"[database]\nurl = {json.dumps(database_url)}\n"
             f"[inbound]\nsmtp_listen = \"127.0.0.1:{self.smtp_port}\"\n"
             f"lmtp_listen = \"127.0.0.1:{self.lmtp_port}\"\nmax_message_bytes = {max_message_bytes}\n"
+            f"messages_per_sender_per_hour = {messages_per_sender_per_hour}\n"
             + inbound_extra +
             f"[outbound]\nmaildir = {json.dumps(str(self.maildir))}\n"
             "[web]\nlisten = \"\"\n" + extra, encoding="utf-8")

@@ -27,7 +27,7 @@ class ConnectionLimits:
 
     def __init__(self, total: int, per_client: int, exempt: tuple[str, ...]):
         self.total, self.per_client = total, per_client
-        self.exempt = tuple(ipaddress.ip_network(network, strict=False) for network in exempt)
+        self.exempt = ExemptNetworks(exempt)
         self.open = 0
         self.by_client: Counter[str] = Counter()
         self._refused, self._logged_at = 0, 0.0
@@ -36,7 +36,7 @@ class ConnectionLimits:
         """Count a new session from `client` (an IP address), or say why not."""
         if self.open >= self.total:
             return self._refuse(client, "Too many connections")
-        limited = not self._exempt(client)
+        limited = not self.exempt.contains(client)
         if limited and self.by_client[client] >= self.per_client:
             return self._refuse(client, f"Too many connections from {client}")
         self.open += 1
@@ -52,13 +52,6 @@ class ConnectionLimits:
             if not self.by_client[client]:
                 del self.by_client[client]
 
-    def _exempt(self, client: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client.partition("%")[0])   # an IPv6 zone is not part of it
-        except ValueError:       # no address (a Unix socket): nobody to tell apart
-            return True
-        return any(address in network for network in self.exempt)
-
     def _refuse(self, client: str, reason: str) -> str:
         # One log line a minute at most: a flood of connections must not flood the log too.
         self._refused += 1
@@ -67,6 +60,20 @@ class ConnectionLimits:
                         client or "an unknown client", reason.lower(), self._refused)
             self._refused, self._logged_at = 0, time.monotonic()
         return reason
+
+
+class ExemptNetworks:
+    """The networks whose clients no per-client limit applies to."""
+
+    def __init__(self, networks: tuple[str, ...]):
+        self.networks = tuple(ipaddress.ip_network(network, strict=False) for network in networks)
+
+    def contains(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client.partition("%")[0])   # an IPv6 zone is not part of it
+        except ValueError:       # no address (a Unix socket): nobody to tell apart
+            return True
+        return any(address in network for network in self.networks)
 
 
 class Gate(asyncio.Protocol):

@@ -22,7 +22,8 @@ from daemon.addresses import Recipient, check_recipient
 from daemon.config import Settings
 from daemon.errors import AutoSubmittedCommand, MailRefused, ShuttingDown, TooLarge, smtp_reply
 from daemon.inbound_mail import parse_mail
-from daemon.intake.connections import ConnectionLimits, Gate
+from daemon.intake.connections import ConnectionLimits, ExemptNetworks, Gate
+from daemon.intake.rates import MessageRates
 from daemon.store import utcnow
 
 log = logging.getLogger("ordermail.smtp")
@@ -36,7 +37,7 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 class Door:
     """aiosmtpd handler shared by the SMTP and LMTP listeners."""
 
-    def __init__(self, settings: Settings, spool, *, lmtp: bool):
+    def __init__(self, settings: Settings, spool, rates: MessageRates, *, lmtp: bool):
         self.settings = settings
         self.spool = spool
         self.lmtp = lmtp
@@ -46,6 +47,15 @@ class Door:
         inbound = settings.inbound
         self.limits = ConnectionLimits(inbound.max_connections, inbound.max_connections_per_client,
                                        inbound.connection_limit_exempt)
+        self.rates = rates
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        refusal = self.rates.refusal(address, _client(session))
+        if refusal is not None:
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if not self.accepting:
@@ -69,6 +79,8 @@ class Door:
             status = await self._take(envelope)
         finally:
             self.in_flight -= 1
+        if status.startswith("250"):
+            self.rates.taken(envelope.mail_from, _client(session))
         return "\r\n".join([status] * len(envelope.rcpt_tos)) if self.lmtp else status
 
     async def _take(self, envelope) -> str:
@@ -85,6 +97,12 @@ class Door:
                 log.warning("message not taken: %s", exc)
             return smtp_reply(exc)
         return f"250 2.0.0 OK queued as {message_id}"
+
+
+def _client(session) -> str:
+    """The client's IP address ("" for a Unix socket)."""
+    peer = session.peer
+    return peer[0] if isinstance(peer, tuple) and peer else ""
 
 
 class RecipientCache:
@@ -357,6 +375,10 @@ class Listeners:
         self.spool = spool
         self.doors: list[Door] = []
         self.servers: list[asyncio.AbstractServer] = []
+        inbound = settings.inbound
+        self.rates = MessageRates(inbound.messages_per_sender_per_hour, inbound.messages_per_client_per_hour,
+                                  ExemptNetworks(inbound.connection_limit_exempt),
+                                  settings.owner.is_owner_address)     # one count for both doors
 
     async def start(self) -> None:
         inbound = self.settings.inbound
@@ -366,7 +388,7 @@ class Listeners:
 
     async def _start_one(self, listen: str, lmtp: bool) -> None:
         host, _, port = listen.rpartition(":")
-        door = Door(self.settings, self.spool, lmtp=lmtp)
+        door = Door(self.settings, self.spool, self.rates, lmtp=lmtp)
         protocol = LMTPDoor if lmtp else SMTPDoor
         loop = asyncio.get_running_loop()
 
