@@ -235,7 +235,7 @@ def _handle_one(store: Store, settings, item: _Prepared) -> tuple[int, str, str]
 
 def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:
     """Write the outcome — only the columns that change, never the raw bytes again."""
-    message.state, message.reason, message.processed_at = state, reason[:2000], utcnow()
+    message.state, message.reason, message.processed_at = state, reason.replace("\x00", "")[:2000], utcnow()
     if attempts is not None:
         message.attempts = attempts
     compiled.update(InboundMessage, message.id, state=message.state, reason=message.reason,

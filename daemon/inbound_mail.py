@@ -543,9 +543,17 @@ def _part_text(part: Message, ctype: str, defects: list[str]) -> str:
     text = decode_bytes(data, params.get("charset"), defects, ctype)
     del data    # a big body should exist in as few copies as possible at a time
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        text = _without_nul(text, ctype, defects)
     if params.get("format", "").lower() == "flowed":
         text = unflow(text, delsp=params.get("delsp", "").lower() == "yes")
     return text
+
+
+def _without_nul(text: str, where: str, defects: list[str]) -> str:
+    """NUL characters taken out: no text shows them, and PostgreSQL stores no text holding one."""
+    defects.append(f"{where}: NUL characters removed")
+    return text.replace("\x00", "")
 
 
 def _release(part: Message) -> None:
@@ -800,6 +808,8 @@ class _Headers:
                 value = value[:MAX_HEADER_CHARS]
             if not value.isascii():
                 defects.append(f"{name[:40]}: raw 8-bit bytes")
+            if "\x00" in value:
+                value = _without_nul(value, name[:40], defects)
             self.fields.setdefault(name.lower(), []).append(_unfold(value))
 
     def all(self, name: str) -> list[str]:

@@ -400,6 +400,14 @@ HOSTILE = {
 }
 
 
+def test_nul_characters_are_taken_out_of_every_text():
+    parsed = mail("From: Er\0ika <erika@example.org>\nSubject: Ta\0sse\nMessage-ID: <a\0b@example.org>",
+                  body="kaputt\0?\n")
+    assert (parsed.from_name, parsed.subject, parsed.message_id, parsed.text) == (
+        "Erika", "Tasse", "<ab@example.org>", "kaputt?\n")
+    assert "text/plain: NUL characters removed" in parsed.defects
+
+
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_input_degrades_without_raising(name):
     parsed = parse_mail(HOSTILE[name])
