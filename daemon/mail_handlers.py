@@ -50,6 +50,24 @@ def handle_auto_reply(ctx) -> str:
     return change.summary + "; not answered"
 
 
+def handle_at_bounce_address(ctx) -> str:
+    """Mail to an order's bounce address that is no delivery report.
+
+    That address is only ever the envelope sender of our own mail, so this
+    is no customer's reply: a report of a kind not recognised, or a program
+    answering the wrong address. Kept on the order's log, never public, and
+    shown to the owner as unmatched mail.
+    """
+    order = ctx.target.order
+    ctx.message.order = order
+    change = orders.add_event(
+        ctx.store, ctx.settings, order.number, "system",
+        Content(subject="Mail to the bounce address (no delivery report)", text=ctx.mail.trimmed.text[:2000]),
+        data={"reason": "bounce_address"},
+        via=Via(author="system", message_id=ctx.mail.message_id, now=ctx.now))
+    return f"{change.summary}; {handle_unmatched(ctx)}"
+
+
 def handle_unmatched(ctx) -> str:
     for owner in ctx.settings.owner.addresses:
         orders.queue_mail(ctx.settings, "unmatched_forward", owner, inbound=ctx.message, now=ctx.now)

@@ -2,7 +2,8 @@
 
 The first route whose check holds handles the mail; the order is the policy:
 
-    bounce → auto-reply or loop → owner mail → customer reply → unmatched
+    bounce → auto-reply or loop → owner mail → to a bounce address
+    → customer reply → unmatched
 
 Finding the order a mail is about (`find_target`) is separate from handling
 it: first a reply token in a recipient address, then our own Message-ID in
@@ -73,6 +74,8 @@ ROUTES = (
     Route("bounce", lambda ctx: ctx.bounce is not None, mail_handlers.handle_bounce),
     Route("auto-reply", lambda ctx: ctx.automatic is not None, mail_handlers.handle_auto_reply),
     Route("owner mail", owner_mail.is_owner_mail, owner_mail.handle),
+    Route("bounce address", lambda ctx: ctx.target is not None and ctx.target.purpose == tokens.BOUNCE,
+          mail_handlers.handle_at_bounce_address),
     Route("customer reply", lambda ctx: ctx.target is not None, replies.handle_customer_reply),
     Route("unmatched", lambda ctx: True, mail_handlers.handle_unmatched),
 )
