@@ -10,8 +10,8 @@ back alone and moved to `quarantine` with the reason, never dropped.
 Handling a message and marking it `done` commit together, so a crash in
 between leaves it claimed by a dead process; it is handed out again and
 handled with nothing applied twice (a message already handled, the same
-Message-ID and body however it came, is marked `duplicate`; events are
-unique per Message-ID). `ordermail inbound
+Message-ID and body to the same recipients however it came, is marked
+`duplicate`; events are unique per Message-ID). `ordermail inbound
 retry ID` puts a quarantined message back.
 
 States: new → processing (claimed) → done | duplicate | quarantined.
@@ -197,7 +197,7 @@ def _prepare(message: InboundMessage, settings, now) -> _Prepared:
         # Attachments are decoded only when needed (owner files): customers'
         # files are never kept, and a decoded copy would double a big mail's memory.
         message.raw = load_raw(message.id)
-        message.content_key = content_key(message.raw, message.message_id)
+        message.content_key = content_key(message.raw, message.message_id, message.recipients)
         mail = parse_mail(message.raw, envelope_from=message.envelope_from, keep_attachment_bytes=0)
         recipients = _recipients(message, settings, now)
         if any(r.kind == "token" for r in recipients):
@@ -243,18 +243,22 @@ def _finish(message: InboundMessage, state: str, reason: str, attempts: int | No
                     content_key=message.content_key)
 
 
-def content_key(raw: bytes, message_id: str | None) -> str:
-    """What makes two received mails one message: the same Message-ID and body.
+def content_key(raw: bytes, message_id: str | None, recipients: list[str]) -> str:
+    """What makes two received mails one message: the same Message-ID and body,
+    to the same recipients.
 
     The header is left out: the same message taken twice by different ways
     (Postfix and a hosted mailbox, a retry through another MX) differs in
-    what transport added there (Received, Delivered-To, Return-Path). Without
-    a Message-ID only the very same bytes count as the same.
+    what transport added there (Received, Delivered-To, Return-Path). The
+    recipients are in: an MTA delivering one copy per recipient hands each
+    to its own order. Without a Message-ID only the very same bytes count.
     """
+    key = hashlib.sha256("\0".join(sorted({r.lower() for r in recipients})).encode("utf-8", "replace") + b"\0")
     if not message_id:
-        return hashlib.sha256(raw).hexdigest()
+        key.update(raw)
+        return key.hexdigest()
+    key.update(message_id.encode("utf-8", "replace") + b"\0")
     end = _HEADER_END.search(raw)
-    key = hashlib.sha256(message_id.encode("utf-8", "replace") + b"\0")
     key.update(memoryview(raw)[end.end():] if end else b"")    # a view: a 25 MB body is not copied
     return key.hexdigest()
 

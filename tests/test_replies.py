@@ -206,6 +206,17 @@ def test_without_a_message_id_only_the_same_bytes_are_the_same(store, settings):
     assert (first.state, second.state, third.state) == ("done", "done", "duplicate")
 
 
+def test_one_copy_per_recipient_reaches_each_order(store, settings, order, reply_to):
+    """An MTA may deliver one copy per recipient: each is its own order's."""
+    other = orders.create_order(store, settings, sample_order("1043"))
+    other_reply_to = token_address(settings, other, tokens.CUSTOMER_REPLY, TODAY)
+    raw = mail(to=f"{reply_to}, {other_reply_to}", body="Beide bitte zusammen schicken.")
+    copies = [deliver(store, settings, raw, [address]) for address in (reply_to, other_reply_to)]
+    assert [c.state for c in copies] == ["done", "done"]
+    assert [log_of(n)[-1].kind for n in ("1042", "1043")] == ["customer_reply", "customer_reply"]
+    assert deliver(store, settings, raw, [other_reply_to]).state == "duplicate"
+
+
 def test_two_workers_holding_two_copies_handle_the_message_once(store, settings):
     """Two copies claimed by two workers at once: the second waits for the
     first one's commit and then finds the message handled."""

@@ -5,7 +5,8 @@ alone. The same message reaching us twice by different ways (Postfix and a
 hosted mailbox, a retry through another MX) differs in its transport headers
 (Received, Delivered-To, Return-Path), so it was handled twice: an unmatched
 mail forwarded to the owner twice, a bounce recorded twice. The key is the
-Message-ID with the body; without a Message-ID, the raw bytes' hash. Rows
+Message-ID with the body and the recipients; without a Message-ID, the raw
+bytes with the recipients (`inbound.content_key`). Rows
 taken before this migration keep no key (their events still stand unique
 per Message-ID).
 """
