@@ -56,6 +56,8 @@ def read_token(token: str) -> Claim | None:
         raw = base64.b32decode(token.upper() + "===")
     except (binascii.Error, ValueError):
         return None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != token.upper():
+        return None          # the last character's unused bit set: one token has one spelling
     body, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size:]
     version, order_id, purpose, day = _LAYOUT.unpack(body)
     if version != VERSION or purpose not in PURPOSES:

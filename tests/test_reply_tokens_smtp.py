@@ -206,6 +206,17 @@ def test_verification_is_bound_to_the_order_and_the_purpose():
     assert backdated.issued == day - dt.timedelta(days=1) and not tokens.is_genuine(backdated, secret_a)
 
 
+def test_a_token_has_one_spelling():
+    """29 base32 characters carry 145 bits for 144: the last one's spare bit
+    set would be a second address for the same token."""
+    token = tokens.make_token(7, "a" * 43, tokens.CUSTOMER_REPLY, dt.date(2026, 11, 27))
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    twin = token[:-1] + alphabet[alphabet.index(token[-1]) ^ 1]
+    assert base64.b32decode(twin.upper() + "===") == base64.b32decode(token.upper() + "===")
+    assert tokens.read_token(token) is not None and tokens.read_token(twin) is None
+    assert tokens.read_token(token.upper()) is not None          # a folded case is the same spelling
+
+
 def test_check_recipient_keeps_the_purpose_and_refuses_edited_tokens(store, settings, order):  # noqa: F811
     other = second_order(store, settings)
     for purpose in tokens.PURPOSES:
