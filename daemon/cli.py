@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -21,7 +22,7 @@ from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, Ord
 from daemon.order_json import order_to_json
 from daemon.order_text import order_detail, order_table
 from daemon.orders import Via
-from daemon.store import open_store
+from daemon.store import first_line, open_store
 
 
 class UsageError(InputError):
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         wants_json = getattr(args, "format", None) == "json"
+        if args.command != "serve":          # the daemon sets up its own log
+            _log_in_one_line()
         return dispatch(args)
     except OrdermailError as exc:
         return fail(str(exc), exc.exit_code, wants_json)
@@ -107,6 +110,23 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("ORDERMAIL_DEBUG"):
             traceback.print_exc()
         return fail(f"unexpected error: {type(exc).__name__}: {exc}", EXIT_FAILURE, wants_json)
+
+
+class _OneLine(logging.Formatter):
+    """A warning of a command as one line, its exception named, not traced back."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"ordermail: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line += f" ({type(exc).__name__}: {first_line(exc)})"
+        return line
+
+
+def _log_in_one_line() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter() if os.environ.get("ORDERMAIL_DEBUG") else _OneLine())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def fail(message: str, code: int, wants_json: bool) -> int:
@@ -244,12 +264,15 @@ def cmd_inbound_show(args, settings: Settings, store) -> int:
 
 
 def cmd_inbound_retry(args, settings: Settings, store) -> int:
+    """Handle the message again now; exit 1 if it ends quarantined again."""
     inbound_views.get_message(args.id)
     message = inbound.retry(store, args.id)
-    if inbound.claim(message.id):
-        [state] = inbound.process_claimed(store, settings, [message.id])
-        print(f"message {args.id}: {state}: {inbound_views.get_message(args.id).reason}")
-    return 0
+    if not inbound.claim(message.id):
+        print(f"message {args.id}: handed to the running daemon's worker")
+        return 0
+    [state] = inbound.process_claimed(store, settings, [message.id])
+    print(f"message {args.id}: {state}: {inbound_views.get_message(args.id).reason}")
+    return errors.EXIT_FAILURE if state == "quarantined" else 0
 
 
 def read_json(source: str):

@@ -33,7 +33,7 @@ import peewee as pw
 from daemon import compiled
 from daemon.addresses import Recipient, check_recipient
 from daemon.bounces import find_bounce
-from daemon.errors import MailRefused
+from daemon.errors import MailRefused, Refused
 from daemon.inbound_mail import InboundMail, parse_mail
 from daemon.raw_io import load_raw
 from daemon.routing import Context, route
@@ -299,8 +299,14 @@ def _recipients(message: InboundMessage, settings, now) -> tuple[Recipient, ...]
 
 
 def retry(store: Store, message_id: int) -> InboundMessage:
+    """Put a handled or quarantined message back to be handled again."""
     with store.atomic():
         message = InboundMessage.get_by_id(message_id)
+        if message.state == "processing":
+            raise Refused(f"message {message_id} is being handled now (by {message.claimed_by}); "
+                          "retry it once that has ended")
+        if message.state == "new":
+            raise Refused(f"message {message_id} waits to be handled already")
         message.state, message.reason = "new", f"retry after: {message.reason}"[:2000]
         message.save(only=[InboundMessage.state, InboundMessage.reason])
     return message

@@ -1,0 +1,142 @@
+"""`ordermail inbound list|show|retry` through the real command line (a subprocess).
+
+A message is quarantined the way test_replies does it (the router broken
+in-process while `pipe.deliver` handles it), or for real: the outbox table
+renamed away under `ordermail deliver`, so handling fails until it is back.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from daemon import inbound, routing
+from daemon.store import InboundMessage
+from mailbuilder import mail
+from test_intake_smtp import _rename_inbound_table as rename_table
+from test_replies import deliver, order, reply_to  # noqa: F401  (helper and fixtures)
+
+
+def listed(ordermail, *args) -> list[dict]:
+    result = ordermail("inbound", "list", *args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["messages"]
+
+
+def one_line_error(result, code: int = 2) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ordermail: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def quarantined(store, settings, reply_to, monkeypatch):  # noqa: F811
+    """A customer reply quarantined because handling blew up (the router broken in-process)."""
+    def broken(ctx):
+        raise RuntimeError("handler exploded")
+    with monkeypatch.context() as patch:
+        patch.setattr(routing, "route", broken)
+        patch.setattr(inbound, "route", broken)
+        message = deliver(store, settings, mail(to=reply_to, body="Bitte in Blau."), [reply_to])
+    assert message.state == "quarantined"
+    return message
+
+
+@pytest.fixture
+def done(ordermail):
+    result = ordermail("deliver", "--recipient", "orders@shop.example",
+                       stdin=mail(to="orders@shop.example", sender="neu@kunde.example", subject="Tassen?"))
+    assert result.returncode == 0, result.stderr
+    [message] = [m for m in listed(ordermail) if m["envelope_from"] == "neu@kunde.example"]
+    assert message["state"] == "done"
+    return message
+
+
+def test_list_by_state_shows_only_messages_in_that_state(ordermail, quarantined, done):
+    duplicate = ordermail("deliver", "--recipient", "orders@shop.example",
+                          stdin=InboundMessage.get_by_id(done["id"]).raw)    # the same bytes again
+    assert duplicate.returncode == 0
+    assert {m["state"] for m in listed(ordermail)} == {"quarantined", "done", "duplicate"}
+
+    only_quarantined = listed(ordermail, "--state", "quarantined")
+    assert [(m["id"], m["state"]) for m in only_quarantined] == [(quarantined.id, "quarantined")]
+    assert only_quarantined[0]["reason"] == "RuntimeError: handler exploded"
+    assert [(m["id"], m["state"]) for m in listed(ordermail, "--state", "done")] == [(done["id"], "done")]
+
+    table = ordermail("inbound", "list", "--state", "quarantined")
+    assert table.returncode == 0
+    rows = table.stdout.strip().splitlines()[1:]                     # under the heading
+    assert len(rows) == 1 and rows[0].split()[0] == str(quarantined.id) and "quarantined" in rows[0]
+    assert "handler exploded" in rows[0]
+    assert listed(ordermail, "--state", "new") == []
+
+
+def test_an_unknown_state_is_a_one_line_error(ordermail, done):
+    result = ordermail("inbound", "list", "--state", "stuck")
+    line = one_line_error(result)
+    assert "stuck" in line and "quarantined" in line                  # names the word and the choices
+    assert result.stdout == ""
+
+
+def test_show_gives_the_reason_and_the_raw_text(ordermail, quarantined):
+    shown = ordermail("inbound", "show", str(quarantined.id))
+    assert shown.returncode == 0, shown.stderr
+    assert "quarantined" in shown.stdout.splitlines()[0]
+    assert "Reason:   RuntimeError: handler exploded" in shown.stdout
+    assert "Bitte in Blau." in shown.stdout
+    document = json.loads(ordermail("inbound", "show", str(quarantined.id), "--format", "json").stdout)
+    assert (document["state"], document["reason"], document["order"]) == (
+        "quarantined", "RuntimeError: handler exploded", None)
+
+
+def test_retry_of_a_quarantined_message_lands_it_once_the_cause_is_gone(ordermail, quarantined):
+    retried = ordermail("inbound", "retry", str(quarantined.id))     # a fresh process: the router works
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.strip().startswith(f"message {quarantined.id}: done: customer reply")
+    [message] = listed(ordermail, "--state", "done")
+    assert message["id"] == quarantined.id and message["order"] == "1042"
+    assert listed(ordermail, "--state", "quarantined") == []
+    events = json.loads(ordermail("order", "show", "1042", "--format", "json").stdout)["events"]
+    assert [(e["kind"], e["body"]) for e in events if e["kind"] == "customer_reply"] == [
+        ("customer_reply", "Bitte in Blau.")]
+
+
+def test_retry_keeps_a_message_quarantined_while_the_cause_lasts(ordermail, settings, reply_to):  # noqa: F811
+    rename_table(settings, "outbox_message", "outbox_message_away")
+    try:
+        taken = ordermail("deliver", "--recipient", reply_to, stdin=mail(to=reply_to, body="Wann kommt es?"))
+        assert taken.returncode == 0                                     # stored: the sender is done
+        [warning, receipt] = taken.stderr.strip().splitlines()           # one line each, no traceback
+        assert warning.startswith("ordermail: message ") and " quarantined (" in warning
+        assert receipt.startswith("taken as ")
+        [message] = listed(ordermail, "--state", "quarantined")
+        assert "outbox_message" in message["reason"] and "\n" not in message["reason"]
+        again = ordermail("inbound", "retry", str(message["id"]))
+        assert again.returncode == 1                                     # not done: a script can tell
+        assert again.stdout.strip().startswith(f"message {message['id']}: quarantined: ")
+        [still] = listed(ordermail, "--state", "quarantined")
+        assert still["id"] == message["id"] and still["attempts"] == 2
+    finally:
+        rename_table(settings, "outbox_message_away", "outbox_message")
+    retried = ordermail("inbound", "retry", str(message["id"]))
+    assert retried.returncode == 0 and f"message {message['id']}: done: customer reply" in retried.stdout
+    assert listed(ordermail, "--state", "quarantined") == []
+    events = json.loads(ordermail("order", "show", "1042", "--format", "json").stdout)["events"]
+    assert [e["body"] for e in events if e["kind"] == "customer_reply"] == ["Wann kommt es?"]
+
+
+def test_retry_of_an_unknown_id_is_a_one_line_error(ordermail, done):
+    result = ordermail("inbound", "retry", "999999")
+    assert one_line_error(result) == "ordermail: no received message 999999"
+    assert [m["state"] for m in listed(ordermail)] == ["done"]         # nothing else touched
+
+
+def test_retry_leaves_alone_a_message_being_handled_or_waiting(ordermail, store, done):
+    for state, claimed_by, words in (("processing", "mx1:4242", "is being handled now (by mx1:4242)"),
+                                     ("new", "", "waits to be handled already")):
+        InboundMessage.update(state=state, claimed_by=claimed_by).where(InboundMessage.id == done["id"]).execute()
+        line = one_line_error(ordermail("inbound", "retry", str(done["id"])), code=1)
+        assert words in line
+        assert InboundMessage.get_by_id(done["id"]).state == state       # untouched
