@@ -6,7 +6,10 @@ processes share a burst. A claimed group is parsed and its recipients
 checked outside any transaction, then handled in transactions of a few
 milliseconds (SQLite has one writer, and mail being acknowledged waits for
 it), each message in a savepoint of its own: one failing message is rolled
-back alone and moved to `quarantine` with the reason, never dropped.
+back alone and moved to `quarantine` with the reason, never dropped. When
+the store fails instead (a lost connection, a lock held too long), the
+round is undone and tried again; a message in hand at such a failure five
+times is quarantined too.
 Handling a message and marking it `done` commit together, so a crash in
 between leaves it claimed by a dead process; it is handed out again and
 handled with nothing applied twice (a message already handled, the same
@@ -44,6 +47,9 @@ BATCH = 20                     # claimed with one statement: several workers sha
 GROUP_BYTES = 8 * 2**20        # parsed mails held at once (a big mail goes alone)
 TRANSACTION_SECONDS = 0.004    # a transaction takes messages for this long, then commits
 CLAIM_LEASE_MINUTES = 10
+# The store failing, not the message: the round is undone and tried again.
+STORE_TROUBLE = (pw.OperationalError, pw.InterfaceError)
+STORE_TROUBLE_ATTEMPTS = 5     # ...but a message that fails so this often is quarantined
 STALE_CHECK_SECONDS = 60
 
 
@@ -157,11 +163,17 @@ def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
         # wait for this transaction, so it ends after a few milliseconds, or
         # after the message in hand once received mail queues for the writer.
         deadline = time.monotonic() + TRANSACTION_SECONDS
-        outcomes = []
-        with store.atomic():
-            outcomes.append(_handle_one(store, settings, pending.pop()))
-            while pending and time.monotonic() < deadline and not store.urgent_waiting():
-                outcomes.append(_handle_one(store, settings, pending.pop()))
+        outcomes, in_hand = [], None
+        try:
+            with store.atomic():
+                in_hand = pending.pop()
+                outcomes.append(_handle_one(store, settings, in_hand))
+                while pending and time.monotonic() < deadline and not store.urgent_waiting():
+                    in_hand = pending.pop()
+                    outcomes.append(_handle_one(store, settings, in_hand))
+        except STORE_TROUBLE as exc:     # all of this transaction is undone; the round ends
+            _count_store_trouble(store, in_hand.message, exc)
+            raise
         for message_id, state, reason in outcomes:     # told once it is committed
             log.info("message %s %s: %s", message_id, state, reason)
             states.append(state)
@@ -225,12 +237,36 @@ def _handle_one(store: Store, settings, item: _Prepared) -> tuple[int, str, str]
                               recipients=item.recipients, bounce=item.bounce, now=utcnow())
                 state, reason = "done", route(ctx)
             _finish(message, state, reason)
+    except STORE_TROUBLE:
+        raise                  # the store's, not the message's: the round is tried again
     except Exception as exc:  # the one place an unexpected failure is caught
         log.error("message %s quarantined", message.id, exc_info=exc)
         state, reason = "quarantined", f"{type(exc).__name__}: {first_line(exc)}"
         message.order = None
         _finish(message, state, reason, attempts=message.attempts + 1)
     return message.id, state, reason
+
+
+def _count_store_trouble(store: Store, message: InboundMessage, exc: BaseException) -> None:
+    """Count the failed attempt on the message in hand, in a transaction of its own;
+    after STORE_TROUBLE_ATTEMPTS of them it is quarantined with the reason.
+
+    A lost connection, a lock held too long, a deadlock: the message is not
+    at fault, and it is handled again in the next round. But an error that
+    only this message brings about must not hold up the mail behind it
+    round after round. Best effort: with the store gone, the claim expires.
+    """
+    attempts = message.attempts + 1
+    try:
+        with store.atomic():
+            if attempts < STORE_TROUBLE_ATTEMPTS:
+                compiled.update(InboundMessage, message.id, attempts=attempts)
+                return
+            log.error("message %s quarantined after %d failures of the store", message.id, attempts, exc_info=exc)
+            _finish(message, "quarantined", f"the store failed {attempts} times while handling it: "
+                    f"{type(exc).__name__}: {first_line(exc)}", attempts=attempts)
+    except Exception as again:
+        log.warning("could not count a failed attempt on message %s: %s", message.id, first_line(again))
 
 
 def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:

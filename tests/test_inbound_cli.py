@@ -1,8 +1,9 @@
 """`ordermail inbound list|show|retry` through the real command line (a subprocess).
 
 A message is quarantined the way test_replies does it (the router broken
-in-process while `pipe.deliver` handles it), or for real: the outbox table
-renamed away under `ordermail deliver`, so handling fails until it is back.
+in-process while `pipe.deliver` handles it), or for real: a trigger refuses
+the reply's event under `ordermail deliver`, so handling fails until it is
+dropped.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 from daemon import inbound, routing
 from daemon.store import InboundMessage
 from mailbuilder import mail
-from test_intake_smtp import _rename_inbound_table as rename_table
 from test_replies import deliver, order, reply_to  # noqa: F401  (helper and fixtures)
 
 
@@ -103,8 +103,19 @@ def test_retry_of_a_quarantined_message_lands_it_once_the_cause_is_gone(ordermai
         ("customer_reply", "Bitte in Blau.")]
 
 
-def test_retry_keeps_a_message_quarantined_while_the_cause_lasts(ordermail, settings, reply_to):  # noqa: F811
-    rename_table(settings, "outbox_message", "outbox_message_away")
+REFUSE_EVENTS = {
+    "sqlite": ["CREATE TRIGGER refuse_events BEFORE INSERT ON event "
+               "BEGIN SELECT RAISE(ABORT, 'events refused for the test'); END"],
+    "postgresql": ["CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql "
+                   "AS $$ BEGIN RAISE EXCEPTION 'events refused for the test'; END $$",
+                   "CREATE TRIGGER refuse_events BEFORE INSERT ON event FOR EACH ROW EXECUTE FUNCTION refuse_events()"],
+}
+
+
+def test_retry_keeps_a_message_quarantined_while_the_cause_lasts(ordermail, store, reply_to):  # noqa: F811
+    """A cause in the data (a trigger refusing the reply's event), not the store being down."""
+    for sql in REFUSE_EVENTS[store.backend]:
+        store.db.execute_sql(sql)
     try:
         taken = ordermail("deliver", "--recipient", reply_to, stdin=mail(to=reply_to, body="Wann kommt es?"))
         assert taken.returncode == 0                                     # stored: the sender is done
@@ -112,14 +123,14 @@ def test_retry_keeps_a_message_quarantined_while_the_cause_lasts(ordermail, sett
         assert warning.startswith("ordermail: message ") and " quarantined (" in warning
         assert receipt.startswith("taken as ")
         [message] = listed(ordermail, "--state", "quarantined")
-        assert "outbox_message" in message["reason"] and "\n" not in message["reason"]
+        assert "events refused for the test" in message["reason"] and "\n" not in message["reason"]
         again = ordermail("inbound", "retry", str(message["id"]))
         assert again.returncode == 1                                     # not done: a script can tell
         assert again.stdout.strip().startswith(f"message {message['id']}: quarantined: ")
         [still] = listed(ordermail, "--state", "quarantined")
         assert still["id"] == message["id"] and still["attempts"] == 2
     finally:
-        rename_table(settings, "outbox_message_away", "outbox_message")
+        store.db.execute_sql("DROP TRIGGER refuse_events" + (" ON event" if store.backend == "postgresql" else ""))
     retried = ordermail("inbound", "retry", str(message["id"]))
     assert retried.returncode == 0 and f"message {message['id']}: done: customer reply" in retried.stdout
     assert listed(ordermail, "--state", "quarantined") == []

@@ -271,6 +271,52 @@ def test_a_crash_while_handling_quarantines_with_the_reason_and_retry_recovers(s
     assert log_of()[-1].kind == "customer_reply"
 
 
+def test_the_store_failing_is_tried_again_not_quarantined(store, settings, reply_to, monkeypatch):
+    """A lock held too long or a lost connection is the store's trouble, not
+    the message's: the round is undone and the message handled later."""
+    import peewee as pw
+    from daemon import inbound, routing
+    failures = iter([pw.OperationalError("database is locked")] * 2)
+
+    def flaky(ctx):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return routing.route(ctx)
+    monkeypatch.setattr(inbound, "route", flaky)
+    message = deliver(store, settings, mail(to=reply_to, body="Geduld"), [reply_to])
+    assert (message.state, message.attempts) == ("new", 1)           # not quarantined: waits for a worker
+    with pytest.raises(pw.OperationalError):
+        inbound.process_pending(store, settings)
+    assert InboundMessage.get_by_id(message.id).attempts == 2
+    assert inbound.process_pending(store, settings) == 1
+    handled = InboundMessage.get_by_id(message.id)
+    assert handled.state == "done" and log_of()[-1].body_text == "Geduld"
+
+
+def test_a_message_the_store_fails_on_again_and_again_is_quarantined_not_blocking(store, settings, reply_to,
+                                                                                   monkeypatch):
+    import peewee as pw
+    from daemon import inbound, routing
+
+    def poisoned(ctx):
+        if "Gift" in ctx.mail.text:
+            raise pw.OperationalError("string or blob too big")
+        return routing.route(ctx)
+    monkeypatch.setattr(inbound, "route", poisoned)
+    first = deliver(store, settings, mail(to=reply_to, body="Gift"), [reply_to])
+    behind = deliver(store, settings, mail(to=reply_to, body="Harmlos"), [reply_to])
+    for _ in range(inbound.STORE_TROUBLE_ATTEMPTS * 2):
+        try:
+            inbound.process_pending(store, settings)
+        except pw.OperationalError:
+            pass
+    first, behind = InboundMessage.get_by_id(first.id), InboundMessage.get_by_id(behind.id)
+    assert first.state == "quarantined" and first.attempts == inbound.STORE_TROUBLE_ATTEMPTS
+    assert first.reason == "the store failed 5 times while handling it: OperationalError: string or blob too big"
+    assert behind.state == "done" and log_of()[-1].body_text == "Harmlos"
+
+
 def test_refused_recipients(store, settings, order, reply_to):
     local, _, domain = reply_to.partition("@")
     forged = local[:-4] + ("aaaa" if not local.endswith("aaaa") else "bbbb") + "@" + domain
