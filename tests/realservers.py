@@ -21,11 +21,10 @@ Use from a test module (or a conftest) by importing the fixtures::
 
 Fixtures
     dovecot            (session)  DovecotServer -- host, port, user, password,
-                                  append(), list_messages(), flags(), add_user()
+                                  append(), list_messages(), flags(), add_user();
+                                  implicit TLS too on tls_port, with a self-signed
+                                  certificate made for the session (ca_file)
     dovecot_account    (function) a fresh DovecotAccount on that server
-    dovecot_tls        (session)  another DovecotServer, also serving implicit TLS on
-                                  tls_port with a self-signed certificate (ca_file)
-    dovecot_tls_account (function) a fresh DovecotAccount on that server
     postfix_factory    (module)   callable(lmtp_port, **options) -> PostfixRelay
     lmtp_sink          (function) LMTPSink: aiosmtpd LMTP server collecting envelopes
     swaks              (session)  callable(*args, server=..., timeout=30) -> CompletedProcess
@@ -557,11 +556,12 @@ def start_dovecot(tmp_path_factory: pytest.TempPathFactory, *, user: str = "shop
 
 @pytest.fixture(scope="session")
 def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    """A private Dovecot IMAP server for the session (default user "shop").
+    """A private Dovecot IMAP server for the session (default user "shop"):
+    plain IMAP on `port`, implicit TLS on `tls_port` (certificate: `ca_file`).
 
     Shared by every test: tests that need an empty mailbox use `dovecot_account`.
     """
-    server = start_dovecot(tmp_path_factory)
+    server = start_dovecot(tmp_path_factory, tls=True)
     try:
         yield server
     finally:
@@ -572,27 +572,6 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]
 def dovecot_account(dovecot: DovecotServer) -> DovecotAccount:
     """A fresh, empty mailbox user on the session's Dovecot."""
     return dovecot.add_user()
-
-
-@pytest.fixture(scope="session")
-def dovecot_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    """A second private Dovecot for the session that also serves implicit TLS.
-
-    TLS on `tls_port` with a certificate made for this session (`ca_file`:
-    self-signed, for IP 127.0.0.1 and DNS localhost); plain IMAP on `port` for
-    the helpers. Tests that need an empty mailbox use `dovecot_tls_account`.
-    """
-    server = start_dovecot(tmp_path_factory, tls=True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def dovecot_tls_account(dovecot_tls: DovecotServer) -> DovecotAccount:
-    """A fresh, empty mailbox user on the session's TLS-serving Dovecot."""
-    return dovecot_tls.add_user()
 
 
 # --------------------------------------------------------------------------- #

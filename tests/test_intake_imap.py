@@ -28,7 +28,7 @@ from daemon.intake.spool import Spool
 from daemon.store import Event, InboundMessage, Order, utcnow
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
-from realservers import dovecot, dovecot_account, dovecot_tls, dovecot_tls_account  # noqa: F401  (fixtures)
+from realservers import dovecot, dovecot_account  # noqa: F401  (fixtures)
 
 WAIT = 20.0   # seconds any expected outcome may take
 
@@ -37,7 +37,7 @@ WAIT = 20.0   # seconds any expected outcome may take
 
 def door_settings(settings, account, *, max_message_bytes=None, tls=False, **imap):
     """The test settings pointed at `account` on the private Dovecot: plain IMAP, or with
-    `tls` its implicit-TLS port (a Dovecot from `dovecot_tls`)."""
+    `tls` its implicit-TLS port."""
     imap = ImapSettings(host=account.host, port=account.tls_port if tls else account.port, tls=tls,
                         user=account.user, password=account.password, **imap)
     inbound = dataclasses.replace(settings.inbound, imap=imap)
@@ -282,8 +282,8 @@ def test_oversize_message_is_stored_as_a_stand_in_and_not_fetched_again(store, s
 # ---- TLS with the shop's own certificate ------------------------------------------------
 
 def test_over_tls_with_ca_file_a_message_is_flagged_only_after_it_is_stored(
-        store, settings, dovecot_tls, dovecot_tls_account):
-    account = dovecot_tls_account
+        store, settings, dovecot, dovecot_account):
+    account = dovecot_account
     waiting = customer_mail("Über TLS")
     uid = account.append(waiting)
     later = customer_mail("Über TLS, während IDLE")
@@ -306,14 +306,14 @@ def test_over_tls_with_ca_file_a_message_is_flagged_only_after_it_is_stored(
              store, scenario)
     assert [row.raw for row in stored()] == [waiting, later]
     # the helpers log in on the plain port ("secured": loopback); the door's sessions were TLS
-    tls_logins = [line for line in dovecot_tls.log_path.read_text().splitlines()
+    tls_logins = [line for line in dovecot.log_path.read_text().splitlines()
                   if f"Login: user=<{account.user}>" in line and ", TLS," in line]
     assert len(tls_logins) >= 2          # refused by the store, then taken
 
 
 def test_over_tls_without_ca_file_the_certificate_is_refused_and_nothing_taken(
-        store, settings, dovecot_tls_account, caplog):
-    account = dovecot_tls_account
+        store, settings, dovecot_account, caplog):
+    account = dovecot_account
     uid = account.append(customer_mail("Nicht über eine unsichere Leitung"))
     caplog.set_level(logging.INFO, logger="ordermail.imap")
 
