@@ -189,8 +189,8 @@ class InboundMessage(BaseModel):
     envelope_from = pw.CharField(max_length=320, default="")
     recipients = JSONTextField(default=list)
     message_id = pw.CharField(max_length=998, null=True)
-    sha256 = pw.CharField(max_length=64, index=True)
-    content_key = pw.CharField(max_length=64, null=True, index=True)   # set by the worker: inbound.content_key
+    sha256 = pw.CharField(max_length=64)          # of the raw bytes, shown by `inbound show`
+    content_key = pw.CharField(max_length=64, null=True)   # set by the worker (inbound.content_key); indexed where set
     size = pw.IntegerField()
     state = pw.CharField(max_length=12, default="new")  # new, done, quarantined
     reason = pw.TextField(default="")

@@ -30,7 +30,7 @@ class Clock:
 
 def counted(per_sender=3, per_client=5, exempt=("127.0.0.0/8",), owners=("owner@shop.example",)):
     clock = Clock()
-    return MessageRates(per_sender, per_client, ExemptNetworks(exempt), lambda a: a in owners, clock=clock), clock
+    return MessageRates(per_sender, per_client, ExemptNetworks(exempt), owners, clock=clock), clock
 
 
 def take(rates: MessageRates, sender: str, client: str, times: int = 1) -> None:

@@ -67,8 +67,17 @@ class ExemptNetworks:
 
     def __init__(self, networks: tuple[str, ...]):
         self.networks = tuple(ipaddress.ip_network(network, strict=False) for network in networks)
+        self._known: dict[str, bool] = {}      # asked for every message: parsing an address costs µs
 
     def contains(self, client: str) -> bool:
+        known = self._known.get(client)
+        if known is None:
+            if len(self._known) >= 4096:
+                self._known.clear()
+            known = self._known[client] = self._look_up(client)
+        return known
+
+    def _look_up(self, client: str) -> bool:
         try:
             address = ipaddress.ip_address(client.partition("%")[0])   # an IPv6 zone is not part of it
         except ValueError:       # no address (a Unix socket): nobody to tell apart

@@ -28,10 +28,11 @@ MAX_TRACKED = 100_000     # senders and clients remembered at once: memory stays
 class MessageRates:
     """Messages taken within the last hour, by sender and by client."""
 
-    def __init__(self, per_sender: int, per_client: int, exempt: ExemptNetworks, is_owner, *,
+    def __init__(self, per_sender: int, per_client: int, exempt: ExemptNetworks, owners: tuple[str, ...], *,
                  clock=time.monotonic):
         self.per_sender, self.per_client = per_sender, per_client
-        self.exempt, self.is_owner, self.clock = exempt, is_owner, clock
+        self.exempt, self.clock = exempt, clock
+        self.owners = frozenset(owner.lower() for owner in owners)
         self._taken: dict[str, deque[float]] = {}
 
     def refusal(self, sender: str, client: str) -> str | None:
@@ -53,7 +54,7 @@ class MessageRates:
 
     def _keys(self, sender: str, client: str):
         sender = (sender or "").lower()
-        if sender and sender != "<>" and not self.is_owner(sender):
+        if sender and sender != "<>" and sender not in self.owners:
             yield f"sender {sender}", self.per_sender, sender
         if client and not self.exempt.contains(client):
             yield f"client {client}", self.per_client, client

@@ -378,7 +378,7 @@ class Listeners:
         inbound = settings.inbound
         self.rates = MessageRates(inbound.messages_per_sender_per_hour, inbound.messages_per_client_per_hour,
                                   ExemptNetworks(inbound.connection_limit_exempt),
-                                  settings.owner.is_owner_address)     # one count for both doors
+                                  settings.owner.addresses)     # one count for both doors
 
     async def start(self) -> None:
         inbound = self.settings.inbound
