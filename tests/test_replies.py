@@ -189,6 +189,23 @@ def test_the_same_message_by_two_ways_is_handled_once(store, settings):
     assert len(forwards("unmatched_forward")) == 1           # the owner hears of it once
 
 
+def test_a_copy_is_found_by_the_content_keys_index_on_both_backends(store, settings, caplog):
+    """The duplicate check reads the partial index on content_key, not every handled mail."""
+    raw = mail(to="orders@shop.example", message_id="<idx@customer.example>")
+    caplog.set_level("DEBUG", logger="peewee")
+    deliver(store, settings, received(raw, "mx1"))
+    deliver(store, settings, received(raw, "mx2"))
+    [(sql, params), *_] = [r.msg for r in caplog.records
+                           if isinstance(r.msg, tuple) and r.msg[0].startswith("SELECT")
+                           and '"content_key" = ' in r.msg[0]]
+    explain = "EXPLAIN QUERY PLAN " if store.backend == "sqlite" else "EXPLAIN "
+    plan = " ".join(str(row[-1]) for row in store.db.execute_sql(explain + sql, params))
+    if store.backend == "postgresql" and "Seq Scan" in plan:        # two rows: PostgreSQL may rightly scan
+        store.db.execute_sql("SET enable_seqscan = off")
+        plan = " ".join(str(row[-1]) for row in store.db.execute_sql(explain + sql, params))
+    assert "inbound_message_content_key" in plan, plan
+
+
 def test_the_same_message_id_with_another_body_is_another_message(store, settings):
     first = deliver(store, settings, mail(to="orders@shop.example", subject="Tassen?", body="Haben Sie Tassen?",
                                           message_id="<reused@customer.example>"))
