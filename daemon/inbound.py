@@ -172,7 +172,8 @@ def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
                     in_hand = pending.pop()
                     outcomes.append(_handle_one(store, settings, in_hand))
         except STORE_TROUBLE as exc:     # all of this transaction is undone; the round ends
-            _count_store_trouble(store, in_hand.message, exc)
+            if in_hand is not None:      # None: the transaction could not even begin
+                _count_store_trouble(store, in_hand.message, exc)
             raise
         for message_id, state, reason in outcomes:     # told once it is committed
             log.info("message %s %s: %s", message_id, state, reason)

@@ -311,6 +311,31 @@ def test_the_store_failing_is_tried_again_not_quarantined(store, settings, reply
     assert handled.state == "done" and log_of()[-1].body_text == "Geduld"
 
 
+def test_a_transaction_that_cannot_begin_counts_against_no_message(store, settings, reply_to, monkeypatch):
+    import contextlib
+    import peewee as pw
+    from daemon import inbound
+    with store.atomic():
+        message_id = store_message_for(reply_to)
+    assert inbound.claim(message_id)
+
+    @contextlib.contextmanager
+    def locked(*args, **kwargs):
+        raise pw.OperationalError("database is locked")
+        yield
+    monkeypatch.setattr(store, "atomic", locked)
+    with pytest.raises(pw.OperationalError, match="database is locked"):
+        inbound.process_claimed(store, settings, [message_id])
+    monkeypatch.undo()
+    assert InboundMessage.get_by_id(message_id).attempts == 0
+
+
+def store_message_for(address: str) -> int:
+    from daemon.intake.spool import store_message
+    return store_message(mail(to=address, body="Warte"), channel="smtp", envelope_from="erika@example.org",
+                         recipients=[address])
+
+
 def test_a_message_the_store_fails_on_again_and_again_is_quarantined_not_blocking(store, settings, reply_to,
                                                                                    monkeypatch):
     import peewee as pw
