@@ -272,7 +272,7 @@ def _count_store_trouble(store: Store, message: InboundMessage, exc: BaseExcepti
 
 def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:
     """Write the outcome — only the columns that change, never the raw bytes again."""
-    message.state, message.reason, message.processed_at = state, reason.replace("\x00", "")[:2000], utcnow()
+    message.state, message.reason, message.processed_at = state, reason[:2000], utcnow()
     if attempts is not None:
         message.attempts = attempts
     compiled.update(InboundMessage, message.id, state=message.state, reason=message.reason,

@@ -543,17 +543,9 @@ def _part_text(part: Message, ctype: str, defects: list[str]) -> str:
     text = decode_bytes(data, params.get("charset"), defects, ctype)
     del data    # a big body should exist in as few copies as possible at a time
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if "\x00" in text:
-        text = _without_nul(text, ctype, defects)
     if params.get("format", "").lower() == "flowed":
         text = unflow(text, delsp=params.get("delsp", "").lower() == "yes")
     return text
-
-
-def _without_nul(text: str, where: str, defects: list[str]) -> str:
-    """NUL characters taken out: no text shows them, and PostgreSQL stores no text holding one."""
-    defects.append(f"{where}: NUL characters removed")
-    return text.replace("\x00", "")
 
 
 def _release(part: Message) -> None:
@@ -688,6 +680,18 @@ def _codec(charset: str | None) -> str | None:
 
 
 def decode_bytes(data: bytes, charset: str | None, defects: list[str], where: str = "") -> str:
+    """Text from bytes, without NUL characters (nothing shows them; the store
+    drops them anyway); never fails."""
+    text = _decode_bytes(data, charset, defects, where)
+    return _without_nul(text, where, defects) if "\x00" in text else text
+
+
+def _without_nul(text: str, where: str, defects: list[str]) -> str:
+    defects.append(f"{where}: NUL characters removed")
+    return text.replace("\x00", "")
+
+
+def _decode_bytes(data: bytes, charset: str | None, defects: list[str], where: str = "") -> str:
     """Text from bytes; never fails.
 
     Non-ASCII bytes that are valid UTF-8 are read as UTF-8 whatever the label

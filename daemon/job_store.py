@@ -10,16 +10,16 @@ import datetime as dt
 
 import peewee as pw
 
-from daemon.store import BaseModel, Store, utcnow
+from daemon.store import BaseModel, CharField, Store, TextField, utcnow
 
 
 class JobRun(BaseModel):
-    name = pw.CharField(max_length=60, primary_key=True)
+    name = CharField(max_length=60, primary_key=True)
     created_at = pw.DateTimeField(default=utcnow)
     last_run_at = pw.DateTimeField(null=True)        # the `now` the last run was for
     last_finished_at = pw.DateTimeField(null=True)   # the clock when it ended
-    last_status = pw.CharField(max_length=10, default="")   # "ok" or "error"
-    last_result = pw.TextField(default="")
+    last_status = CharField(max_length=10, default="")   # "ok" or "error"
+    last_result = TextField(default="")
 
     class Meta:
         table_name = "job_run"

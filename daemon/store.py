@@ -85,6 +85,25 @@ class JSONTextField(pw.TextField):
         return None if value is None else json.loads(value)
 
 
+class _WithoutNul:
+    """Text written without NUL characters: PostgreSQL stores no text holding
+    one (the whole statement fails), and no text shows them. Every text
+    column goes through here, whatever put a NUL in the value (a mail's
+    header or body, an owner's command, an order's JSON)."""
+
+    def db_value(self, value):
+        value = super().db_value(value)
+        return value.replace("\x00", "") if isinstance(value, str) and "\x00" in value else value
+
+
+class CharField(_WithoutNul, pw.CharField):
+    pass
+
+
+class TextField(_WithoutNul, pw.TextField):
+    pass
+
+
 class BytesField(pw.BlobField):
     """BLOB/bytea that always comes back as bytes (psycopg2 gives memoryview)."""
 
@@ -98,16 +117,16 @@ class BaseModel(pw.Model):
 
 
 class Order(BaseModel):
-    number = pw.CharField(max_length=32, unique=True)
-    customer_name = pw.CharField(max_length=200)
-    customer_email = pw.CharField(max_length=254, index=True)
+    number = CharField(max_length=32, unique=True)
+    customer_name = CharField(max_length=200)
+    customer_email = CharField(max_length=254, index=True)
     # Case-folded name and surname: prefix search on an ordinary index.
-    customer_key = pw.CharField(max_length=200)
-    surname_key = pw.CharField(max_length=200)
+    customer_key = CharField(max_length=200)
+    surname_key = CharField(max_length=200)
     total = MoneyField()
-    currency = pw.CharField(max_length=3)
-    payment_method = pw.CharField(max_length=40)
-    locale = pw.CharField(max_length=5)
+    currency = CharField(max_length=3)
+    payment_method = CharField(max_length=40)
+    locale = CharField(max_length=5)
     status = pw.SmallIntegerField(default=0)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
@@ -116,15 +135,15 @@ class Order(BaseModel):
     cancelled_at = pw.DateTimeField(null=True)
     refunded_at = pw.DateTimeField(null=True)
     refunded_amount = MoneyField(null=True)
-    tracking_code = pw.CharField(max_length=100, null=True)
-    carrier = pw.CharField(max_length=60, null=True)
-    status_token = pw.CharField(max_length=64, unique=True, default=new_token)
+    tracking_code = CharField(max_length=100, null=True)
+    carrier = CharField(max_length=60, null=True)
+    status_token = CharField(max_length=64, unique=True, default=new_token)
     # When the status link was last re-issued (statuspage/links.py); null: with the order.
     status_token_issued_at = pw.DateTimeField(null=True)
-    reply_secret = pw.CharField(max_length=64, default=new_secret)
+    reply_secret = CharField(max_length=64, default=new_secret)
     # Set when mail to the customer bounced for good: the owner should call.
     email_bounced_at = pw.DateTimeField(null=True)
-    email_bounce = pw.CharField(max_length=300, default="")
+    email_bounce = CharField(max_length=300, default="")
 
     class Meta:
         table_name = "orders"
@@ -139,8 +158,8 @@ class Order(BaseModel):
 class OrderItem(BaseModel):
     order = pw.ForeignKeyField(Order, backref="items", on_delete="CASCADE")
     position = pw.SmallIntegerField()
-    sku = pw.CharField(max_length=64, default="")
-    name = pw.CharField(max_length=300)
+    sku = CharField(max_length=64, default="")
+    name = CharField(max_length=300)
     quantity = pw.IntegerField()
     unit_price = MoneyField()
 
@@ -151,14 +170,14 @@ class OrderItem(BaseModel):
 class Event(BaseModel):
     """One entry of an order's log. Visibility follows from the kind."""
     order = pw.ForeignKeyField(Order, backref="events", on_delete="CASCADE")
-    kind = pw.CharField(max_length=20)
-    author = pw.CharField(max_length=10)
-    subject = pw.CharField(max_length=300, default="")
-    body_text = pw.TextField(default="")
-    body_html = pw.TextField(default="")
+    kind = CharField(max_length=20)
+    author = CharField(max_length=10)
+    subject = CharField(max_length=300, default="")
+    body_text = TextField(default="")
+    body_html = TextField(default="")
     data = JSONTextField(default=dict)
     notified = pw.BooleanField(default=False)
-    message_id = pw.CharField(max_length=255, null=True)   # unique per order and kind, but for owner mail
+    message_id = CharField(max_length=255, null=True)   # unique per order and kind, but for owner mail
     created_at = pw.DateTimeField(default=utcnow)
 
     @property
@@ -168,7 +187,7 @@ class Event(BaseModel):
 
 class Blob(BaseModel):
     """File content, stored once per SHA-256 however often it is attached."""
-    sha256 = pw.CharField(max_length=64, primary_key=True)
+    sha256 = CharField(max_length=64, primary_key=True)
     size = pw.IntegerField()
     data = BytesField()
 
@@ -176,28 +195,28 @@ class Blob(BaseModel):
 class Attachment(BaseModel):
     event = pw.ForeignKeyField(Event, backref="attachments", on_delete="CASCADE")
     blob = pw.ForeignKeyField(Blob, backref="attachments", on_delete="RESTRICT")
-    filename = pw.CharField(max_length=255)
-    content_type = pw.CharField(max_length=127)
-    content_id = pw.CharField(max_length=255, null=True)  # inline image (cid:)
+    filename = CharField(max_length=255)
+    content_type = CharField(max_length=127)
+    content_id = CharField(max_length=255, null=True)  # inline image (cid:)
     size = pw.IntegerField()
 
 
 class InboundMessage(BaseModel):
     """A received mail, committed before it is acknowledged; processed later."""
     received_at = pw.DateTimeField(default=utcnow)
-    channel = pw.CharField(max_length=10)          # smtp, lmtp, imap, pipe
-    envelope_from = pw.CharField(max_length=320, default="")
+    channel = CharField(max_length=10)          # smtp, lmtp, imap, pipe
+    envelope_from = CharField(max_length=320, default="")
     recipients = JSONTextField(default=list)
-    message_id = pw.CharField(max_length=998, null=True)
-    sha256 = pw.CharField(max_length=64)          # of the raw bytes, shown by `inbound show`
-    content_key = pw.CharField(max_length=64, null=True)   # set by the worker (inbound.content_key); indexed where set
+    message_id = CharField(max_length=998, null=True)
+    sha256 = CharField(max_length=64)          # of the raw bytes, shown by `inbound show`
+    content_key = CharField(max_length=64, null=True)   # set by the worker (inbound.content_key); indexed where set
     size = pw.IntegerField()
-    state = pw.CharField(max_length=12, default="new")  # new, done, quarantined
-    reason = pw.TextField(default="")
+    state = CharField(max_length=12, default="new")  # new, done, quarantined
+    reason = TextField(default="")
     attempts = pw.SmallIntegerField(default=0)
     processed_at = pw.DateTimeField(null=True)
     order = pw.ForeignKeyField(Order, null=True, backref="inbound", on_delete="SET NULL")
-    claimed_by = pw.CharField(max_length=100, default="")   # host:pid while processing
+    claimed_by = CharField(max_length=100, default="")   # host:pid while processing
 
     class Meta:
         indexes = ((("state", "id"), False),)
@@ -231,14 +250,14 @@ class OutboxMessage(BaseModel):
     order = pw.ForeignKeyField(Order, null=True, backref="outbox", on_delete="CASCADE")
     event = pw.ForeignKeyField(Event, null=True, backref="outbox", on_delete="CASCADE")
     inbound = pw.ForeignKeyField(InboundMessage, null=True, backref="forwards", on_delete="CASCADE")
-    kind = pw.CharField(max_length=30)
-    recipient = pw.CharField(max_length=320)
+    kind = CharField(max_length=30)
+    recipient = CharField(max_length=320)
     # Fixed when queued, so a resend after a crash carries the same Message-ID.
-    message_id = pw.CharField(max_length=255, unique=True)
-    state = pw.CharField(max_length=12, default="pending")  # pending, sent, failed
+    message_id = CharField(max_length=255, unique=True)
+    state = CharField(max_length=12, default="pending")  # pending, sent, failed
     attempts = pw.SmallIntegerField(default=0)
     next_attempt_at = pw.DateTimeField(default=utcnow)
-    last_error = pw.TextField(default="")
+    last_error = TextField(default="")
     created_at = pw.DateTimeField(default=utcnow)
     sent_at = pw.DateTimeField(null=True)
     data = JSONTextField(default=dict)
@@ -249,10 +268,10 @@ class OutboxMessage(BaseModel):
 
 class CommandMail(BaseModel):
     """An owner's command mail: applied once, answered by a receipt, undoable a while."""
-    message_id = pw.CharField(max_length=998, unique=True)
+    message_id = CharField(max_length=998, unique=True)
     inbound = pw.ForeignKeyField(InboundMessage, null=True, on_delete="SET NULL")
-    sender = pw.CharField(max_length=320)
-    receipt_message_id = pw.CharField(max_length=255, null=True, unique=True)
+    sender = CharField(max_length=320)
+    receipt_message_id = CharField(max_length=255, null=True, unique=True)
     created_at = pw.DateTimeField(default=utcnow)
     undo_until = pw.DateTimeField()
     undone_at = pw.DateTimeField(null=True)
@@ -261,7 +280,7 @@ class CommandMail(BaseModel):
 
 class Counter(BaseModel):
     """Named sequences (order numbers), advanced inside the caller's transaction."""
-    name = pw.CharField(max_length=40, primary_key=True)
+    name = CharField(max_length=40, primary_key=True)
     value = pw.BigIntegerField()
 
 

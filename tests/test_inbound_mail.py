@@ -406,6 +406,8 @@ def test_nul_characters_are_taken_out_of_every_text():
     assert (parsed.from_name, parsed.subject, parsed.message_id, parsed.text) == (
         "Erika", "Tasse", "<ab@example.org>", "kaputt?\n")
     assert "text/plain: NUL characters removed" in parsed.defects
+    encoded = mail("From: =?utf-8?q?Er=00ika?= <erika@example.org>\nSubject: =?utf-8?q?Ta=00sse?=")
+    assert (encoded.from_name, encoded.subject) == ("Erika", "Tasse")
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))

@@ -217,3 +217,16 @@ def _insert_urgently(store):
         Counter.insert(name="urgent", value=1).execute()
     store.db.close()
 
+
+
+def test_no_text_column_takes_a_nul_character(store, settings):
+    """PostgreSQL refuses text holding NUL; every text column drops them,
+    whatever put them there."""
+    from conftest import sample_order
+    from daemon import orders
+    from daemon.orders import Content, Via
+    orders.create_order(store, settings, sample_order())
+    orders.add_event(store, settings, "1042", "note", Content(subject="Not\0iz", text="Lief\0erant A77"),
+                     via=Via(author="owner", message_id="<n\0ote@shop.example>"))
+    note = orders.order_events(orders.find_order("1042"))[-1]
+    assert (note.subject, note.body_text, note.message_id) == ("Notiz", "Lieferant A77", "<note@shop.example>")
