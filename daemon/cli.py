@@ -266,11 +266,11 @@ def cmd_inbound_show(args, settings: Settings, store) -> int:
 def cmd_inbound_retry(args, settings: Settings, store) -> int:
     """Handle the message again now; exit 1 if it ends quarantined again."""
     inbound_views.get_message(args.id)
-    message = inbound.retry(store, args.id)
-    if not inbound.claim(message.id):
+    inbound.retry(store, args.id)
+    state = inbound.handle_now(store, settings, args.id)
+    if state is None:
         print(f"message {args.id}: handed to the running daemon's worker")
         return 0
-    [state] = inbound.process_claimed(store, settings, [message.id])
     print(f"message {args.id}: {state}: {inbound_views.get_message(args.id).reason}")
     return errors.EXIT_FAILURE if state == "quarantined" else 0
 

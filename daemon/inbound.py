@@ -336,17 +336,41 @@ def _recipients(message: InboundMessage, settings, now) -> tuple[Recipient, ...]
 
 
 def retry(store: Store, message_id: int) -> InboundMessage:
-    """Put a handled or quarantined message back to be handled again."""
+    """Put a message back to be handled again: handled, quarantined, waiting,
+    or claimed by a process that is gone — not one a live process holds."""
     with store.atomic():
         message = InboundMessage.get_by_id(message_id)
-        if message.state == "processing":
+        if message.state == "processing" and not _claim_abandoned(message):
             raise Refused(f"message {message_id} is being handled now (by {message.claimed_by}); "
                           "retry it once that has ended")
-        if message.state == "new":
-            raise Refused(f"message {message_id} waits to be handled already")
-        message.state, message.reason = "new", f"retry after: {message.reason}"[:2000]
-        message.save(only=[InboundMessage.state, InboundMessage.reason])
+        if message.state != "new":
+            message.state, message.reason = "new", f"retry after: {message.reason}"[:2000]
+            message.claimed_by = ""
+            message.save(only=[InboundMessage.state, InboundMessage.reason, InboundMessage.claimed_by])
     return message
+
+
+def _claim_abandoned(message: InboundMessage) -> bool:
+    """The claim's process on this host has ended, or the claim outlived its lease."""
+    host, _, pid = message.claimed_by.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return True
+    lease = dt.timedelta(minutes=CLAIM_LEASE_MINUTES)
+    return message.processed_at is None or message.processed_at < utcnow() - lease
+
+
+def handle_now(store: Store, settings, message_id: int) -> str | None:
+    """Claim and handle one message at once (the pipe, `inbound retry`): the
+    state it ends in, or None if a worker was quicker. If the store fails, the
+    claim is given back (for a worker, or a later retry) and the error raised."""
+    if not claim(message_id):
+        return None
+    try:
+        [state] = process_claimed(store, settings, [message_id])
+    except Exception:
+        release_claims(store, [message_id])
+        raise
+    return state
 
 
 class InboundWorker:

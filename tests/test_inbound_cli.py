@@ -144,10 +144,17 @@ def test_retry_of_an_unknown_id_is_a_one_line_error(ordermail, done):
     assert [m["state"] for m in listed(ordermail)] == ["done"]         # nothing else touched
 
 
-def test_retry_leaves_alone_a_message_being_handled_or_waiting(ordermail, store, done):
-    for state, claimed_by, words in (("processing", "mx1:4242", "is being handled now (by mx1:4242)"),
-                                     ("new", "", "waits to be handled already")):
+def test_retry_leaves_alone_only_a_message_a_live_process_holds(ordermail, store, done):
+    import os
+    import socket
+    held_by = f"{socket.gethostname()}:{os.getpid()}"               # this test process: alive
+    InboundMessage.update(state="processing", claimed_by=held_by).where(InboundMessage.id == done["id"]).execute()
+    line = one_line_error(ordermail("inbound", "retry", str(done["id"])), code=1)
+    assert f"is being handled now (by {held_by})" in line
+    assert InboundMessage.get_by_id(done["id"]).state == "processing"   # untouched
+    # a claim whose process is gone (a pipe killed mid-way, no daemon), or one left waiting: handled now
+    for state, claimed_by in (("processing", f"{socket.gethostname()}:{2**22 + 17}"), ("new", "")):
         InboundMessage.update(state=state, claimed_by=claimed_by).where(InboundMessage.id == done["id"]).execute()
-        line = one_line_error(ordermail("inbound", "retry", str(done["id"])), code=1)
-        assert words in line
-        assert InboundMessage.get_by_id(done["id"]).state == state       # untouched
+        retried = ordermail("inbound", "retry", str(done["id"]))
+        assert retried.returncode == 0, retried.stderr
+        assert retried.stdout.startswith(f"message {done['id']}: done: ")

@@ -76,7 +76,7 @@ def test_a_store_failure_after_the_commit_still_takes_the_message(store, setting
 
     def store_gone(*args, **kwargs):
         raise pw.OperationalError("server closed the connection unexpectedly")
-    monkeypatch.setattr(pipe, "process_claimed", store_gone)
+    monkeypatch.setattr(inbound, "process_claimed", store_gone)
     raw = mail(to=reply_to, body="Trotzdem angekommen?")
     assert pipe.deliver(store, settings, io.BytesIO(raw), [reply_to], "erika@example.org") == 0
     assert "is taken; handling it failed (server closed the connection" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import sys
 
 from daemon.addresses import check_recipient
 from daemon.errors import EX_OK, MailRefused, TooLarge, UnknownRecipient
-from daemon.inbound import claim, process_claimed, release_claims
+from daemon.inbound import handle_now
 from daemon.intake.envelope import envelope_sender, header_recipients
 from daemon.intake.spool import store_message
 from daemon.store import first_line, utcnow
@@ -35,21 +35,16 @@ def deliver(store, settings, stdin, recipients: list[str], envelope_from: str | 
 
 
 def _handle_now(store, settings, message_id: int) -> None:
-    """Handle the committed message; if the store fails now, a worker does it later.
+    """Handle the committed message; if the store fails now, it waits.
 
     The message is taken whatever happens here: a "try again" exit would
     have the MTA deliver it a second time.
     """
-    claimed = False
     try:
-        claimed = claim(message_id)
-        if claimed:
-            process_claimed(store, settings, [message_id])
+        handle_now(store, settings, message_id)
     except Exception as exc:
-        print(f"ordermail: message {message_id} is taken; handling it failed ({first_line(exc)}), "
-              "the daemon's worker will handle it", file=sys.stderr)
-        if claimed:
-            release_claims(store, [message_id])
+        print(f"ordermail: message {message_id} is taken; handling it failed ({first_line(exc)}); "
+              f"the daemon's worker, or 'ordermail inbound retry {message_id}', will handle it", file=sys.stderr)
 
 
 def _our_recipients(addresses: list[str], settings) -> list[str]:
