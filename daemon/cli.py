@@ -95,21 +95,31 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # An MTA runs `deliver`: whatever goes wrong that is not the mail's own
+    # fault (a config mistake, a bad option in master.cf, a bug) must say "try
+    # again later" (75), so the mail stays queued until it is mended; any
+    # other code would have the MTA bounce it.
+    delivering = next((a for a in argv if not a.startswith("-")), None) == "deliver"
     wants_json = False
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as usage:
+            return errors.EX_TEMPFAIL if delivering and usage.code else usage.code
         wants_json = getattr(args, "format", None) == "json"
         if args.command != "serve":          # the daemon sets up its own log
             _log_in_one_line()
         return dispatch(args)
     except OrdermailError as exc:
-        return fail(str(exc), exc.exit_code, wants_json)
+        return fail(str(exc), errors.sysexit(exc) if delivering else exc.exit_code, wants_json)
     except KeyboardInterrupt:
-        return fail("interrupted", EXIT_FAILURE, wants_json)
+        return fail("interrupted", errors.EX_TEMPFAIL if delivering else EXIT_FAILURE, wants_json)
     except Exception as exc:  # one line, never a traceback, unless asked for
         if os.environ.get("ORDERMAIL_DEBUG"):
             traceback.print_exc()
-        return fail(f"unexpected error: {type(exc).__name__}: {exc}", EXIT_FAILURE, wants_json)
+        return fail(f"unexpected error: {type(exc).__name__}: {exc}",
+                    errors.EX_TEMPFAIL if delivering else EXIT_FAILURE, wants_json)
 
 
 class _OneLine(logging.Formatter):

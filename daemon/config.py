@@ -34,7 +34,11 @@ def _check_ca_file(section: str, key: str, path: str, tls: bool) -> None:
         return
     if not tls:
         raise ConfigError(f"[{section}] {key} is set but TLS is off: the certificate would not be checked")
-    if not Path(path).is_file():
+    try:
+        is_file = Path(path).is_file()
+    except OSError as exc:          # a folder we may not look into
+        raise ConfigError(f"[{section}] {key} {path!r} cannot be read: {exc.strerror}") from None
+    if not is_file:
         raise ConfigError(f"[{section}] {key} {path!r} is not a file "
                           "(a CA certificate in PEM; \"\" for the system's CA store)")
 

@@ -65,6 +65,28 @@ def test_an_unreachable_database_exits_75(ordermail, tmp_path):
     assert result.returncode == 75 and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("mistake", ["config", "option", "ca_file"])
+def test_a_mistake_in_the_set_up_keeps_the_mail_queued_with_75(ordermail, tmp_path, config_file, mistake):
+    """Not the mail's fault: the MTA must keep it and try again once mended,
+    not bounce it (any code but 75 would)."""
+    config, args = config_file, ["--recipient", "orders@shop.example"]
+    if mistake == "config":
+        config = tmp_path / "typo.toml"
+        config.write_text(config_file.read_text() + "[inbound]\nmax_mesage_bytes = 2048\n", encoding="utf-8")
+    elif mistake == "option":
+        args.append("--recipeint")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        config = tmp_path / "ca.toml"
+        config.write_text(config_file.read_text() + f'[inbound.imap]\nca_file = "{locked}/ca.pem"\n',
+                          encoding="utf-8")
+    result = deliver(ordermail, mail(to="orders@shop.example"), *args) if mistake == "option" else \
+        ordermail("deliver", *args, stdin=mail(to="orders@shop.example"), config=config)
+    assert result.returncode == 75, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
 def test_a_store_failure_after_the_commit_still_takes_the_message(store, settings, reply_to, monkeypatch, capsys):
     """Committed is taken: exit 0 (a 75 would have the MTA deliver it again),
     and the message waits, unclaimed, for the daemon's worker."""
