@@ -249,25 +249,40 @@ def _handle_one(store: Store, settings, item: _Prepared) -> tuple[int, str, str]
 
 
 def _count_store_trouble(store: Store, message: InboundMessage, exc: BaseException) -> None:
-    """Count the failed attempt on the message in hand, in a transaction of its own;
-    after STORE_TROUBLE_ATTEMPTS of them it is quarantined with the reason.
+    """Count the failure against the message in hand, in a transaction of its
+    own; after STORE_TROUBLE_ATTEMPTS of them it is quarantined with the reason.
 
-    A lost connection, a lock held too long, a deadlock: the message is not
-    at fault, and it is handled again in the next round. But an error that
-    only this message brings about must not hold up the mail behind it
-    round after round. Best effort: with the store gone, the claim expires.
+    A lost connection, a lock held too long: the message is not at fault, and
+    it is handled again in the next round. But an error that only this
+    message brings about must not hold up the mail behind it round after
+    round. A deadlock or serialization failure between two workers is
+    nobody's fault and is not counted. Best effort: with the store gone, the
+    claim is given back or expires.
     """
-    attempts = message.attempts + 1
+    if _between_transactions(exc):
+        return
     try:
         with store.atomic():
-            if attempts < STORE_TROUBLE_ATTEMPTS:
-                compiled.update(InboundMessage, message.id, attempts=attempts)
+            fresh = InboundMessage.get_by_id(message.id)     # as committed: the round was undone
+            failures = fresh.store_failures + 1
+            compiled.update(InboundMessage, message.id, store_failures=failures)
+            if failures < STORE_TROUBLE_ATTEMPTS:
                 return
-            log.error("message %s quarantined after %d failures of the store", message.id, attempts, exc_info=exc)
-            _finish(message, "quarantined", f"the store failed {attempts} times while handling it: "
-                    f"{type(exc).__name__}: {first_line(exc)}", attempts=attempts)
+            log.error("message %s quarantined after %d failures of the store", message.id, failures, exc_info=exc)
+            fresh.content_key = message.content_key
+            _finish(fresh, "quarantined", f"the store failed {failures} times while handling it: "
+                    f"{type(exc).__name__}: {first_line(exc)}", attempts=fresh.attempts + 1)
     except Exception as again:
         log.warning("could not count a failed attempt on message %s: %s", message.id, first_line(again))
+
+
+def _between_transactions(exc: BaseException) -> bool:
+    """PostgreSQL's deadlock or serialization failure (peewee keeps the driver's error as `orig`)."""
+    try:
+        from psycopg2.extensions import TransactionRollbackError
+    except ImportError:
+        return False
+    return isinstance(getattr(exc, "orig", None), TransactionRollbackError)
 
 
 def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:
@@ -286,9 +301,12 @@ def content_key(raw: bytes, message_id: str | None, recipients: list[str]) -> st
 
     The header is left out: the same message taken twice by different ways
     (Postfix and a hosted mailbox, a retry through another MX) differs in
-    what transport added there (Received, Delivered-To, Return-Path). The
-    recipients are in: an MTA delivering one copy per recipient hands each
-    to its own order. Without a Message-ID only the very same bytes count.
+    what transport added there (Received, Delivered-To, Return-Path), and
+    line ends do not count (SMTP, LMTP and IMAP give CRLF, Postfix's pipe
+    LF). The recipients are in: an MTA delivering one copy per recipient
+    hands each to its own order (a copy from a mailbox has the recipients
+    its Delivered-To/To/Cc name, which may be more than the envelope's).
+    Without a Message-ID only the very same bytes count.
     """
     key = hashlib.sha256("\0".join(sorted({r.lower() for r in recipients})).encode("utf-8", "replace") + b"\0")
     if not message_id:
@@ -296,11 +314,14 @@ def content_key(raw: bytes, message_id: str | None, recipients: list[str]) -> st
         return key.hexdigest()
     key.update(message_id.encode("utf-8", "replace") + b"\0")
     end = _HEADER_END.search(raw)
-    key.update(memoryview(raw)[end.end():] if end else b"")    # a view: a 25 MB body is not copied
+    body = memoryview(raw)[end.end():] if end else memoryview(b"")
+    for start in range(0, len(body), _KEY_SLICE):      # slices: a 25 MB body is not copied whole
+        key.update(bytes(body[start:start + _KEY_SLICE]).replace(b"\r", b""))   # CRLF by SMTP, LF by a pipe
     return key.hexdigest()
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_KEY_SLICE = 2**20
 
 
 def _already_handled(store: Store, message: InboundMessage) -> bool:
@@ -345,8 +366,9 @@ def retry(store: Store, message_id: int) -> InboundMessage:
                           "retry it once that has ended")
         if message.state != "new":
             message.state, message.reason = "new", f"retry after: {message.reason}"[:2000]
-            message.claimed_by = ""
-            message.save(only=[InboundMessage.state, InboundMessage.reason, InboundMessage.claimed_by])
+        message.claimed_by, message.store_failures = "", 0
+        message.save(only=[InboundMessage.state, InboundMessage.reason, InboundMessage.claimed_by,
+                           InboundMessage.store_failures])
     return message
 
 

@@ -214,6 +214,7 @@ class InboundMessage(BaseModel):
     state = CharField(max_length=12, default="new")  # new, done, quarantined
     reason = TextField(default="")
     attempts = pw.SmallIntegerField(default=0)
+    store_failures = pw.SmallIntegerField(default=0)   # the store failing while it was in hand, since a retry
     processed_at = pw.DateTimeField(null=True)
     order = pw.ForeignKeyField(Order, null=True, backref="inbound", on_delete="SET NULL")
     claimed_by = CharField(max_length=100, default="")   # host:pid while processing

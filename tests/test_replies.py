@@ -206,6 +206,14 @@ def test_a_copy_is_found_by_the_content_keys_index_on_both_backends(store, setti
     assert "inbound_message_content_key" in plan, plan
 
 
+def test_a_copy_through_a_pipe_with_lf_line_ends_is_the_same_message(store, settings):
+    raw = mail(to="orders@shop.example", subject="Tassen?", body="Haben Sie Tassen?\nUnd Kannen?",
+               message_id="<lf@customer.example>")
+    by_smtp = deliver(store, settings, received(raw, "mx1"))
+    by_pipe = deliver(store, settings, received(raw, "mx2").replace(b"\r\n", b"\n"))
+    assert (by_smtp.state, by_pipe.state) == ("done", "duplicate")
+
+
 def test_the_same_message_id_with_another_body_is_another_message(store, settings):
     first = deliver(store, settings, mail(to="orders@shop.example", subject="Tassen?", body="Haben Sie Tassen?",
                                           message_id="<reused@customer.example>"))
@@ -302,10 +310,10 @@ def test_the_store_failing_is_tried_again_not_quarantined(store, settings, reply
         return routing.route(ctx)
     monkeypatch.setattr(inbound, "route", flaky)
     message = deliver(store, settings, mail(to=reply_to, body="Geduld"), [reply_to])
-    assert (message.state, message.attempts) == ("new", 1)           # not quarantined: waits for a worker
+    assert (message.state, message.store_failures) == ("new", 1)     # not quarantined: waits for a worker
     with pytest.raises(pw.OperationalError):
         inbound.process_pending(store, settings)
-    assert InboundMessage.get_by_id(message.id).attempts == 2
+    assert InboundMessage.get_by_id(message.id).store_failures == 2
     assert inbound.process_pending(store, settings) == 1
     handled = InboundMessage.get_by_id(message.id)
     assert handled.state == "done" and log_of()[-1].body_text == "Geduld"
@@ -354,9 +362,25 @@ def test_a_message_the_store_fails_on_again_and_again_is_quarantined_not_blockin
         except pw.OperationalError:
             pass
     first, behind = InboundMessage.get_by_id(first.id), InboundMessage.get_by_id(behind.id)
-    assert first.state == "quarantined" and first.attempts == inbound.STORE_TROUBLE_ATTEMPTS
+    assert first.state == "quarantined" and first.store_failures == inbound.STORE_TROUBLE_ATTEMPTS
     assert first.reason == "the store failed 5 times while handling it: OperationalError: string or blob too big"
+    assert first.attempts == 1 and first.order_id is None       # one quarantine; nothing of the undone rounds
     assert behind.state == "done" and log_of()[-1].body_text == "Harmlos"
+    monkeypatch.undo()
+    inbound.retry(store, first.id)                                   # mended: counted afresh, and handled
+    assert InboundMessage.get_by_id(first.id).store_failures == 0
+    assert inbound.handle_now(store, settings, first.id) == "done"
+
+
+def test_a_deadlock_between_workers_counts_against_no_message(store, settings, reply_to):
+    import peewee as pw
+    import psycopg2.errors
+    from daemon import inbound
+    message = deliver(store, settings, mail(to=reply_to, body="Hallo"), [reply_to])
+    deadlock = pw.OperationalError(psycopg2.errors.DeadlockDetected("deadlock detected"))
+    inbound._count_store_trouble(store, message, deadlock)
+    inbound._count_store_trouble(store, message, pw.OperationalError("database is locked"))
+    assert InboundMessage.get_by_id(message.id).store_failures == 1
 
 
 def test_refused_recipients(store, settings, order, reply_to):

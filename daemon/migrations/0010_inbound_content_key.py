@@ -1,4 +1,5 @@
-"""inbound_message.content_key: which received mails count as one message.
+"""inbound_message.content_key: which received mails count as one message
+(and store_failures, below).
 
 The worker recognised a mail it had handled by the hash of its raw bytes
 alone. The same message reaching us twice by different ways (Postfix and a
@@ -13,11 +14,17 @@ The index is partial: a row is taken without a key (the worker sets it), so
 the door's insert, which the sender waits for, writes no entry in it. The
 hash of the raw bytes was looked up for this before; its index goes.
 """
-from peewee import CharField
+from peewee import CharField, SmallIntegerField
 
 
 def up(migrator, db):
-    migrator.migrate(migrator.add_column("inbound_message", "content_key", CharField(max_length=64, null=True)))
+    migrator.migrate(
+        migrator.add_column("inbound_message", "content_key", CharField(max_length=64, null=True)),
+        # How often the store failed while this message was in hand (a lost
+        # connection, a lock held too long): counted apart from `attempts`,
+        # and back to 0 on `inbound retry` (inbound._count_store_trouble).
+        migrator.add_column("inbound_message", "store_failures", SmallIntegerField(default=0)),
+    )
     db.execute_sql("CREATE INDEX IF NOT EXISTS inbound_message_content_key ON inbound_message (content_key) "
                    "WHERE content_key IS NOT NULL")
     db.execute_sql("DROP INDEX IF EXISTS inbound_message_sha256")
