@@ -45,10 +45,19 @@ def test_one_sender_gets_its_share_an_hour_and_then_again():
     assert rates.refusal("Erika@Example.ORG", "198.51.100.1") == (
         "450 4.7.1 Too many messages from erika@example.org this hour, try again later")
     assert rates.refusal("max@example.org", "198.51.100.1") is None       # others are not held up
-    clock.now += 3599
+    clock.now += 3300                                                     # 55 minutes on
     assert rates.refusal("erika@example.org", "198.51.100.1") is not None
-    clock.now += 2                                                        # the first has left the hour
+    clock.now += 300                                                      # their 5 minutes have left the hour
     take(rates, "erika@example.org", "198.51.100.1")
+
+
+def test_ipv6_clients_are_counted_by_their_64_bit_prefix():
+    rates, clock = counted()
+    for n in range(5):
+        take(rates, f"sender{n}@example.org", f"2001:db8:1:2::{n + 1}")
+    assert rates.refusal("new@example.org", "2001:db8:1:2:ffff::9") == (
+        "450 4.7.1 Too many messages from 2001:db8:1:2::/64 this hour, try again later")
+    assert rates.refusal("new@example.org", "2001:db8:1:3::1") is None        # the next /64 is another client
 
 
 def test_one_client_gets_its_share_whatever_senders_it_names():

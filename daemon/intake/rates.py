@@ -6,7 +6,9 @@ one sender or one client, however busy or hostile, gets a bounded share. Over
 a limit, MAIL FROM is answered "450 4.7.1 … try again later": a mail server
 keeps the message queued and retries, as it does with Postfix's
 smtpd_client_message_rate_limit, so nothing is lost; a person's mail client
-shows the reason. The window slides over the last hour.
+shows the reason. The window slides over the last hour in 5-minute steps.
+Sessions checked at once are counted as their messages are taken, so a
+client with several connections may go past a limit by their number.
 
 Not counted: the null sender (bounces of our own mail are bounded by what we
 send) and the owner's addresses by sender; clients in
@@ -16,62 +18,98 @@ them afresh, and several daemons count each on their own.
 """
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
 
 from daemon.intake.connections import ExemptNetworks
 
 WINDOW_SECONDS = 3600.0
-MAX_TRACKED = 100_000     # senders and clients remembered at once: memory stays bounded
+BUCKET_SECONDS = 300.0    # counted in 5-minute buckets: at most 12 numbers per sender or client
+MAX_TRACKED = 50_000      # senders and clients remembered at once: memory stays bounded (a few MB)
 
 
 class MessageRates:
-    """Messages taken within the last hour, by sender and by client."""
+    """Messages taken within the last hour, by sender and by client (IPv6 by its /64)."""
 
     def __init__(self, per_sender: int, per_client: int, exempt: ExemptNetworks, owners: tuple[str, ...], *,
                  clock=time.monotonic):
         self.per_sender, self.per_client = per_sender, per_client
         self.exempt, self.clock = exempt, clock
         self.owners = frozenset(owner.lower() for owner in owners)
-        self._taken: dict[str, deque[float]] = {}
+        self._taken: dict[str, _Count] = {}
+        self._client_keys: dict[str, str] = {}
 
     def refusal(self, sender: str, client: str) -> str | None:
         """The 450 reply if a message from `sender` by `client` would be one too many, else None."""
-        now = self.clock()
+        bucket = self._bucket()
         for key, limit, who in self._keys(sender, client):
-            if self._count(key, now) >= limit:
+            count = self._taken.get(key)
+            if count is not None and count.within_hour(bucket) >= limit:
                 return f"450 4.7.1 Too many messages from {who} this hour, try again later"
         return None
 
     def taken(self, sender: str, client: str) -> None:
         """A message from `sender` by `client` was committed."""
-        now = self.clock()
+        bucket = self._bucket()
         if len(self._taken) >= MAX_TRACKED:
-            self._forget_expired(now)
-        for key, limit, _who in self._keys(sender, client):
-            times = self._taken.setdefault(key, deque(maxlen=limit))   # only the newest `limit` matter
-            times.append(now)
+            self._forget_expired(bucket)
+        for key, _limit, _who in self._keys(sender, client):
+            count = self._taken.get(key)
+            if count is None:
+                count = self._taken[key] = _Count()
+            count.add(bucket)
+
+    def _bucket(self) -> int:
+        return int(self.clock() // BUCKET_SECONDS)
 
     def _keys(self, sender: str, client: str):
         sender = (sender or "").lower()
         if sender and sender != "<>" and sender not in self.owners:
             yield f"sender {sender}", self.per_sender, sender
         if client and not self.exempt.contains(client):
-            yield f"client {client}", self.per_client, client
+            who = self._client_key(client)
+            yield f"client {who}", self.per_client, who
 
-    def _count(self, key: str, now: float) -> int:
-        times = self._taken.get(key)
-        if times is None:
-            return 0
-        while times and times[0] <= now - WINDOW_SECONDS:
-            times.popleft()
-        if not times:
-            del self._taken[key]
-            return 0
-        return len(times)
+    def _client_key(self, client: str) -> str:
+        """An IPv4 address as it is; an IPv6 one by its /64, which one host commonly has whole."""
+        key = self._client_keys.get(client)
+        if key is None:
+            if len(self._client_keys) >= MAX_TRACKED:
+                self._client_keys.clear()
+            try:
+                address = ipaddress.ip_address(client.partition("%")[0])
+                key = str(ipaddress.ip_network(f"{address}/64", strict=False)) if address.version == 6 else client
+            except ValueError:
+                key = client
+            self._client_keys[client] = key
+        return key
 
-    def _forget_expired(self, now: float) -> None:
-        for key in [k for k, times in self._taken.items() if times[-1] <= now - WINDOW_SECONDS]:
+    def _forget_expired(self, bucket: int) -> None:
+        for key in [k for k, count in self._taken.items() if count.within_hour(bucket) == 0]:
             del self._taken[key]
         if len(self._taken) >= MAX_TRACKED:     # a flood of distinct senders: start afresh rather than grow
             self._taken.clear()
+
+
+class _Count:
+    """Messages per 5-minute bucket over the last hour, and their sum."""
+    __slots__ = ("buckets", "total")
+    SPAN = int(WINDOW_SECONDS // BUCKET_SECONDS)
+
+    def __init__(self):
+        self.buckets: deque[list[int]] = deque()     # [bucket, messages], oldest first
+        self.total = 0
+
+    def within_hour(self, bucket: int) -> int:
+        while self.buckets and self.buckets[0][0] <= bucket - self.SPAN:
+            self.total -= self.buckets.popleft()[1]
+        return self.total
+
+    def add(self, bucket: int) -> None:
+        self.within_hour(bucket)
+        if self.buckets and self.buckets[-1][0] == bucket:
+            self.buckets[-1][1] += 1
+        else:
+            self.buckets.append([bucket, 1])
+        self.total += 1
