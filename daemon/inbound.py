@@ -25,7 +25,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -37,7 +36,7 @@ from daemon import compiled
 from daemon.addresses import Recipient, check_recipient
 from daemon.bounces import find_bounce
 from daemon.errors import MailRefused, Refused
-from daemon.inbound_mail import InboundMail, parse_mail
+from daemon.inbound_mail import HEADER_END, InboundMail, parse_mail
 from daemon.raw_io import load_raw
 from daemon.routing import Context, route
 from daemon.store import InboundMessage, Store, first_line, utcnow
@@ -313,14 +312,13 @@ def content_key(raw: bytes, message_id: str | None, recipients: list[str]) -> st
         key.update(raw)
         return key.hexdigest()
     key.update(message_id.encode("utf-8", "replace") + b"\0")
-    end = _HEADER_END.search(raw)
+    end = HEADER_END.search(raw)
     body = memoryview(raw)[end.end():] if end else memoryview(b"")
     for start in range(0, len(body), _KEY_SLICE):      # slices: a 25 MB body is not copied whole
         key.update(bytes(body[start:start + _KEY_SLICE]).replace(b"\r", b""))   # CRLF by SMTP, LF by a pipe
     return key.hexdigest()
 
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _KEY_SLICE = 2**20
 
 

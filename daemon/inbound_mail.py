@@ -196,6 +196,7 @@ def _parse_tree(raw: bytes, defects: list[str]) -> Message | None:
 
 CUT_MIN = 64 * 1024               # leaf bodies at least this long are cut out before parsing
 CUT_MAX_HEADER = 65_536           # a part's header block longer than this: not cut
+HEADER_END = re.compile(rb"\r?\n\r?\n")   # the blank line after a mail's header block, CRLF or LF
 _HEADER_LINE = re.compile(rb"(From |[\041-\071\073-\176]*:|[\t ])")   # the feedparser's headerRE
 _B64_JUNK = bytes(c for c in range(256)
                   if not (chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/")))

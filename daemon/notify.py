@@ -48,6 +48,7 @@ from markupsafe import Markup
 from daemon import mime, tokens
 from daemon.addresses import token_address
 from daemon.config import SUPPORTED_LOCALES, Settings
+from daemon.inbound_mail import HEADER_END
 from daemon.raw_io import load_raw
 from daemon.richtext import sanitize_html, text_to_html
 from daemon.store import Attachment, Blob, Event, Order, OrderItem, OutboxMessage
@@ -562,7 +563,7 @@ def _original(settings: Settings, inbound) -> mime.Part:
     if inbound.size <= limit:
         return mime.message(inbound.raw)
     head = load_raw(inbound.id, limit=HEADERS_READ) or b""
-    end = _HEADER_END.search(head)
+    end = HEADER_END.search(head)
     head = head[:end.start()] + b"\r\n" if end else head
     note = (f"The original mail is {inbound.size / 2**20:.1f} MB, over the {limit / 2**20:.1f} MB "
             f"attached to mail at most, so only its headers are attached. It is kept whole: "
@@ -571,7 +572,6 @@ def _original(settings: Settings, inbound) -> mime.Part:
 
 
 HEADERS_READ = 256 * 1024   # enough for any real header block
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def _blobs(views: list[dict]) -> dict[int, bytes]:

@@ -22,6 +22,7 @@ import peewee as pw
 
 from daemon import compiled
 from daemon.errors import ShuttingDown, StoreUnavailable
+from daemon.inbound_mail import HEADER_END
 from daemon.store import InboundMessage, InboundRaw, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.spool")
@@ -136,7 +137,7 @@ def _message_id(raw: bytes) -> str | None:
     and the parser costs ten times as much for one header we only show.
     """
     head = raw[:65536]
-    end = _HEADER_END.search(head)
+    end = HEADER_END.search(head)
     found = _MESSAGE_ID.search(head, 0, end.start() if end else len(head))
     if found is None:
         return None
@@ -144,6 +145,5 @@ def _message_id(raw: bytes) -> str | None:
     return value[:998] or None
 
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*((?:[^\r\n]|\r?\n[ \t])*)", re.IGNORECASE | re.MULTILINE)
 _FOLD = re.compile(rb"\r?\n[ \t]+")
