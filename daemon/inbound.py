@@ -329,7 +329,9 @@ def _already_handled(store: Store, message: InboundMessage) -> bool:
     condition on state or id would lead SQLite's planner to the (state, id)
     index, reading every handled mail. On PostgreSQL two workers may hold the
     two copies at once: a transaction lock on the key makes the second wait
-    for the first one's commit (SQLite has one writer anyway).
+    for the first one's commit (SQLite has one writer anyway); its next
+    statement then sees that commit under READ COMMITTED, which the store
+    sets on its connections (a stricter level would hide it).
     """
     if store.backend == "postgresql":
         store.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_number(message.content_key),))

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee as pw
 from playhouse.migrations import Runner
+from psycopg2.extensions import ISOLATION_LEVEL_READ_COMMITTED
 
 from daemon.errors import StoreTooNew, StoreUnavailable
 
@@ -501,10 +502,13 @@ def database_for_url(url: str, replayable: bool = False) -> pw.Database:
         pragmas = {**SQLITE_PRAGMAS, "synchronous": 1} if replayable else SQLITE_PRAGMAS
         return pw.SqliteDatabase(path, pragmas=pragmas, lock_type="IMMEDIATE")
     options = dict(parse_qsl(parts.query))
+    # READ COMMITTED whatever the server's default: a statement sees what
+    # committed before it began (the duplicate check after its lock relies on it).
     return pw.PostgresqlDatabase(
         unquote(parts.path.lstrip("/")), user=unquote(parts.username or "") or None,
         password=unquote(parts.password or "") or None, host=parts.hostname or None,
-        port=parts.port or None, connect_timeout=int(options.pop("connect_timeout", 5)), **options)
+        port=parts.port or None, connect_timeout=int(options.pop("connect_timeout", 5)),
+        isolation_level=ISOLATION_LEVEL_READ_COMMITTED, **options)
 
 
 def redact(url: str) -> str:
