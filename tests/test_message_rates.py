@@ -82,9 +82,13 @@ def test_bounces_the_owner_and_postfix_in_front_are_not_counted_where_they_must_
 def test_memory_stays_bounded_under_a_flood_of_senders(monkeypatch):
     monkeypatch.setattr(rates_module, "MAX_TRACKED", 50)
     rates, clock = counted(per_sender=2, exempt=("0.0.0.0/0",))
+    sweeps = []
+    sweep = rates._forget_expired
+    monkeypatch.setattr(rates, "_forget_expired", lambda bucket: (sweeps.append(bucket), sweep(bucket)))
     for n in range(200):
         take(rates, f"spam{n}@example.net", "192.0.2.7")
         assert len(rates._taken) <= 50
+    assert len(sweeps) <= 4                               # not one sweep of every key per new sender
     take(rates, "erika@example.org", "192.0.2.7", 2)
     clock.now += 3601                                    # all expired: forgotten at the next sweep
     for n in range(60):

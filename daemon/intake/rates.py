@@ -88,7 +88,9 @@ class MessageRates:
     def _forget_expired(self, bucket: int) -> None:
         for key in [k for k, count in self._taken.items() if count.within_hour(bucket) == 0]:
             del self._taken[key]
-        if len(self._taken) >= MAX_TRACKED:     # a flood of distinct senders: start afresh rather than grow
+        # A flood of distinct senders: start afresh rather than grow, and
+        # rather than sweep again for every new one near the mark.
+        if len(self._taken) >= MAX_TRACKED * 0.9:
             self._taken.clear()
 
 
