@@ -7,6 +7,7 @@ and wrongly typed values with one line naming the key, and returns a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import string
@@ -67,7 +68,11 @@ class OwnerSettings:
 
     def is_owner_address(self, address: str) -> bool:
         """Whether `address` is one of the owner's (case does not matter)."""
-        return address.lower() in {a.lower() for a in self.addresses}
+        return address.lower() in self._lowercase_addresses
+
+    @functools.cached_property
+    def _lowercase_addresses(self) -> frozenset[str]:
+        return frozenset(a.lower() for a in self.addresses)
 
     def __post_init__(self):
         hour, sep, minute = self.digest_time.partition(":")

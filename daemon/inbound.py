@@ -118,12 +118,18 @@ def release_dead_claims(store: Store) -> int:
     host = socket.gethostname()
     dead = [c.claimed_by for c in InboundMessage.select(InboundMessage.claimed_by).distinct()
             .where((InboundMessage.state == "processing") & InboundMessage.claimed_by.startswith(f"{host}:"))
-            if not _alive(int(c.claimed_by.rpartition(":")[2]))]
+            if _claimant_gone(c.claimed_by)]
     if not dead:
         return 0
     with store.atomic():
         return (InboundMessage.update(state="new", claimed_by="")
                 .where((InboundMessage.state == "processing") & InboundMessage.claimed_by.in_(dead)).execute())
+
+
+def _claimant_gone(claimed_by: str) -> bool:
+    """The claim's process ran on this host and runs no longer."""
+    host, _, pid = claimed_by.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:
@@ -374,11 +380,9 @@ def retry(store: Store, message_id: int) -> InboundMessage:
 
 def _claim_abandoned(message: InboundMessage) -> bool:
     """The claim's process on this host has ended, or the claim outlived its lease."""
-    host, _, pid = message.claimed_by.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-        return True
     lease = dt.timedelta(minutes=CLAIM_LEASE_MINUTES)
-    return message.processed_at is None or message.processed_at < utcnow() - lease
+    return (_claimant_gone(message.claimed_by) or message.processed_at is None
+            or message.processed_at < utcnow() - lease)
 
 
 def handle_now(store: Store, settings, message_id: int) -> str | None:

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import smtplib
 import sqlite3
 import subprocess
 import time
@@ -25,7 +26,7 @@ from daemon.addresses import token_address
 from daemon.config import ImapSettings
 from daemon.intake.imap import TAKEN, ImapDoor
 from daemon.intake.spool import Spool
-from daemon.store import Event, InboundMessage, Order, utcnow
+from daemon.store import Event, InboundMessage, Order, OutboxMessage, utcnow
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from realservers import dovecot, dovecot_account  # noqa: F401  (fixtures)
@@ -338,17 +339,44 @@ def test_over_tls_without_ca_file_the_certificate_is_refused_and_nothing_taken(
 
 # ---- inside `ordermail serve` ---------------------------------------------------------------
 
+def serve_with_imap(settings, tmp_path, account) -> Daemon:
+    imap = (f"[inbound.imap]\nhost = {json.dumps(account.host)}\nport = {account.port}\ntls = false\n"
+            f"user = {json.dumps(account.user)}\npassword = {json.dumps(account.password)}\n"
+            "poll_seconds = 3600\n")
+    daemon = Daemon(tmp_path, settings.database.url, extra=imap).start()
+    wait_until(lambda: "folder INBOX selected (IDLE)" in daemon.log_text(), 30)
+    return daemon
+
+
+def test_one_mail_taken_by_smtp_and_from_the_mailbox_is_handled_once(store, settings, tmp_path, dovecot_account):
+    """The same message by two ways — SMTP, and a copy in the hosted mailbox
+    with transport headers of its own: the owner hears of it once."""
+    raw = mail(to="orders@shop.example", sender="neu@kunde.example", subject="Haben Sie Tassen?",
+               message_id="<twice@kunde.example>")
+    daemon = serve_with_imap(settings, tmp_path, dovecot_account)
+    try:
+        with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=10) as client:
+            client.sendmail("neu@kunde.example", ["orders@shop.example"], raw)
+        wait_until(lambda: [m.state for m in stored()] == ["done"], 30)
+        copy = (b"Delivered-To: orders@shop.example\r\n"
+                b"Received: from mx2.kunde.example by imap.shop.example; Fri, 27 Nov 2026 10:00:09 +0000\r\n" + raw)
+        uid = dovecot_account.append(copy)
+        wait_until(lambda: [m.state for m in stored()] == ["done", "duplicate"], 30)
+        wait_until(lambda: TAKEN in dovecot_account.flags(uid), 15)
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    assert [m.channel for m in stored()] == ["smtp", "imap"]
+    assert OutboxMessage.select().where(OutboxMessage.kind == "unmatched_forward").count() == 1
+    assert "Traceback" not in daemon.log_text()
+
+
 def test_ordermail_serve_takes_a_customer_reply_from_the_mailbox_onto_its_order(
         store, settings, tmp_path, dovecot_account):
     account = dovecot_account
     order = orders.create_order(store, settings, sample_order())
     reply_to = token_address(settings, order, tokens.CUSTOMER_REPLY, utcnow().date())
-    imap = (f"[inbound.imap]\nhost = {json.dumps(account.host)}\nport = {account.port}\ntls = false\n"
-            f"user = {json.dumps(account.user)}\npassword = {json.dumps(account.password)}\n"
-            "poll_seconds = 3600\n")
-    daemon = Daemon(tmp_path, settings.database.url, extra=imap).start()
+    daemon = serve_with_imap(settings, tmp_path, account)
     try:
-        wait_until(lambda: "folder INBOX selected (IDLE)" in daemon.log_text(), 30)
         uid = account.append(mail(to=reply_to, body="Bitte an die Packstation liefern.",
                                   headers={"Delivered-To": reply_to}))
         [reply] = wait_until(lambda: list(Event.select().where(

@@ -13,6 +13,7 @@ smtpd_client_event_limit_exceptions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -67,15 +68,8 @@ class ExemptNetworks:
 
     def __init__(self, networks: tuple[str, ...]):
         self.networks = tuple(ipaddress.ip_network(network, strict=False) for network in networks)
-        self._known: dict[str, bool] = {}      # asked for every message: parsing an address costs µs
-
-    def contains(self, client: str) -> bool:
-        known = self._known.get(client)
-        if known is None:
-            if len(self._known) >= 4096:
-                self._known.clear()
-            known = self._known[client] = self._look_up(client)
-        return known
+        # Asked for every connection and message: parsing an address costs µs.
+        self.contains = functools.lru_cache(maxsize=4096)(self._look_up)
 
     def _look_up(self, client: str) -> bool:
         try:

@@ -1,9 +1,10 @@
 """The IMAP door: take mail from a hosted mailbox (aioimaplib), store first, then mark.
 
-A session connects (implicit TLS per `[inbound.imap] tls`, the certificate and
-host name verified against `ca_file` or else the system's CA store), logs in, selects the
-folder, takes every message not yet taken, then waits in IDLE — or, where
-the server has no IDLE, sleeps `poll_seconds` — and takes again. IDLE is
+A session connects (implicit TLS per `[inbound.imap] tls`, certificate and
+host name verified against `ca_file` or else the system's CA store), logs
+in, selects the folder, takes every message not yet taken, then waits in
+IDLE — or, where the server has no IDLE, sleeps `poll_seconds` — and takes
+again. IDLE is
 renewed every `poll_seconds` (and always before the servers' 30 minutes), so
 a notification lost in a race costs at most that long.
 

@@ -2,9 +2,10 @@
 
 Reads one message from stdin, checks size and recipients, commits it, then
 handles it at once (so a pipe-only set-up needs no running daemon; a running
-daemon's worker would find it claimed). Once the message is committed the
-exit is 0: if handling it fails, it is left for a worker, not refused. Exit codes are sysexits: 0 taken,
-65 bad data, 67 no such recipient, 75 try again later.
+daemon's worker would find it claimed). Exit codes are sysexits: 0 taken,
+65 bad data, 67 no such recipient, 75 try again later. Once the message is
+committed the exit is 0: if handling it fails, it waits for a worker or
+`ordermail inbound retry`, and is not refused.
 """
 from __future__ import annotations
 

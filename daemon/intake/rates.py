@@ -18,6 +18,7 @@ them afresh, and several daemons count each on their own.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections import deque
@@ -38,7 +39,6 @@ class MessageRates:
         self.exempt, self.clock = exempt, clock
         self.owners = frozenset(owner.lower() for owner in owners)
         self._taken: dict[str, _Count] = {}
-        self._client_keys: dict[str, str] = {}
 
     def refusal(self, sender: str, client: str) -> str | None:
         """The 450 reply if a message from `sender` by `client` would be one too many, else None."""
@@ -68,22 +68,8 @@ class MessageRates:
         if sender and sender != "<>" and sender not in self.owners:
             yield f"sender {sender}", self.per_sender, sender
         if client and not self.exempt.contains(client):
-            who = self._client_key(client)
+            who = _client_key(client)
             yield f"client {who}", self.per_client, who
-
-    def _client_key(self, client: str) -> str:
-        """An IPv4 address as it is; an IPv6 one by its /64, which one host commonly has whole."""
-        key = self._client_keys.get(client)
-        if key is None:
-            if len(self._client_keys) >= MAX_TRACKED:
-                self._client_keys.clear()
-            try:
-                address = ipaddress.ip_address(client.partition("%")[0])
-                key = str(ipaddress.ip_network(f"{address}/64", strict=False)) if address.version == 6 else client
-            except ValueError:
-                key = client
-            self._client_keys[client] = key
-        return key
 
     def _forget_expired(self, bucket: int) -> None:
         for key in [k for k, count in self._taken.items() if count.within_hour(bucket) == 0]:
@@ -92,6 +78,16 @@ class MessageRates:
         # rather than sweep again for every new one near the mark.
         if len(self._taken) >= MAX_TRACKED * 0.9:
             self._taken.clear()
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_key(client: str) -> str:
+    """An IPv4 address as it is; an IPv6 one by its /64, which one host commonly has whole."""
+    try:
+        address = ipaddress.ip_address(client.partition("%")[0])
+    except ValueError:
+        return client
+    return str(ipaddress.ip_network(f"{address}/64", strict=False)) if address.version == 6 else client
 
 
 class _Count:
