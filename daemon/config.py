@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import ipaddress
 import os
+import re
 import string
 import tomllib
 import typing
@@ -21,6 +22,7 @@ from daemon.errors import ConfigError
 
 SUPPORTED_LOCALES = ("de", "en", "fr")
 PLACEHOLDERS = frozenset({"total", "number", "name"})
+PLAUSIBLE_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")   # one @, a dot in the domain, no spaces
 
 
 def _at_least_one(section: str, values, keys: tuple[str, ...]) -> None:
@@ -201,7 +203,30 @@ class PaymentMethod:
 @dataclass(frozen=True)
 class PaypalSettings:
     ipn_verify_url: str = "https://ipnpb.paypal.com/cgi-bin/webscr"
-    receiver_email: str = ""
+    receiver_email: str = ""            # our PayPal account's primary address; "" disables /hooks/paypal-ipn
+    retry_base_seconds: int = 60        # PayPal unreachable: verify again after this, doubling
+    give_up_after_hours: int = 72       # then the message is left unverified and the owner told
+
+    def __post_init__(self):
+        _at_least_one("paypal", self, ("retry_base_seconds", "give_up_after_hours"))
+        url = urlsplit(self.ipn_verify_url)
+        if not url.hostname or url.scheme not in ("https", "http"):
+            raise ConfigError(f"[paypal] ipn_verify_url must be an https:// URL, not {self.ipn_verify_url!r}")
+        if url.scheme == "http" and not _is_loopback(url.hostname):
+            raise ConfigError("[paypal] ipn_verify_url must use https:// (http:// only to this machine, "
+                              f"for tests), not {self.ipn_verify_url!r}")
+        if self.receiver_email and not PLAUSIBLE_ADDRESS.fullmatch(self.receiver_email):
+            raise ConfigError(f"[paypal] receiver_email must be a mail address like pay@shop.example "
+                              f"(or \"\" to turn IPN off), not {self.receiver_email!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

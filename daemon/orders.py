@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import peewee as pw
@@ -130,14 +131,15 @@ def _next_number() -> str:
 
 # ---- status changes ----------------------------------------------------------
 
-def mark_paid(store, settings, number, *, content=Content(), via=Via()) -> Change:
+def mark_paid(store, settings, number, *, content=Content(), via=Via(), data=None) -> Change:
+    """`data`: where the payment came from, kept in the event (PayPal's txn_id, a shop's hook)."""
     def apply(order, now):
         if order.has(PAID):
             raise _Unchanged(f"{order.number} was already paid on {_day(order.paid_at)}; nothing changed")
         order.status |= PAID
         order.paid_at = now
         hint = " (note: it is cancelled)" if order.has(CANCELLED) else ""
-        return {}, f"{order.number} marked paid{hint}"
+        return dict(data or {}), f"{order.number} marked paid{hint}"
     return _change(store, settings, number, "paid", content, via, apply)
 
 
@@ -422,6 +424,18 @@ def mailed_recently(kind: str, recipient: str, now, hours: int = 24) -> bool:
     return compiled.exists(OutboxMessage, "orders.mailed_recently", lambda: OutboxMessage.select().where(
         (OutboxMessage.recipient == "") & (OutboxMessage.kind == "")
         & (OutboxMessage.created_at > dt.datetime.min)), recipient, kind, since)
+
+
+def alerts_since(recipient: str, topic: str, since) -> int:
+    """Owner alerts of one topic queued to `recipient` since then: what alert rate bounds count.
+
+    The pattern goes to the database as written: peewee's `contains` would
+    pass a plain string through the JSON column's converter, which quotes it
+    once more (and matches nothing). ILIKE: peewee's LIKE is GLOB on SQLite."""
+    pattern = pw.Value(f'%"topic": {json.dumps(topic)}%', converter=False)
+    return (OutboxMessage.select(OutboxMessage.id).where(
+        (OutboxMessage.recipient == recipient) & (OutboxMessage.kind == "owner_alert")
+        & (OutboxMessage.created_at > since) & pw.Expression(OutboxMessage.data, pw.OP.ILIKE, pattern)).count())
 
 
 def _check_content(settings: Settings, content: Content) -> None:

@@ -222,7 +222,4 @@ def _discard(ctx, reason: str) -> str:
 
 
 def _alerted_today(owner: str, now) -> bool:
-    since = now - dt.timedelta(hours=24)
-    return OutboxMessage.select().where(
-        (OutboxMessage.recipient == owner) & (OutboxMessage.kind == "owner_alert")
-        & (OutboxMessage.created_at > since) & OutboxMessage.data.contains('"topic": "command_refused"')).exists()
+    return orders.alerts_since(owner, "command_refused", now - dt.timedelta(hours=24)) > 0

@@ -280,6 +280,33 @@ class CommandMail(BaseModel):
     changes = JSONTextField(default=list)   # [{number, kind, event_id, before: {...}}]
 
 
+class PaypalIpn(BaseModel):
+    """A PayPal IPN message: stored as posted before PayPal hears 200, verified later (daemon/paypal.py)."""
+    received_at = pw.DateTimeField(default=utcnow)
+    raw = BytesField()                                  # exactly as posted: what goes back to PayPal
+    sha256 = CharField(max_length=64, unique=True)      # the same message posted twice is stored once
+    size = pw.IntegerField()
+    # What the message says, for listing and the txn_id rule; to be believed
+    # only once `verdict` is VERIFIED.
+    txn_id = CharField(max_length=64, null=True, index=True)
+    invoice = CharField(max_length=127, default="")
+    payment_status = CharField(max_length=40, default="")
+    state = CharField(max_length=12, default="pending")   # pending, verifying, done, failed
+    verdict = CharField(max_length=10, default="")        # VERIFIED or INVALID, once PayPal said so
+    outcome = CharField(max_length=20, default="")        # what it did (paypal.OUTCOMES)
+    reason = TextField(default="")
+    attempts = pw.SmallIntegerField(default=0)
+    next_attempt_at = pw.DateTimeField(default=utcnow)    # while verifying: the claim's lease
+    give_up_at = pw.DateTimeField()
+    last_error = TextField(default="")
+    settled_at = pw.DateTimeField(null=True)
+    order = pw.ForeignKeyField(Order, null=True, backref="+", on_delete="SET NULL")
+
+    class Meta:
+        table_name = "paypal_ipn"
+        indexes = ((("state", "next_attempt_at"), False),)
+
+
 class Counter(BaseModel):
     """Named sequences (order numbers), advanced inside the caller's transaction."""
     name = CharField(max_length=40, primary_key=True)
@@ -287,7 +314,13 @@ class Counter(BaseModel):
 
 
 MODELS = (Order, OrderItem, Event, Blob, Attachment, InboundMessage, InboundRaw, OutboxMessage, CommandMail,
-          Counter)
+          Counter, PaypalIpn)
+
+
+def newest(model, state: str | None, limit: int) -> list:
+    """A queue table's rows, newest first, of one state or of all (the owner's `… list`)."""
+    query = model.select().order_by(model.id.desc()).limit(limit)
+    return list(query.where(model.state == state) if state else query)
 
 
 class WriterLock:
