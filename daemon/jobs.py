@@ -5,6 +5,10 @@
                     send from the command line without a daemon)
     owner-digest    daily at `[owner] digest_time` (the server's local time):
                     the orders that need doing, mailed to the owner
+    paypal-ipn      every minute: verify the stored PayPal IPN messages that
+                    are due (the first worker process does the same every
+                    two seconds; this is the safety net, and the way to verify
+                    without a daemon, when gunicorn alone takes them in)
 
 `ordermail jobs run NAME --now ISO` runs one as if the clock said so. Each
 run is recorded (table job_run); on start, a daily job whose last run is
@@ -22,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import peewee as pw
 
-from daemon import filters, job_store, notify, orders, outbox
+from daemon import filters, job_store, notify, orders, outbox, paypal_verifier
 from daemon.config import Settings
 from daemon.errors import InputError
 from daemon.store import INTERNAL_KINDS, Event, Order, Store, utcnow
@@ -30,6 +34,7 @@ from daemon.store import INTERNAL_KINDS, Event, Order, Store, utcnow
 log = logging.getLogger("ordermail.jobs")
 SECTION_ROWS = 50
 OUTBOX_RETRY_SECONDS = 60
+PAYPAL_IPN_SECONDS = 60
 DIGEST_FILTERS = (
     ("unpaid", "not paid and not cancelled"),
     ("to_ship", "paid and not shipped and not cancelled"),
@@ -41,6 +46,13 @@ DIGEST_FILTERS = (
 def outbox_retry(settings: Settings, store: Store, now: dt.datetime) -> str:
     sent = outbox.send_due(store, settings, now)
     return f"{sent} mail(s) sent"
+
+
+def paypal_ipn(settings: Settings, store: Store, now: dt.datetime) -> str:
+    if not settings.paypal.receiver_email:
+        return "PayPal IPN is off ([paypal] receiver_email is empty)"
+    done = paypal_verifier.verify_due(store, settings, now)
+    return f"{done.settled} PayPal message(s) settled" + (f"; {done.unreachable}" if done.unreachable else "")
 
 
 def owner_digest(settings: Settings, store: Store, now: dt.datetime) -> str:
@@ -119,6 +131,7 @@ class Job:
 JOBS = (
     Job("outbox-retry", outbox_retry, every_seconds=OUTBOX_RETRY_SECONDS),
     Job("owner-digest", owner_digest, daily_at=lambda s: s.owner.digest_time, catch_up=True),
+    Job("paypal-ipn", paypal_ipn, every_seconds=PAYPAL_IPN_SECONDS),
     # Job("payment-reminders", …, daily_at=…, catch_up=True)   — a later release
     # Job("auto-cancel", …, daily_at=…, catch_up=True)          — a later release
 )

@@ -54,7 +54,7 @@ from daemon.config import Settings
 from daemon.errors import OrdermailError, Refused
 from daemon.mime import BadAddress
 from daemon.orders import Content, Via
-from daemon.store import OutboxMessage, Store, utcnow
+from daemon.store import OutboxMessage, Store, newest, utcnow
 
 log = logging.getLogger("ordermail.outbox")
 BATCH = 100
@@ -259,7 +259,11 @@ def _mark(row: OutboxMessage, **values) -> None:
 
 
 def backoff(settings: Settings, attempts: int) -> int:
-    base = settings.outbound.retry_base_seconds
+    return doubling_backoff(settings.outbound.retry_base_seconds, attempts)
+
+
+def doubling_backoff(base: int, attempts: int) -> int:
+    """Seconds before the next try: `base`, doubling per attempt, up to an hour (or `base`, if larger)."""
     return min(base * 2 ** max(attempts - 1, 0), max(base, MAX_BACKOFF_SECONDS))
 
 
@@ -299,8 +303,7 @@ def _fail(store: Store, settings: Settings, row: OutboxMessage, error: str, now:
 # ---- the owner's hand ----------------------------------------------------------------
 
 def list_rows(state: str | None = None, limit: int = 50) -> list[OutboxMessage]:
-    query = OutboxMessage.select().order_by(OutboxMessage.id.desc()).limit(limit)
-    return list(query.where(OutboxMessage.state == state) if state else query)
+    return newest(OutboxMessage, state, limit)
 
 
 def get_row(row_id: int) -> OutboxMessage:

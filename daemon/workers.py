@@ -5,7 +5,8 @@ trimming, templating, MIME). In the daemon's process it would share one
 interpreter lock with the SMTP/LMTP/IMAP doors and delay every
 acknowledgement; in children it runs on the other cores, and the doors
 only receive and commit. `[inbound] workers` children share the stored mail
-(claims keep them apart); the first also sends the outbox.
+(claims keep them apart); the first also sends the outbox and verifies
+PayPal's IPN messages (daemon/paypal_verifier.py).
 
 The daemon writes a byte to the child's pipe whenever mail is committed (a
 wake-up; the child also looks by itself every few seconds). The pipe's end
@@ -26,6 +27,7 @@ import time
 from daemon.config import Settings
 from daemon.inbound import InboundWorker, release_dead_claims
 from daemon.outbox import OutboxWorker
+from daemon.paypal_verifier import PaypalVerifier
 from daemon.store import open_store
 
 log = logging.getLogger("ordermail.workers")
@@ -162,15 +164,19 @@ def _child_main(settings: Settings, reader, sends_outbox: bool) -> None:
     store = open_store(settings.database.url, migrate=False, replayable=True)
     inbound = InboundWorker(store, settings)
     outbox = OutboxWorker(store, settings) if sends_outbox else None
+    # PayPal's answers are awaited beside the outbox: both wait on the network, not the CPU.
+    verifier = PaypalVerifier(store, settings) if sends_outbox and settings.paypal.receiver_email else None
     freeze_startup_objects()
     inbound.start()
-    if outbox is not None:
-        outbox.start()
+    for background in (outbox, verifier):
+        if background is not None:
+            background.start()
     try:
         _wait_for_wake_ups(reader.fileno(), inbound, stopping)
     finally:
-        if outbox is not None:
-            outbox.stop()
+        for background in (verifier, outbox):
+            if background is not None:
+                background.stop()
         inbound.stop()
         store.close()
 

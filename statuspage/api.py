@@ -7,6 +7,14 @@
 - `POST /hooks/woocommerce`, `POST /hooks/shopify`: the shops' order webhooks
   with their own signature headers; 201 created; 200 for a duplicate
   delivery, another topic, or WooCommerce's unsigned ping; else as above.
+  The paid topics (Shopify `orders/paid`, WooCommerce `order.updated` with
+  status processing or completed) mark the order paid: 200 — or 201 when
+  the order's creation has not arrived yet and it is created paid.
+- `POST /hooks/paypal-ipn`: PayPal's IPN, stored and answered with an empty
+  200 before it is verified (daemon/paypal.py); 400 for a body that is no
+  IPN, 413 over IPN_MAX_BYTES, 429 from a client over its hourly limit,
+  503 while too many wait for verification (PayPal sends them again), 404
+  while `[paypal] receiver_email` is "".
 - `GET /healthz`: 200 {database, inbound: {new, quarantined}, outbox:
   {pending, failed}}; 503 {database: "unavailable"}.
 - `GET /metrics`: the Prometheus text format (401 without the bearer token
@@ -28,11 +36,12 @@ from dataclasses import dataclass
 import bottle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from daemon import orders
+from daemon import orders, paypal
 from daemon.errors import InputError, Refused
 from daemon.order_json import order_to_json
 from daemon.store import first_line
 from statuspage import metrics, signatures, webhooks
+from statuspage.throttle import Throttle, client_address
 
 log = logging.getLogger("ordermail.web")
 API_MAX_BYTES = 1024 * 1024         # the largest order JSON (500 items) is far below
@@ -40,21 +49,26 @@ HOOK_MAX_BYTES = 4 * 1024 * 1024    # shops send much more than we use
 WOOCOMMERCE_PING = re.compile(rb"webhook_id=\d+")
 
 
+IPN_PER_CLIENT_PER_HOUR = 600     # PayPal posts from a few addresses; a flood from one waits
+
+
 @dataclass(frozen=True)
 class Shop:
-    """One shop's webhook: where its secret lives, its headers, its topic, its mapping."""
+    """One shop's webhook: where its secret lives, its headers, its topics, its mapping."""
     name: str
     secret_key: str
     signature_header: str
     topic_header: str
-    topic: str
+    create_topic: str
+    paid_topic: str
     mapping: object
+    says_paid: object       # the paid topic's document → whether it says the order is paid
 
 
 WOOCOMMERCE = Shop("woocommerce", "woocommerce_secret", "X-WC-Webhook-Signature", "X-WC-Webhook-Topic",
-                   "order.created", webhooks.woocommerce_order)
+                   "order.created", "order.updated", webhooks.woocommerce_order, webhooks.woocommerce_says_paid)
 SHOPIFY = Shop("shopify", "shopify_secret", "X-Shopify-Hmac-Sha256", "X-Shopify-Topic",
-               "orders/create", webhooks.shopify_order)
+               "orders/create", "orders/paid", webhooks.shopify_order, lambda document: True)
 
 
 def register(app, context) -> None:
@@ -86,17 +100,46 @@ def register(app, context) -> None:
             return _json_response(200, {"pong": True})   # sent unsigned when the webhook is saved
         signatures.check_base64(secret, body, headers.get(shop.signature_header, ""), shop.signature_header)
         topic = headers.get(shop.topic_header, "")
-        if topic != shop.topic:   # a 2xx, or the shop counts failures and disables the hook
+        if topic == shop.paid_topic:
+            return paid_hook(shop, _json(body))
+        if topic != shop.create_topic:   # a 2xx, or the shop counts failures and disables the hook
             return _json_response(200, {"ignored": f"topic {topic!r}"})
-        taken = webhooks.take(store, settings, shop.mapping(_json(body), settings))
+        taken = webhooks.take(store, settings, shop.mapping(_json(body), settings), source=shop.name)
         if not taken.created:
             log.info("%s: order %s delivered again; nothing done", shop.name, taken.order.number)
             return _json_response(200, {"duplicate": True, "number": taken.order.number})
         log.info("%s: order %s created", shop.name, taken.order.number)
         return _created(taken.order, settings)
 
+    def paid_hook(shop: Shop, document):
+        if not shop.says_paid(document):   # WooCommerce sends every change under this topic
+            return _json_response(200, {"ignored": f"{shop.paid_topic} without a paid status"})
+        paid = webhooks.take_paid(store, settings, shop.mapping(document, settings), source=shop.name)
+        number = paid.order.number
+        if paid.created:
+            log.info("%s: order %s created paid (its paid topic came first)", shop.name, number)
+            return _created(paid.order, settings)
+        log.info("%s: order %s %s", shop.name, number, "marked paid" if paid.marked else "was paid already")
+        return _json_response(200, {"number": number, "paid": True, **({} if paid.marked else {"duplicate": True})})
+
     app.post("/hooks/woocommerce", callback=lambda: hook(WOOCOMMERCE), apply=[answering])
     app.post("/hooks/shopify", callback=lambda: hook(SHOPIFY), apply=[answering])
+
+    ipn_clients = Throttle(IPN_PER_CLIENT_PER_HOUR)
+
+    @app.post("/hooks/paypal-ipn", apply=[answering])
+    def paypal_ipn():
+        if not settings.paypal.receiver_email:
+            return _error(404, "not found")
+        client = client_address(settings, bottle.request.environ)
+        if ipn_clients.blocked(client):
+            return _error(429, "too many messages from your address; try again later",
+                          {"Retry-After": str(ipn_clients.retry_after(client))})
+        ipn_clients.hit(client)
+        received = paypal.receive(store, settings, _body(paypal.IPN_MAX_BYTES))
+        log.info("paypal: message %s %s", received.ipn_id, "posted again" if received.duplicate else "stored")
+        # PayPal wants an empty 200 at once; the verifier takes it from the store
+        return bottle.HTTPResponse(b"", 200, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"})
 
     @app.get("/healthz")
     def healthz():
@@ -126,6 +169,7 @@ def _created(order, settings):
 
 ANSWERS = (
     (signatures.BodyTooLarge, 413, {}),
+    (paypal.QueueFull, 503, {"Retry-After": "300"}),
     (signatures.Unauthorized, 401, {"WWW-Authenticate": 'Signature realm="ordermail"'}),
     (InputError, 400, {}),
     (Refused, 409, {}),
@@ -144,7 +188,7 @@ def _answering(store):
                     return callback(*args, **kwargs)
             except CAUGHT as exc:
                 status, headers = next((s, h) for kind, s, h in ANSWERS if isinstance(exc, kind))
-                if status == 503:
+                if isinstance(exc, metrics.DATABASE_ERRORS):
                     log.warning("%s: database unavailable: %s", bottle.request.path, first_line(exc))
                     return _error(503, "the database is unavailable; try again later", headers)
                 return _error(status, first_line(exc), headers)

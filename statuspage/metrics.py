@@ -28,13 +28,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 
 from daemon.errors import StoreUnavailable
-from daemon.store import InboundMessage, OutboxMessage, Store, first_line, utcnow
+from daemon.paypal import OUTCOMES as PAYPAL_OUTCOMES
+from daemon.store import InboundMessage, OutboxMessage, PaypalIpn, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.web")
 COUNT_CAP = 100_000
 WINDOW = 1_000
 INBOUND_QUEUES = ("new", "processing", "quarantined")
 OUTBOX_QUEUES = ("pending", "sending", "failed")
+PAYPAL_QUEUES = ("pending", "verifying", "failed")
 INBOUND_STATES = ("new", "processing", "done", "duplicate", "quarantined")
 OUTBOX_STATES = ("pending", "sending", "sent", "failed")
 INBOUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -96,6 +98,9 @@ class StoreCollector:
                          _durations(inbound, ("done", "duplicate", "quarantined")), INBOUND_BUCKETS)
         yield _histogram("ordermail_outbox_delivery_seconds", f"Queued to sent, of the last {WINDOW} mails queued",
                          _durations(outbox, ("sent",)), OUTBOX_BUCKETS)
+        yield _queues("ordermail_paypal_ipn_queue", "PayPal IPN messages waiting for verification, being verified, "
+                      "or given up", PaypalIpn, PAYPAL_QUEUES)
+        yield _paypal_outcomes()
 
     def _recent(self, model, start, end) -> list[tuple[str, float | None]]:
         """(state, seconds from start to end) of the last WINDOW rows: one primary-key range.
@@ -107,6 +112,18 @@ class StoreCollector:
         seconds = _seconds_between(self.store, start, end)
         query = model.select(model.state, seconds).where(model.id > first)
         return self.store.db.execute(query).fetchall()   # plain rows: peewee's per-row work would triple the cost
+
+
+def _paypal_outcomes() -> GaugeMetricFamily:
+    """What the last WINDOW PayPal messages did; `invalid` counts forged ones (never mailed to the owner)."""
+    first = (PaypalIpn.select(pw.fn.MAX(PaypalIpn.id)).scalar() or 0) - WINDOW
+    found = collections.Counter(outcome for outcome, in PaypalIpn.select(PaypalIpn.outcome)
+                                .where((PaypalIpn.id > first) & (PaypalIpn.state == "done")).tuples())
+    family = GaugeMetricFamily("ordermail_paypal_ipn_recent",
+                               f"The last {WINDOW} PayPal IPN messages received, by outcome", labels=["outcome"])
+    for outcome in dict.fromkeys((*PAYPAL_OUTCOMES, *found)):
+        family.add_metric([outcome], found.get(outcome, 0))
+    return family
 
 
 def _count(model, state: str) -> int:

@@ -30,7 +30,7 @@ from daemon.errors import FilterSyntaxError, OrderNotFound
 from daemon.store import utcnow
 from statuspage import customer_views, dashboard, i18n, links, signin, web_store
 from statuspage.render import Renderer
-from statuspage.throttle import Throttle
+from statuspage.throttle import Throttle, client_address
 from statuspage.views import INLINE_IMAGES
 
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
@@ -318,11 +318,7 @@ class Pages:
     # ---- who asks ----------------------------------------------------------------------------
 
     def _client(self) -> str:
-        if self.settings.web.trust_forwarded_for:
-            forwarded = request.get_header("X-Forwarded-For", "")
-            if forwarded.strip():
-                return forwarded.rsplit(",", 1)[-1].strip()
-        return request.environ.get("REMOTE_ADDR", "")
+        return client_address(self.settings, request.environ)
 
     def _lang(self, chosen: str = "") -> str:
         """The language a form was shown in, else the browser's choice, else the shop's."""

@@ -57,3 +57,13 @@ class Throttle:
         if len(self._hits) >= self.max_keys:
             for key in sorted(self._hits, key=lambda k: self._hits[k][-1])[: self.max_keys // 2]:
                 del self._hits[key]
+
+
+def client_address(settings, environ) -> str:
+    """Who asks: the peer, or behind a trusted proxy ([web] trust_forwarded_for) the last
+    address of X-Forwarded-For (the one the proxy added; the ones before are the client's word)."""
+    if settings.web.trust_forwarded_for:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded.strip():
+            return forwarded.rsplit(",", 1)[-1].strip()
+    return environ.get("REMOTE_ADDR", "")

@@ -174,7 +174,7 @@ def test_a_failing_job_is_recorded_with_its_error(store, settings, monkeypatch):
 
 
 def test_an_unknown_job_is_a_usage_error(store, settings):
-    with pytest.raises(InputError, match="no job 'digest' \\(jobs: outbox-retry, owner-digest\\)"):
+    with pytest.raises(InputError, match="no job 'digest' \\(jobs: outbox-retry, owner-digest, paypal-ipn\\)"):
         jobs.run_job(settings, store, "digest", NOW)
 
 
