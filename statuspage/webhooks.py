@@ -10,6 +10,13 @@ The shop's own order number is kept, so the owner's commands and the
 customer's mails speak of the same number as the shop. Shops retry a
 delivery they think failed, so an order whose number exists already (for
 the same customer) is a duplicate: answered as taken, nothing done.
+
+Paid topics (Shopify `orders/paid`, WooCommerce `order.updated` with a
+paid status) carry the same order document. They mark the order paid
+through the domain service, which mails the customer as `paid` does; again
+they change nothing twice. Shops deliver topics in any order (Shopify says
+so outright), so a paid topic for an order whose creation has not arrived
+creates it, paid — and the creation, when it comes, is a duplicate.
 """
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ COUNTRY_LOCALES = {
     "FR": "fr", "MC": "fr",
     "GB": "en", "IE": "en", "US": "en", "AU": "en", "NZ": "en",
 }
+# WooCommerce's statuses of a paid order (its wc_get_is_paid_statuses).
+WOOCOMMERCE_PAID_STATUSES = ("processing", "completed")
 # Language plugins that store the order's language in WooCommerce meta data.
 WOOCOMMERCE_LANGUAGE_KEYS = ("wpml_language", "_wpml_language", "pll_language", "language", "_locale")
 NAME_LIMIT, ITEM_LIMIT, SKU_LIMIT = 200, 300, 64
@@ -51,6 +60,13 @@ class Mapped:
 class Taken:
     order: Order
     created: bool          # False: a duplicate delivery, nothing done
+
+
+@dataclass(frozen=True)
+class Paid:
+    order: Order
+    created: bool          # its creation had not arrived: created, paid
+    marked: bool           # False: it was paid already, nothing done
 
 
 # ---- WooCommerce ------------------------------------------------------------------
@@ -71,6 +87,11 @@ def woocommerce_order(payload, settings: Settings) -> Mapped:
                    or settings.shop.locale),
     }
     return Mapped(data, paid=bool(doc.get("date_paid") or doc.get("date_paid_gmt")))
+
+
+def woocommerce_says_paid(document) -> bool:
+    """Whether an `order.updated` delivery tells of a paid order (any other change is ignored)."""
+    return isinstance(document, dict) and document.get("status") in WOOCOMMERCE_PAID_STATUSES
 
 
 def _woocommerce_item(item, index: int) -> dict:
@@ -152,8 +173,12 @@ def payment_method(theirs: str, settings: Settings) -> str:
                      f"to [api] payment_methods (ours: {', '.join(sorted(settings.payment))})")
 
 
-def take(store: Store, settings: Settings, mapped: Mapped) -> Taken:
-    """Create the order (paid, if the shop says so) once; a repeat delivery changes nothing."""
+def take(store: Store, settings: Settings, mapped: Mapped, *, source: str) -> Taken:
+    """Create the order (paid, if the shop says so) once; a repeat delivery changes nothing.
+
+    Paid at creation, the customer gets the order mail only (it shows no
+    payment instructions for a paid order), not a second one about the payment.
+    """
     number = mapped.data.get("number")
     existing = _same_order(number, mapped.data)
     if existing is not None:
@@ -162,13 +187,27 @@ def take(store: Store, settings: Settings, mapped: Mapped) -> Taken:
         with store.atomic():
             order = orders.create_order(store, settings, mapped.data)
             if mapped.paid:
-                orders.mark_paid(store, settings, order.number, via=orders.Via(author="system", quiet=True))
+                orders.mark_paid(store, settings, order.number, via=orders.Via(author="system", quiet=True),
+                                 data={"source": source})
     except Refused:
         existing = _same_order(number, mapped.data)   # a parallel delivery was quicker
         if existing is None:
             raise
         return Taken(existing, created=False)
     return Taken(Order.get_by_id(order.id), created=True)
+
+
+def take_paid(store: Store, settings: Settings, mapped: Mapped, *, source: str) -> Paid:
+    """The shop says the order is paid: mark it (the customer is told), or create it paid."""
+    existing = _same_order(mapped.data.get("number"), mapped.data)
+    if existing is None:
+        taken = take(store, settings, Mapped(mapped.data, paid=True), source=source)
+        if taken.created:
+            return Paid(taken.order, created=True, marked=True)
+        existing = taken.order      # a parallel delivery created it meanwhile
+    change = orders.mark_paid(store, settings, existing.number, via=orders.Via(author="system"),
+                              data={"source": source})
+    return Paid(Order.get_by_id(existing.id), created=False, marked=change.done)
 
 
 def _same_order(number, data: dict) -> Order | None:
