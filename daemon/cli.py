@@ -15,7 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import app, cli_mail, cli_web, commands, demo, errors, filters, inbound, inbound_views, notify, orders
+from daemon import (app, cli_mail, cli_paypal, cli_web, commands, demo, errors, filters, inbound, inbound_views,
+                    notify, orders)
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
@@ -91,7 +92,15 @@ def build_parser() -> Parser:
     command.add_argument("--quiet", action="store_true", help="mail no customer for any line")
     command.add_argument("--format", choices=("text", "json"), default="text")
     cli_mail.add_parsers(sub, common, Parser)
+    add_payments_parsers(sub, common)
     return parser
+
+
+def add_payments_parsers(sub, common) -> None:
+    """`ordermail payments …`: PayPal's IPN messages (cli_paypal.py)."""
+    payments = sub.add_parser("payments", parents=[common], help="payments that mark orders paid").add_subparsers(
+        dest="payments_command", required=True, parser_class=Parser)
+    cli_paypal.add_parsers(payments, common, Parser)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +319,7 @@ HANDLERS = {
     ("inbound", "retry"): cmd_inbound_retry,
     **cli_mail.HANDLERS,
     **cli_web.HANDLERS,
+    **cli_paypal.HANDLERS,
 }
 
 

@@ -40,13 +40,18 @@ def add_parsers(sub, common, parser_class) -> None:
 
 
 def cmd_outbox_list(args, settings, store) -> int:
+    return listing(args, outbox.list_rows, row_json, row_table)
+
+
+def listing(args, rows_of, to_json, to_table) -> int:
+    """`… list [--state S] [--limit N] [--format table|json]`: the rows `rows_of(state, limit)` gives."""
     if args.limit < 1:
         raise InputError("--limit must be at least 1")
-    rows = outbox.list_rows(args.state, args.limit)
+    rows = rows_of(args.state, args.limit)
     if args.format == "json":
-        print(json.dumps({"messages": [row_json(r) for r in rows]}, ensure_ascii=False, indent=2))
+        print(json.dumps({"messages": [to_json(r) for r in rows]}, ensure_ascii=False, indent=2))
     else:
-        print(row_table(rows))
+        print(to_table(rows))
     return 0
 
 
