@@ -51,8 +51,13 @@ def _show(args, settings, store) -> int:
              f"Attempts: {row.attempts}", f"Order:    {document['order'] or '-'}", ""]
     lines += [f"{name} = {value}" for name, value in document["fields"]]
     lines += ["", "As posted:", document["raw"]]
-    print("\n".join(lines))
+    print("\n".join(printable(line) for line in lines))
     return 0
+
+
+def printable(text: str) -> str:
+    """Anyone can post a message: control characters (a terminal's escape sequences) are shown, not sent."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _retry(args, settings, store) -> int:
@@ -110,9 +115,10 @@ def message_table(rows: list[PaypalIpn]) -> str:
         amount = f"{document['amount'] or ''} {document['currency'] or ''}".strip()
         state = row.outcome if row.state == "done" else row.state
         note = row.reason if row.state in ("done", "failed") else row.last_error or row.reason
-        lines.append(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M}  {(row.txn_id or '-')[:17]:17}  "
-                     f"{(row.invoice or '-')[:8]:8}  {(row.payment_status or '-')[:10]:10}  {amount[:12]:>12}  "
-                     f"{state[:16]:16}  {(note or '')[:70]}")
+        lines.append(printable(
+            f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M}  {(row.txn_id or '-')[:17]:17}  "
+            f"{(row.invoice or '-')[:8]:8}  {(row.payment_status or '-')[:10]:10}  {amount[:12]:>12}  "
+            f"{state[:16]:16}  {(note or '')[:70]}"))
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import pytest
 
 from conftest import sample_order
-from daemon import orders, paypal, paypal_verifier
+from daemon import cli, orders, paypal, paypal_verifier
 from daemon.config import PaypalSettings, settings_from_dict
 from daemon.errors import ConfigError
 from daemon.store import Event, Order, OutboxMessage, PaypalIpn, utcnow
@@ -180,6 +180,17 @@ def test_while_paypal_cannot_be_reached_it_is_retried_with_backoff_then_paid_onc
     assert [p.body for p in fake.received] == [b"cmd=_notify-validate&" + body] * 2
     assert Order.get().status_words()["paid"] is True
     assert [e.kind for e in events()] == ["created", "paid"] and len(customer_mails("paid")) == 1
+
+
+def test_an_answer_that_is_no_verdict_is_retried_not_taken(settings, store, order):
+    with FakePayPal(["<html>Down for maintenance</html>", "VERIFIED"]) as fake:
+        pp_settings = with_paypal(settings, fake.url)
+        post_ipn(make_app(pp_settings, store), ipn_body())
+        start = the_ipn().received_at
+        assert "neither VERIFIED nor INVALID" in verify(pp_settings, store, start).unreachable
+        assert the_ipn().state == "pending" and not Order.get().status_words()["paid"]
+        assert verify(pp_settings, store, start + dt.timedelta(seconds=61)).settled == 1
+    assert Order.get().status_words()["paid"] is True
 
 
 def test_after_give_up_hours_the_owner_is_told_and_retry_takes_it_up_again(settings, store, order):
@@ -458,6 +469,23 @@ def test_gunicorn_takes_the_message_and_the_command_line_verifies_lists_and_retr
     assert again.returncode == 1 and again.stderr.count("\n") == 1 and "not taken again" in again.stderr
     missing = ordermail("payments", "ipn", "show", "999", config=config)
     assert missing.returncode == 1 and "no PayPal message 999" in missing.stderr
+
+
+def run_cli(store, settings, *argv) -> int:
+    args = cli.build_parser().parse_args(list(argv))
+    return cli.HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))](args, settings, store)
+
+
+def test_the_owners_terminal_gets_no_control_characters_from_a_posted_message(app, pp_settings, store, fake,
+                                                                            capsys):
+    fake.script = ["INVALID"]
+    post_ipn(app, ipn_body("UTF-8", invoice="\x1b[2J1042", first_name="\x1b]0;owned\x07Erika\x9b[0m"))
+    verify(pp_settings, store)
+    for argv in (("list",), ("show", str(the_ipn().id))):
+        assert run_cli(store, pp_settings, "payments", "ipn", *argv) == 0
+        out = capsys.readouterr().out
+        assert not any(c in out for c in "\x1b\x07\x9b") and "\\x1b" in out
+    assert "\\x9b" in out and "Erika" in out
 
 
 def test_a_message_stored_while_paypal_is_down_survives_a_restart_and_pays_once(
