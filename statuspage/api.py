@@ -47,9 +47,7 @@ log = logging.getLogger("ordermail.web")
 API_MAX_BYTES = 1024 * 1024         # the largest order JSON (500 items) is far below
 HOOK_MAX_BYTES = 4 * 1024 * 1024    # shops send much more than we use
 WOOCOMMERCE_PING = re.compile(rb"webhook_id=\d+")
-
-
-IPN_PER_CLIENT_PER_HOUR = 600     # PayPal posts from a few addresses; a flood from one waits
+IPN_PER_CLIENT_PER_HOUR = 600       # PayPal posts from a few addresses; a flood from one waits (per process)
 
 
 @dataclass(frozen=True)
