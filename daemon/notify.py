@@ -417,7 +417,7 @@ def _reply_forward(settings: Settings, row: OutboxMessage, lang: str, context: d
 
 def _unmatched_forward(settings: Settings, row: OutboxMessage, lang: str, context: dict, batch: "Batch") -> dict:
     from daemon.inbound_mail import parse_mail   # the parser is only needed here
-    if row.inbound_id is None:
+    if row.inbound_id is None or row.inbound.raw_pruned_at is not None:   # pruned: a failed forward sent again
         return {"original": View(sender="", to="", subject="", date="", text="", cut=False, files=0,
                                  address=None)}
     inbound = row.inbound
@@ -575,7 +575,8 @@ def _body(settings: Settings, row: OutboxMessage, text: str, html: str, context:
     if files.attached:
         blobs = _blobs(files.attached)
         parts += [mime.binary(blobs[f.id], f.content_type, f.filename) for f in files.attached]
-    if row.kind in ("reply_forward", "unmatched_forward") and row.inbound_id is not None:
+    if (row.kind in ("reply_forward", "unmatched_forward") and row.inbound_id is not None
+            and row.inbound.raw_pruned_at is None):
         parts.append(_original(settings, row.inbound))
     return mime.multipart("mixed", parts)
 
