@@ -59,10 +59,6 @@ def auto_cancel(settings: Settings, store: Store, now: dt.datetime) -> Outcome:
     return payment_schedule.cancel_unpaid(settings, store, now, local_zone())
 
 
-def retention_run(settings: Settings, store: Store, now: dt.datetime) -> Outcome:
-    return retention.run(settings, store, now)
-
-
 def owner_digest(settings: Settings, store: Store, now: dt.datetime) -> str:
     """Queue the owner's list of orders to do and of what the jobs did since the last
     digest; nothing when there is neither."""
@@ -181,7 +177,7 @@ JOBS = (
     Job("outbox-retry", outbox_retry, every_seconds=OUTBOX_RETRY_SECONDS),
     Job("payment-reminders", payment_reminders, daily_at=lambda s: s.shop.jobs_time, catch_up=True),
     Job("auto-cancel", auto_cancel, daily_at=lambda s: s.shop.jobs_time, catch_up=True),
-    Job("retention", retention_run, daily_at=lambda s: s.shop.jobs_time, catch_up=True),
+    Job("retention", retention.run, daily_at=lambda s: s.shop.jobs_time, catch_up=True),
     Job("owner-digest", owner_digest, daily_at=lambda s: s.owner.digest_time, catch_up=True),
 )
 

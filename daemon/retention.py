@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import peewee as pw
+
 from daemon import job_store, orders
 from daemon.config import Settings
 from daemon.errors import OrderNotFound
@@ -67,7 +69,8 @@ def delete_cancelled(store: Store, quiet_since: dt.datetime, outcome: Outcome) -
 
 def prune_raw(store: Store, received_before: dt.datetime, now: dt.datetime) -> int:
     """Remove the raw bytes of handled mail received before the cutoff; how many."""
-    pruned, after = 0, 0
+    # from the oldest bytes still kept: the rows pruned by earlier runs are not walked again
+    pruned, after = 0, (InboundRaw.select(pw.fn.MIN(InboundRaw.inbound)).scalar() or 1) - 1
     while True:
         ids = _prunable(received_before, after)
         if not ids:
@@ -88,8 +91,8 @@ def prune_raw(store: Store, received_before: dt.datetime, now: dt.datetime) -> i
 def _prunable(received_before: dt.datetime, after: int) -> list[int]:
     """The next batch of ids whose bytes may go, in id order from `after`.
 
-    Walks inbound_raw, which holds only mail not yet pruned, so a run reads
-    no row that an earlier run already pruned.
+    On the index of (state, id) from `after` on, each id checked in inbound_raw
+    by its key; mail waiting to be forwarded is left out.
     """
     forwarding = (OutboxMessage.select(OutboxMessage.inbound)
                   .where(OutboxMessage.state.in_(("pending", "sending")) & OutboxMessage.inbound.is_null(False)))
