@@ -77,9 +77,10 @@ def cmd_jobs_list(args, settings, store) -> int:
 
 def cmd_jobs_run(args, settings, store) -> int:
     now = parse_now(args.now)
-    result = jobs.run_job(settings, store, args.name, now)
+    result, done = jobs.run_job_outcome(settings, store, args.name, now)
     if args.format == "json":
-        print(json.dumps({"job": args.name, "now": now.isoformat() + "Z", "result": result}, ensure_ascii=False))
+        print(json.dumps({"job": args.name, "now": now.isoformat() + "Z", "result": result, "done": done},
+                         ensure_ascii=False))
     else:
         print(f"{args.name}: {result}")
     return 0

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 from daemon.errors import ConfigError
 
 SUPPORTED_LOCALES = ("de", "en", "fr")
-PLACEHOLDERS = frozenset({"total", "number", "name"})
+PLACEHOLDERS = frozenset({"total", "number", "name", "iban", "bic", "account_holder"})
+ACCOUNT_KEYS = ("iban", "bic", "account_holder")
 PLAUSIBLE_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")   # one @, a dot in the domain, no spaces
 
 
@@ -29,6 +30,20 @@ def _at_least_one(section: str, values, keys: tuple[str, ...]) -> None:
     for key in keys:
         if getattr(values, key) < 1:
             raise ConfigError(f"[{section}] {key} must be at least 1, not {getattr(values, key)}")
+
+
+def _not_negative(section: str, values, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(values, key) < 0:
+            raise ConfigError(f"[{section}] {key} must be 0 (never) or more, not {getattr(values, key)}")
+
+
+def _check_time(section: str, key: str, value: str) -> None:
+    """A local time of day "HH:MM", or "" for none."""
+    hour, sep, minute = value.partition(":")
+    if value and not (sep and hour.isdigit() and minute.isdigit() and len(minute) == 2
+                      and int(hour) < 24 and int(minute) < 60):
+        raise ConfigError(f'[{section}] {key} must be HH:MM like "07:00" (or "" for none), not {value!r}')
 
 
 def _check_ca_file(section: str, key: str, path: str, tls: bool) -> None:
@@ -53,10 +68,16 @@ class ShopSettings:
     base_url: str = "http://127.0.0.1:8080"
     locale: str = "de"
     files_address: str = ""
+    delete_cancelled_after_days: int = 0    # cancelled orders, quiet this long, are deleted for good; 0: never
+    jobs_time: str = "06:00"            # payment reminders, auto-cancel and retention run daily then; "": never
 
     @property
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
+
+    def __post_init__(self):
+        _not_negative("shop", self, ("delete_cancelled_after_days",))
+        _check_time("shop", "jobs_time", self.jobs_time)
 
 
 @dataclass(frozen=True)
@@ -77,11 +98,7 @@ class OwnerSettings:
         return frozenset(a.lower() for a in self.addresses)
 
     def __post_init__(self):
-        hour, sep, minute = self.digest_time.partition(":")
-        if self.digest_time and not (sep and hour.isdigit() and minute.isdigit() and len(minute) == 2
-                                     and int(hour) < 24 and int(minute) < 60):
-            raise ConfigError(f'[owner] digest_time must be HH:MM like "07:00" (or "" for none), '
-                              f'not {self.digest_time!r}')
+        _check_time("owner", "digest_time", self.digest_time)
 
 
 @dataclass(frozen=True)
@@ -118,9 +135,11 @@ class InboundSettings:
     connection_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")   # counted in the total only
     messages_per_sender_per_hour: int = 100    # SMTP/LMTP, by envelope sender; more hear 450 4.7.1
     messages_per_client_per_hour: int = 1000   # by client address, outside connection_limit_exempt
+    keep_raw_days: int = 0              # received mail's raw bytes are pruned after this many days; 0: kept
     imap: ImapSettings = field(default_factory=ImapSettings)
 
     def __post_init__(self):
+        _not_negative("inbound", self, ("keep_raw_days",))
         _at_least_one("inbound", self, ("max_connections", "max_connections_per_client",
                                         "messages_per_sender_per_hour", "messages_per_client_per_hour"))
         for network in self.connection_limit_exempt:
@@ -195,9 +214,40 @@ class WebSettings:
 @dataclass(frozen=True)
 class PaymentMethod:
     label: str = ""
-    instructions: str = ""
-    remind_after_days: int = 0
-    cancel_after_days: int = 0
+    instructions: str | dict = ""       # one text, or {"de": …, "en": …, "fr": …}
+    remind_after_days: int = 0          # 0: never
+    cancel_after_days: int = 0          # 0: never
+    iban: str = ""                      # with bic and account_holder: a GiroCode (EPC QR) for the transfer
+    bic: str = ""
+    account_holder: str = ""
+
+    def instructions_for(self, lang: str, fallback: str) -> str:
+        """The text in `lang`; else in `fallback` (the shop's language); else the first one given."""
+        if isinstance(self.instructions, str):
+            return self.instructions
+        texts = self.instructions
+        return texts.get(lang) or texts.get(fallback) or next(iter(texts.values()), "")
+
+    @property
+    def iban_formatted(self) -> str:
+        """The IBAN in groups of four, as people read and type it."""
+        return " ".join(self.iban[i:i + 4] for i in range(0, len(self.iban), 4))
+
+    def check(self, name: str) -> "PaymentMethod":
+        """Validated, with the account details in their compact form."""
+        where = f"payment.{name}"
+        _not_negative(where, self, ("remind_after_days", "cancel_after_days"))
+        if 0 < self.cancel_after_days <= self.remind_after_days:
+            raise ConfigError(f"[{where}] cancel_after_days ({self.cancel_after_days}) must be more than "
+                              f"remind_after_days ({self.remind_after_days}): the reminder comes first")
+        texts = self.instructions.items() if isinstance(self.instructions, dict) else (("", self.instructions),)
+        for lang, text in texts:
+            key = f"[{where}] instructions" + (f".{lang}" if lang else "")
+            used = _check_placeholders(text, key)
+            unset = sorted(name for name in used & set(ACCOUNT_KEYS) if not getattr(self, name).strip())
+            if unset:
+                raise ConfigError(f"{key} uses {{{unset[0]}}} but [{where}] {unset[0]} is not set")
+        return _checked_account(self, where)
 
 
 @dataclass(frozen=True)
@@ -256,7 +306,9 @@ class LimitSettings:
 DEFAULT_PAYMENT_METHODS = {
     "bank_transfer": PaymentMethod(
         label="Überweisung",
-        instructions="Bitte überweisen Sie {total} mit dem Verwendungszweck {number}.",
+        instructions={"de": "Bitte überweisen Sie {total} mit dem Verwendungszweck {number}.",
+                      "en": "Please transfer {total} with the reference {number}.",
+                      "fr": "Veuillez virer {total} avec la référence {number}."},
         remind_after_days=7, cancel_after_days=21),
     "paypal": PaymentMethod(label="PayPal"),
 }
@@ -306,6 +358,7 @@ def settings_from_dict(raw: dict, **overrides) -> Settings:
         settings = dataclasses.replace(settings, payment=_payment_methods(payment))
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
+    settings = dataclasses.replace(settings, payment=_checked_methods(settings.payment))
     validate(settings)
     return settings
 
@@ -349,8 +402,62 @@ def _checked(value, kind, key: str, wanted: str):
 def _payment_methods(raw) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError("[payment] must hold tables like [payment.bank_transfer]")
-    return {name: _build(PaymentMethod, table, f"payment.{name}")
-            for name, table in raw.items()}
+    return {name: _payment_method(name, table) for name, table in raw.items()}
+
+
+def _payment_method(name: str, table) -> PaymentMethod:
+    where = f"payment.{name}"
+    table = dict(table) if isinstance(table, dict) else table
+    texts = table.pop("instructions", "") if isinstance(table, dict) else ""
+    method = _build(PaymentMethod, table, where)
+    return dataclasses.replace(method, instructions=_instructions(texts, f"[{where}] instructions"))
+
+
+def _checked_methods(methods: dict) -> dict:
+    return {name: method.check(name) for name, method in methods.items()}
+
+
+def _instructions(value, key: str) -> str | dict:
+    """One string, or a table of strings by language."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a string or a table like {{ de = \"…\", en = \"…\" }}, not {value!r}")
+    for lang, text in value.items():
+        if lang not in SUPPORTED_LOCALES:
+            raise ConfigError(f"{key}: unknown language {lang!r} (known: {', '.join(SUPPORTED_LOCALES)})")
+        _checked(text, str, f"{key}.{lang}", "a string")
+    return dict(value)
+
+
+def _checked_account(method: PaymentMethod, where: str) -> PaymentMethod:
+    """IBAN, BIC and holder: all three or none; IBAN and BIC as schwifty checks them."""
+    given = [key for key in ACCOUNT_KEYS if getattr(method, key).strip()]
+    if not given:
+        return method
+    if len(given) < len(ACCOUNT_KEYS):
+        missing = next(key for key in ACCOUNT_KEYS if key not in given)
+        raise ConfigError(f"[{where}] {missing} is missing: iban, bic and account_holder go together")
+    from schwifty import BIC, IBAN   # only a shop with an account needs the bank registry
+    from schwifty.exceptions import SchwiftyException
+    try:
+        iban = IBAN(method.iban)
+    except SchwiftyException as exc:
+        raise ConfigError(f"[{where}] iban {method.iban!r} is not a valid IBAN: {exc}") from None
+    if not iban.in_sepa_zone:
+        raise ConfigError(f"[{where}] iban {method.iban!r} is outside the SEPA zone: a GiroCode is a SEPA transfer")
+    try:
+        bic = BIC(method.bic)
+    except SchwiftyException as exc:
+        raise ConfigError(f"[{where}] bic {method.bic!r} is not a valid BIC: {exc}") from None
+    holder = " ".join(method.account_holder.split())
+    if len(holder) > EPC_NAME_MAX:
+        raise ConfigError(f"[{where}] account_holder must be at most {EPC_NAME_MAX} characters "
+                          f"(the GiroCode's limit), not {len(holder)}")
+    return dataclasses.replace(method, iban=iban.compact, bic=bic.compact, account_holder=holder)
+
+
+EPC_NAME_MAX = 70
 
 
 def _key(where: str, name: str) -> str:
@@ -382,8 +489,6 @@ def validate(settings: Settings) -> None:
         raise ConfigError("[inbound] max_message_bytes must be at least 1024")
     if not 1 <= settings.inbound.workers <= 32:
         raise ConfigError(f"[inbound] workers must be from 1 to 32, not {settings.inbound.workers}")
-    for name, method in settings.payment.items():
-        _check_placeholders(method.instructions, f"[payment.{name}] instructions")
     for entry in settings.api.payment_methods:
         ours = entry.partition("=")[2].strip()
         if ours and ours not in settings.payment:
@@ -399,7 +504,8 @@ def _check_listen(value: str, key: str) -> None:
         raise ConfigError(f"{key} must be HOST:PORT, not {value!r}")
 
 
-def _check_placeholders(text: str, key: str) -> None:
+def _check_placeholders(text: str, key: str) -> set[str]:
+    """The placeholders `text` uses; an unknown one is an error naming `key`."""
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as exc:
@@ -408,6 +514,7 @@ def _check_placeholders(text: str, key: str) -> None:
     if unknown:
         raise ConfigError(f"{key}: unknown placeholder {{{sorted(unknown)[0]}}} "
                           f"(known: {', '.join('{%s}' % p for p in sorted(PLACEHOLDERS))})")
+    return names
 
 
 def _check_database_url(url: str) -> None:

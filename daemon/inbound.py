@@ -367,6 +367,9 @@ def retry(store: Store, message_id: int) -> InboundMessage:
     or claimed by a process that is gone — not one a live process holds."""
     with store.atomic():
         message = InboundMessage.get_by_id(message_id)
+        if message.raw_pruned_at is not None:
+            raise Refused(f"message {message_id} cannot be handled again: its raw mail was pruned on "
+                          f"{message.raw_pruned_at:%Y-%m-%d} ([inbound] keep_raw_days)")
         if message.state == "processing" and not _claim_abandoned(message):
             raise Refused(f"message {message_id} is being handled now (by {message.claimed_by}); "
                           "retry it once that has ended")

@@ -29,8 +29,10 @@ def message_json(message: InboundMessage, raw: bool = False) -> dict:
         "reason": message.reason, "attempts": message.attempts,
         "order": message.order.number if message.order_id else None,
     }
+    if message.raw_pruned_at is not None:
+        document["raw_pruned_at"] = message.raw_pruned_at.isoformat(timespec="seconds") + "Z"
     if raw:
-        document["raw"] = message.raw.decode("utf-8", "replace")
+        document["raw"] = None if message.raw_pruned_at else message.raw.decode("utf-8", "replace")
     return document
 
 
@@ -45,12 +47,18 @@ def message_table(messages: list[InboundMessage]) -> str:
 
 
 def message_detail(message: InboundMessage) -> str:
+    if message.raw_pruned_at is not None:
+        return "\n".join(_head(message, []) + [
+            f"Raw:      pruned on {message.raw_pruned_at:%Y-%m-%d} ([inbound] keep_raw_days); "
+            f"Message-ID {message.message_id or '-'}, SHA-256 {message.sha256}"])
     mail = parse_mail(message.raw, envelope_from=message.envelope_from)
-    head = [f"Message {message.id} ({message.channel}, {message.size} bytes) — {message.state}",
+    head = _head(message, [f"From:     {mail.from_address or '-'}", f"Subject:  {mail.subject}"])
+    return "\n".join(head + ["", message.raw.decode("utf-8", "replace")])
+
+
+def _head(message: InboundMessage, sender: list[str]) -> list[str]:
+    return [f"Message {message.id} ({message.channel}, {message.size} bytes) — {message.state}",
             f"Reason:   {message.reason or '-'}",
             f"Envelope: {message.envelope_from or '(unknown)'} → {', '.join(message.recipients)}",
-            f"From:     {mail.from_address or '-'}",
-            f"Subject:  {mail.subject}",
-            f"Order:    {message.order.number if message.order_id else '-'}",
-            "", message.raw.decode("utf-8", "replace")]
-    return "\n".join(head)
+            *sender,
+            f"Order:    {message.order.number if message.order_id else '-'}"]

@@ -1,20 +1,27 @@
 """Scheduled jobs: plain functions of (settings, store, now), and the scheduler that runs them.
 
-    outbox-retry    every minute: send what is due (the outbox worker does the
-                    same continuously; this is the safety net, and the way to
-                    send from the command line without a daemon)
-    owner-digest    daily at `[owner] digest_time` (the server's local time):
-                    the orders that need doing, mailed to the owner
-    paypal-ipn      every minute: verify the stored PayPal IPN messages that
-                    are due (the first worker process does the same every
-                    two seconds; this is the safety net, and the way to verify
-                    without a daemon, when gunicorn alone takes them in)
+    outbox-retry       every minute: send what is due (the outbox worker does
+                       the same continuously; this is the safety net, and the
+                       way to send from the command line without a daemon)
+    payment-reminders  daily at `[shop] jobs_time`: one reminder per unpaid order
+    auto-cancel        daily at `[shop] jobs_time`: unpaid orders cancelled
+                       (both: daemon/payment_schedule.py)
+    retention          daily at `[shop] jobs_time`: cancelled orders deleted for
+                       good, old raw mail pruned (daemon/retention.py)
+    owner-digest       daily at `[owner] digest_time`: the orders that need
+                       doing, and what the jobs above did since the last one
+    paypal-ipn         every minute: verify the stored PayPal IPN messages that
+                       are due (the first worker process does the same every
+                       two seconds; this is the safety net, and the way to verify
+                       without a daemon, when gunicorn alone takes them in)
 
-`ordermail jobs run NAME --now ISO` runs one as if the clock said so. Each
-run is recorded (table job_run); on start, a daily job whose last run is
-older than its last due time runs once — a digest missed while the daemon
-was down is caught up, but only one, however long it was down. Payment
-reminders and auto-cancel (a later release) are two more entries in `JOBS`.
+Times are the server's local time. `ordermail jobs run NAME --now ISO` runs
+one as if the clock said so. Each run is recorded (table job_run), and what
+the daily jobs did is logged for the digest (job_log). On start, a daily job
+whose last run is older than its last due time runs once — a run missed
+while the daemon was down is caught up, but only one, however long it was
+down. With several daemons on one database, a scheduled run first claims
+its due time (`job_store.claim`): one daemon runs it.
 """
 from __future__ import annotations
 
@@ -26,7 +33,8 @@ from zoneinfo import ZoneInfo
 
 import peewee as pw
 
-from daemon import filters, job_store, notify, orders, outbox, paypal_verifier
+from daemon import filters, job_store, notify, orders, outbox, payment_schedule, paypal_verifier, retention
+from daemon.job_store import Outcome
 from daemon.config import Settings
 from daemon.errors import InputError
 from daemon.store import INTERNAL_KINDS, Event, Order, Store, utcnow
@@ -55,20 +63,67 @@ def paypal_ipn(settings: Settings, store: Store, now: dt.datetime) -> str:
     return f"{done.settled} PayPal message(s) settled" + (f"; {done.unreachable}" if done.unreachable else "")
 
 
+def payment_reminders(settings: Settings, store: Store, now: dt.datetime) -> Outcome:
+    return payment_schedule.send_reminders(settings, store, now, local_zone())
+
+
+def auto_cancel(settings: Settings, store: Store, now: dt.datetime) -> Outcome:
+    return payment_schedule.cancel_unpaid(settings, store, now, local_zone())
+
+
 def owner_digest(settings: Settings, store: Store, now: dt.datetime) -> str:
-    """Queue the owner's list of orders to do; nothing when there is nothing to do."""
+    """Queue the owner's list of orders to do and of what the jobs did since the last
+    digest; nothing when there is neither."""
     if not settings.owner.addresses:
         return "no [owner] addresses; no digest"
     sections = [s for s in (*(_filter_section(settings, key, expr, now) for key, expr in DIGEST_FILTERS),
                             _unanswered_section(settings, now)) if s["count"]]
-    if not sections:
+    activity = jobs_activity(store, now)
+    if not sections and not activity:
         return "nothing to do; no digest sent"
     with store.atomic():
         for owner in settings.owner.addresses:
             orders.queue_mail(settings, "owner_digest", owner, now=now,
-                              data={"sections": sections, "as_of": now.isoformat(timespec="minutes")})
-    counts = ", ".join(f"{s['count']} {s['key']}" for s in sections)
+                              data={"sections": sections, "activity": activity,
+                                    "as_of": now.isoformat(timespec="minutes")})
+    counts = ", ".join([f"{s['count']} {s['key']}" for s in sections]
+                       + [f"{a['count']} {a['key']}" for a in activity])
     return f"digest queued for {len(settings.owner.addresses)} owner address(es): {counts}"
+
+
+def jobs_activity(store: Store, now: dt.datetime) -> list[dict]:
+    """What the daily jobs did since the last digest ran: per kind of change, the
+    orders (the first SECTION_ROWS named) or a count — in the order of ACTIVITY."""
+    job_store.bind(store)
+    last = job_store.runs().get("owner-digest")
+    merged: dict[str, list | int] = {}
+    for entry in job_store.logged_since(last.last_run_at if last else None, now):
+        for key, value in entry.details.items():
+            merged[key] = merged.get(key, 0 if isinstance(value, int) else []) + value
+    return [{"key": key, "count": value if isinstance(value, int) else len(value),
+             "orders": [] if isinstance(value, int) else value[:SECTION_ROWS]}
+            for key, value in sorted(merged.items(), key=lambda kv: ACTIVITY.index(kv[0]))
+            if value]
+
+
+ACTIVITY = ("reminded", "cancelled", "deleted", "kept", "raw_pruned")
+SUMMARIES = {"reminded": "{n} payment reminder(s) sent", "cancelled": "{n} unpaid order(s) cancelled",
+             "deleted": "{n} cancelled order(s) deleted for good", "kept": "{n} kept",
+             "raw_pruned": "{n} raw mail(s) pruned"}
+
+
+def describe(outcome: Outcome) -> str:
+    """One line for `jobs list` and the log: counts, and the order numbers where few."""
+    parts = []
+    for key in ACTIVITY:
+        value = outcome.done.get(key)
+        if not value:
+            continue
+        text = SUMMARIES[key].format(n=value if isinstance(value, int) else len(value))
+        if isinstance(value, list):
+            text += ": " + ", ".join(value[:10]) + (" …" if len(value) > 10 else "")
+        parts.append(text)
+    return "; ".join(parts) or "nothing to do"
 
 
 def _filter_section(settings: Settings, key: str, expr: str, now: dt.datetime) -> dict:
@@ -128,12 +183,15 @@ class Job:
         return f"daily at {at}" if at else "off"
 
 
+# In this order: a catch-up on start runs the reminders before the cancellation,
+# and both before the digest that reports them.
 JOBS = (
     Job("outbox-retry", outbox_retry, every_seconds=OUTBOX_RETRY_SECONDS),
+    Job("payment-reminders", payment_reminders, daily_at=lambda s: s.shop.jobs_time, catch_up=True),
+    Job("auto-cancel", auto_cancel, daily_at=lambda s: s.shop.jobs_time, catch_up=True),
+    Job("retention", retention.run, daily_at=lambda s: s.shop.jobs_time, catch_up=True),
     Job("owner-digest", owner_digest, daily_at=lambda s: s.owner.digest_time, catch_up=True),
     Job("paypal-ipn", paypal_ipn, every_seconds=PAYPAL_IPN_SECONDS),
-    # Job("payment-reminders", …, daily_at=…, catch_up=True)   — a later release
-    # Job("auto-cancel", …, daily_at=…, catch_up=True)          — a later release
 )
 
 
@@ -146,6 +204,12 @@ def find_job(name: str) -> Job:
 
 def run_job(settings: Settings, store: Store, name: str, now: dt.datetime | None = None) -> str:
     """Run one job as if the clock said `now` (naive UTC); record how it ended."""
+    return run_job_outcome(settings, store, name, now)[0]
+
+
+def run_job_outcome(settings: Settings, store: Store, name: str,
+                    now: dt.datetime | None = None) -> tuple[str, dict]:
+    """`run_job`, with what the run did by kind of change (`Outcome.done`; {} for the others)."""
     job, now = find_job(name), now or utcnow()
     job_store.bind(store)
     try:
@@ -153,9 +217,15 @@ def run_job(settings: Settings, store: Store, name: str, now: dt.datetime | None
     except Exception as exc:
         job_store.record(name, now, "error", f"{type(exc).__name__}: {exc}")
         raise
+    done = {}
+    if isinstance(result, Outcome):
+        done, result = {k: v for k, v in result.done.items() if v}, describe(result)
+        if done:
+            with store.atomic():
+                job_store.log_run(name, now, result, done)
     job_store.record(name, now, "ok", result)
     log.info("job %s: %s", name, result)
-    return result
+    return result, done
 
 
 def previous_due(job: Job, settings: Settings, now: dt.datetime, tz: dt.tzinfo) -> dt.datetime | None:
@@ -180,7 +250,7 @@ def catch_up(settings: Settings, store: Store, now: dt.datetime, tz: dt.tzinfo) 
         due = previous_due(job, settings, now, tz) if job.catch_up else None
         record = known.get(job.name)
         last = (record.last_run_at or record.created_at) if record else now
-        if due is not None and last < due:
+        if due is not None and last < due and job_store.claim(job.name, due):
             try:
                 run_job(settings, store, job.name, now)
             except Exception:
@@ -252,7 +322,12 @@ class Scheduler:
 
     def _run(self, name: str) -> None:
         try:
-            run_job(self.settings, self.store, name, utcnow())
+            now, job = utcnow(), find_job(name)
+            due = previous_due(job, self.settings, now, self.tz)
+            if due is not None and not job_store.claim(name, due):
+                log.info("job %s due at %s was run by another daemon", name, due)
+                return
+            run_job(self.settings, self.store, name, now)
         except Exception:
             log.exception("job %s failed", name)
         finally:

@@ -31,6 +31,7 @@ import email.policy
 import functools
 import logging
 import re
+import secrets
 import string
 from collections import defaultdict
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from babel.dates import format_date
 from babel.numbers import format_currency
 from markupsafe import Markup
 
-from daemon import mime, tokens
+from daemon import girocode, mime, tokens
 from daemon.addresses import token_address
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.inbound_mail import HEADER_END
@@ -61,6 +62,7 @@ CUSTOMER_KINDS = frozenset({"created", "paid", "shipped", "cancelled", "refunded
                             "payment_reminder", "files_refused"})
 OWNER_KINDS = frozenset({"reply_forward", "unmatched_forward", "receipt", "owner_alert",
                          "owner_digest", "new_order"})
+GIROCODE_KINDS = frozenset({"created", "payment_reminder"})   # mails that ask for the payment
 WEB_KINDS = frozenset({"signin_link"})   # to whoever asked on a page; data["lang"] is that page's language
 KINDS = CUSTOMER_KINDS | OWNER_KINDS | WEB_KINDS
 MAX_REFERENCES = 20
@@ -135,13 +137,17 @@ def for_customer(row: OutboxMessage) -> bool:
 
 def language(settings: Settings, row: OutboxMessage) -> str:
     if for_customer(row):
-        code = (row.order.locale or "")[:2].lower()
-        if code in SUPPORTED_LOCALES:
-            return code
+        return order_language(settings, row.order)
     asked = (row.data or {}).get("lang")
     if row.kind in WEB_KINDS and asked in SUPPORTED_LOCALES:
         return asked
     return settings.shop.locale
+
+
+def order_language(settings: Settings, order) -> str:
+    """The customer's language: the order's, where we speak it; else the shop's."""
+    code = (order.locale or "")[:2].lower()
+    return code if code in SUPPORTED_LOCALES else settings.shop.locale
 
 
 def envelope_from(settings: Settings, row: OutboxMessage, now: dt.datetime) -> str:
@@ -230,6 +236,8 @@ def build_context(settings: Settings, row: OutboxMessage, lang: str, now: dt.dat
         "date": functools.partial(day, lang=lang),
         "plural": functools.partial(plural, lang=lang),
         "today": day(now, lang=lang),
+        "girocode": (girocode_view(settings, order, lang)
+                     if order is not None and row.kind in GIROCODE_KINDS else None),
     }
     extra = KIND_CONTEXT.get(row.kind)
     if extra is not None:
@@ -254,7 +262,7 @@ def order_view(settings: Settings, order, lang: str, items=None) -> View:
         admin_url=dashboard_url(settings, f"number:{order.number}"),
         payment_method=order.payment_method,
         payment_label=(method.label if method and method.label else order.payment_method),
-        instructions=instructions(method.instructions if method else "", total, order.number, name),
+        instructions=instructions(settings, method, lang, total=total, number=order.number, name=name),
         tracking_code=mime.clean(order.tracking_code) or None,
         carrier=carrier_name, tracking_url=tracking_url,
         refunded=money(order.refunded_amount, currency, lang=lang) if order.refunded_amount else None,
@@ -293,11 +301,26 @@ def event_bodies(event: Event) -> tuple[str, str]:
     return text, html
 
 
-def instructions(template: str, total: str, number: str, name: str) -> str:
-    """The payment method's instructions with {total}, {number}, {name} filled in."""
+def instructions(settings: Settings, method, lang: str, *, total: str, number: str, name: str) -> str:
+    """The payment method's instructions in the reader's language, placeholders filled in
+    ({total}, {number}, {name}, and the account's {iban}, {bic}, {account_holder})."""
+    template = method.instructions_for(lang, settings.shop.locale) if method else ""
     if not template:
         return ""
-    return string.Formatter().vformat(template, (), {"total": total, "number": number, "name": name})
+    return string.Formatter().vformat(template, (), {
+        "total": total, "number": number, "name": name, "iban": method.iban_formatted,
+        "bic": method.bic, "account_holder": method.account_holder})
+
+
+def girocode_view(settings: Settings, order, lang: str) -> View | None:
+    """The GiroCode of an unpaid transfer, with its data as text, or None (daemon.girocode says when)."""
+    code = girocode.for_order(settings, order)
+    if code is None:
+        return None
+    method = settings.payment[order.payment_method]
+    return View(code=code, holder=code.holder, iban=method.iban_formatted, bic=code.bic,
+                amount=money(code.amount, order.currency, lang=lang), reference=code.reference,
+                content_id=f"girocode-{secrets.token_hex(8)}@{settings.shop.domain}")
 
 
 def tracking_link(carrier: str | None, code: str | None) -> tuple[str | None, str | None]:
@@ -394,7 +417,7 @@ def _reply_forward(settings: Settings, row: OutboxMessage, lang: str, context: d
 
 def _unmatched_forward(settings: Settings, row: OutboxMessage, lang: str, context: dict, batch: "Batch") -> dict:
     from daemon.inbound_mail import parse_mail   # the parser is only needed here
-    if row.inbound_id is None:
+    if row.inbound_id is None or row.inbound.raw_pruned_at is not None:   # pruned: a failed forward sent again
         return {"original": View(sender="", to="", subject="", date="", text="", cut=False, files=0,
                                  address=None)}
     inbound = row.inbound
@@ -415,7 +438,8 @@ def _digest(settings: Settings, row: OutboxMessage, lang: str, context: dict, ba
                            "created": day(entry["created"], lang=lang), "name": mime.clean(entry["name"])})
                    for entry in section.get("orders", [])]
         sections.append(View(**{**section, "orders": entries}))
-    return {"sections": sections, "open_total": sum(s.count for s in sections)}
+    activity = [View(**entry) for entry in context["data"].get("activity", [])]
+    return {"sections": sections, "open_total": sum(s.count for s in sections), "activity": activity}
 
 
 KIND_CONTEXT = {"created": _message_files, "paid": _message_files, "shipped": _message_files,
@@ -538,16 +562,21 @@ def _where_in(query, column, ids: list):
 
 def _body(settings: Settings, row: OutboxMessage, text: str, html: str, context: dict) -> mime.Part:
     alternative = mime.multipart("alternative", [mime.text(text), mime.text(html, "html")])
-    files = context["files"]
+    files, code = context["files"], context["girocode"]
+    inline = []
     if files.inline:
         blobs = _blobs(files.inline)
-        alternative = mime.multipart("related", [alternative] + [
-            mime.binary(blobs[f.id], f.content_type, f.filename, inline_id=f.content_id) for f in files.inline])
+        inline += [mime.binary(blobs[f.id], f.content_type, f.filename, inline_id=f.content_id) for f in files.inline]
+    if code is not None:
+        inline.append(mime.binary(code.code.png(), "image/png", "girocode.png", inline_id=code.content_id))
+    if inline:
+        alternative = mime.multipart("related", [alternative] + inline)
     parts = [alternative]
     if files.attached:
         blobs = _blobs(files.attached)
         parts += [mime.binary(blobs[f.id], f.content_type, f.filename) for f in files.attached]
-    if row.kind in ("reply_forward", "unmatched_forward") and row.inbound_id is not None:
+    if (row.kind in ("reply_forward", "unmatched_forward") and row.inbound_id is not None
+            and row.inbound.raw_pruned_at is None):
         parts.append(_original(settings, row.inbound))
     return mime.multipart("mixed", parts)
 

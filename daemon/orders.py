@@ -166,16 +166,52 @@ def mark_shipped(store, settings, number, *, tracking=None, carrier=None,
 
 def mark_cancelled(store, settings, number, *, reason="", content=Content(), via=Via()) -> Change:
     def apply(order, now):
-        if order.has(CANCELLED):
-            raise _Unchanged(f"{order.number} was already cancelled on {_day(order.cancelled_at)}; nothing changed")
-        if order.has(SHIPPED):
-            raise Refused(f"{order.number} was shipped on {_day(order.shipped_at)}; "
-                          "a shipped order is refunded, not cancelled")
-        order.status |= CANCELLED
-        order.cancelled_at = now
-        hint = f" (it was paid: refund it with 'refunded {order.number}')" if order.has(PAID) else ""
-        return {"reason": reason}, f"{order.number} cancelled{hint}"
+        return _cancel(order, now, {"reason": reason})
     return _change(store, settings, number, "cancelled", _with_reason(content, reason), via, apply)
+
+
+def cancel_unpaid(store, settings, number, *, reason: str, via=Via(author="system")) -> Change:
+    """The schedule's cancellation of an order nobody paid. Checked again under the
+    order's lock: a payment booked a moment before wins, and nothing changes."""
+    def apply(order, now):
+        if order.has(PAID):
+            raise _Unchanged(f"{order.number} was paid on {_day(order.paid_at)}; not cancelled")
+        if order.has(SHIPPED) and not order.has(CANCELLED):
+            raise _Unchanged(f"{order.number} was shipped on {_day(order.shipped_at)}; a shipped order "
+                             "is not cancelled for want of payment")
+        return _cancel(order, now, {"reason": reason, "unpaid": True})
+    return _change(store, settings, number, "cancelled", Content(text=reason), via, apply)
+
+
+def _cancel(order: Order, now, data: dict) -> tuple[dict, str]:
+    if order.has(CANCELLED):
+        raise _Unchanged(f"{order.number} was already cancelled on {_day(order.cancelled_at)}; nothing changed")
+    if order.has(SHIPPED):
+        raise Refused(f"{order.number} was shipped on {_day(order.shipped_at)}; "
+                      "a shipped order is refunded, not cancelled")
+    order.status |= CANCELLED
+    order.cancelled_at = now
+    hint = f" (it was paid: refund it with 'refunded {order.number}')" if order.has(PAID) else ""
+    return data, f"{order.number} cancelled{hint}"
+
+
+def send_payment_reminder(store, settings, number, *, pay_by: dt.date | None = None,
+                          via=Via(author="system")) -> Change:
+    """The one reminder of an unpaid order: a public event and the customer's mail.
+
+    At most one per order, whoever runs it how often: the order's lock is held
+    while `payment_reminded_at` is checked and set. `pay_by` is the last day
+    before the schedule cancels the order (None: it never does); the mail says it.
+    """
+    def apply(order, now):
+        if order.has(PAID) or order.has(CANCELLED):
+            raise _Unchanged(f"{order.number} is {'paid' if order.has(PAID) else 'cancelled'}; no reminder")
+        if order.payment_reminded_at is not None:
+            raise _Unchanged(f"{order.number} was reminded on {_day(order.payment_reminded_at)} already")
+        order.payment_reminded_at = now
+        return ({"pay_by": pay_by.isoformat() if pay_by else None},
+                f"{order.number}: payment reminder sent")
+    return _change(store, settings, number, "payment_reminder", Content(), via, apply)
 
 
 def mark_refunded(store, settings, number, *, amount=None, reason="", content=Content(), via=Via()) -> Change:
@@ -320,13 +356,44 @@ def delete_order(store: Store, number: str, *, confirm: bool) -> Change:
         raise Refused(f"deleting removes order {number} and its whole log for good; "
                       f"write 'delete {number} confirm' to do it")
     with store.atomic():
-        order = _locked_order(store, number)
-        events = Event.select().where(Event.order == order).count()
-        blobs = [a.blob_id for a in Attachment.select(Attachment.blob)
-                 .join(Event).where(Event.order == order)]
-        order.delete_instance(recursive=False)   # the database cascades
-        _drop_unused_blobs(blobs)
+        events = _delete(_locked_order(store, number))
     return Change(number, True, f"order {number} and its log ({events} events) deleted for good")
+
+
+def delete_cancelled(store: Store, number: str, *, quiet_since) -> Change:
+    """The retention's delete: only while the order is still cancelled, nothing in its
+    log is newer than `quiet_since`, no payment is left to refund and no mail of it
+    waits in the outbox — checked under the order's lock."""
+    with store.atomic():
+        order = _locked_order(store, number)
+        reason = _keep_reason(order, quiet_since)
+        if reason:
+            return Change(order.number, False, f"{order.number} kept: {reason}")
+        events = _delete(order)
+    return Change(number, True, f"order {number} and its log ({events} events) deleted for good")
+
+
+def _keep_reason(order: Order, quiet_since) -> str:
+    if not order.has(CANCELLED):
+        return "no longer cancelled"
+    if order.updated_at >= quiet_since:
+        return "changed since"
+    if order.has(PAID) and (order.refunded_amount or 0) < order.total:
+        return "paid and not refunded in full"
+    if OutboxMessage.select().where((OutboxMessage.order == order)
+                                    & OutboxMessage.state.in_(("pending", "sending"))).exists():
+        return "a mail about it is still to be sent"
+    return ""
+
+
+def _delete(order: Order) -> int:
+    """Remove the order (its items, log, files and mails cascade); the number of events."""
+    events = Event.select().where(Event.order == order).count()
+    blobs = [a.blob_id for a in Attachment.select(Attachment.blob)
+             .join(Event).where(Event.order == order)]
+    order.delete_instance(recursive=False)   # the database cascades
+    _drop_unused_blobs(blobs)
+    return events
 
 
 def _drop_unused_blobs(shas: list[str]) -> None:
@@ -395,7 +462,7 @@ def _attach(event: Event, file: NewFile) -> None:
                       size=len(file.data))
 
 
-NOTIFYING_KINDS = frozenset({"created", "paid", "shipped", "cancelled", "refunded", "message"})
+NOTIFYING_KINDS = frozenset({"created", "paid", "shipped", "cancelled", "refunded", "message", "payment_reminder"})
 
 
 def _notify(settings: Settings, order: Order, event: Event, via: Via, now) -> bool:

@@ -40,7 +40,7 @@ PAID, SHIPPED, CANCELLED, REFUNDED = 1, 2, 4, 8
 STATUS_FLAGS = {"paid": PAID, "shipped": SHIPPED, "cancelled": CANCELLED, "refunded": REFUNDED}
 
 EVENT_KINDS = ("created", "paid", "shipped", "cancelled", "refunded", "message",
-               "note", "customer_reply", "bounce", "system")
+               "note", "customer_reply", "bounce", "system", "payment_reminder")
 INTERNAL_KINDS = frozenset({"note", "bounce", "system"})
 AUTHORS = ("owner", "customer", "system")
 
@@ -145,6 +145,9 @@ class Order(BaseModel):
     # Set when mail to the customer bounced for good: the owner should call.
     email_bounced_at = pw.DateTimeField(null=True)
     email_bounce = CharField(max_length=300, default="")
+    # The schedule for unpaid orders (migration 0018): false for orders from before it.
+    on_payment_schedule = pw.BooleanField(default=True)
+    payment_reminded_at = pw.DateTimeField(null=True)
 
     class Meta:
         table_name = "orders"
@@ -219,6 +222,7 @@ class InboundMessage(BaseModel):
     processed_at = pw.DateTimeField(null=True)
     order = pw.ForeignKeyField(Order, null=True, backref="inbound", on_delete="SET NULL")
     claimed_by = CharField(max_length=100, default="")   # host:pid while processing
+    raw_pruned_at = pw.DateTimeField(null=True)   # the bytes were removed by `retention` ([inbound] keep_raw_days)
 
     class Meta:
         indexes = ((("state", "id"), False),)

@@ -4,16 +4,11 @@ from __future__ import annotations
 import hashlib
 from types import SimpleNamespace as View
 
-from daemon import notify
-from daemon.config import SUPPORTED_LOCALES, Settings
+from daemon import girocode, notify
+from daemon.config import Settings
 from daemon.store import Attachment, Blob, Event, Order
 from statuspage import links, views
 from statuspage.i18n import translator
-
-
-def language(order: Order, settings: Settings) -> str:
-    code = (order.locale or "")[:2].lower()
-    return code if code in SUPPORTED_LOCALES else settings.shop.locale
 
 
 def etag(order, renderer) -> str:
@@ -25,14 +20,14 @@ def etag(order, renderer) -> str:
 
 
 def order_page(settings: Settings, order: Order, renderer) -> tuple[str, View]:
-    lang = language(order, settings)
+    lang = notify.order_language(settings, order)
     file_url = lambda attachment_id: renderer.url(f"/o/{order.status_token}/files/{attachment_id}")  # noqa: E731
     money = lambda amount: notify.money(amount, order.currency, lang=lang)  # noqa: E731
     expiry = links.expires_at(order, settings)
     page = View(
         number=order.number, placed=notify.day(order.created_at, lang=lang),
         status_label=views.status_label(order, lang), steps=steps(order, lang, renderer),
-        tracking=views.tracking(order), payment=payment(settings, order, lang),
+        tracking=views.tracking(order), payment=payment(settings, order, lang, renderer),
         items=views.items(order, lang), total=money(order.total),
         refunded=money(order.refunded_amount) if order.refunded_amount else None,
         events=views.event_views(order, views.events(order, public=True), lang, file_url, renderer, owner=False),
@@ -61,15 +56,25 @@ def steps(order: Order, lang: str, renderer) -> list[View]:
             for i, (key, label, moment, stops) in enumerate(line)]
 
 
-def payment(settings: Settings, order: Order, lang: str) -> View | None:
-    """How to pay, while the order waits for it."""
+def payment(settings: Settings, order: Order, lang: str, renderer) -> View | None:
+    """How to pay, while the order waits for it; with the GiroCode where there is one."""
     words = order.status_words()
     if words["paid"] or words["cancelled"]:
         return None
     method = settings.payment.get(order.payment_method)
     total = notify.money(order.total, order.currency, lang=lang)
-    text = notify.instructions(method.instructions if method else "", total, order.number, order.customer_name)
-    return View(label=(method.label if method and method.label else order.payment_method), instructions=text)
+    text = notify.instructions(settings, method, lang, total=total, number=order.number, name=order.customer_name)
+    code = notify.girocode_view(settings, order, lang)
+    if code is not None:
+        code.url = renderer.url(f"/o/{order.status_token}/girocode.svg")
+    return View(label=(method.label if method and method.label else order.payment_method), instructions=text,
+                girocode=code)
+
+
+def girocode_svg(settings: Settings, order: Order) -> bytes | None:
+    """The order's GiroCode as SVG while it waits for a transfer; None when there is none."""
+    code = girocode.for_order(settings, order)
+    return code.svg() if code is not None else None
 
 
 def customer_orders(settings: Settings, email: str, lang: str, renderer, now) -> list[View]:

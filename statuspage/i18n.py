@@ -83,6 +83,18 @@ MESSAGES: dict[str, dict[str, str | tuple[str, str]]] = {
     "Track your parcel": {"de": "Sendung verfolgen", "fr": "Suivre votre colis"},
     "Track the parcel": {"de": "Sendung verfolgen", "fr": "Suivre le colis"},
     "Payment": {"de": "Zahlung", "fr": "Paiement"},
+    "Pay with GiroCode": {"de": "Mit GiroCode bezahlen", "fr": "Payer avec le GiroCode"},
+    "Scan the code with your banking app and every detail is filled in. Or transfer by hand:": {
+        "de": "Scannen Sie den Code mit Ihrer Banking-App – alle Angaben sind dann schon ausgefüllt. "
+              "Oder überweisen Sie von Hand:",
+        "fr": "Scannez le code avec votre application bancaire : tout est déjà rempli. "
+              "Ou faites le virement à la main :"},
+    "GiroCode for the transfer of {amount} to {holder}": {
+        "de": "GiroCode für die Überweisung von {amount} an {holder}",
+        "fr": "GiroCode pour le virement de {amount} à {holder}"},
+    "Beneficiary": {"de": "Empfänger", "fr": "Bénéficiaire"},
+    "Amount": {"de": "Betrag", "fr": "Montant"},
+    "Reference": {"de": "Verwendungszweck", "fr": "Référence"},
     "Items": {"de": "Artikel", "fr": "Articles"},
     "Item": {"de": "Artikel", "fr": "Article"},
     "Quantity": {"de": "Menge", "fr": "Quantité"},
@@ -110,6 +122,7 @@ MESSAGES: dict[str, dict[str, str | tuple[str, str]]] = {
     # the log
     "Order received": {"de": "Bestellung eingegangen", "fr": "Commande reçue"},
     "Payment received": {"de": "Zahlung eingegangen", "fr": "Paiement reçu"},
+    "Payment reminder": {"de": "Zahlungserinnerung", "fr": "Rappel de paiement"},
     "Order cancelled": {"de": "Bestellung storniert", "fr": "Commande annulée"},
     "Refunded: {amount}": {"de": "Erstattet: {amount}", "fr": "Remboursé : {amount}"},
     "Shipping details updated": {"de": "Versanddaten aktualisiert", "fr": "Informations d’expédition mises à jour"},

@@ -2,6 +2,7 @@
 
     GET  /o/<token>                 the order page (ETag; 404 for every kind of miss; 429 after many)
     GET  /o/<token>/files/<id>      a file of the order's public log
+    GET  /o/<token>/girocode.svg    the GiroCode (EPC QR) of an unpaid transfer; 404 once paid
     GET  /account · POST /account   one's orders · ask for a sign-in link by mail
     GET  /signin/<token> · POST /signin   confirm and use a sign-in link
     POST /account/link              a signed-in customer's new status link (mailed too)
@@ -58,6 +59,7 @@ class Pages:
     def install(self, app: bottle.Bottle) -> None:
         for method, path, callback in (
             ("GET", "/o/<token>", self.order), ("GET", "/o/<token>/files/<file_id:int>", self.order_file),
+            ("GET", "/o/<token>/girocode.svg", self.order_girocode),
             ("GET", "/account", self.account), ("POST", "/account", self.ask_for_link),
             ("GET", "/signin/<token>", self.confirm_signin), ("POST", "/signin", self.use_signin),
             ("POST", "/account/link", self.new_status_link), ("POST", "/signout", self.sign_out),
@@ -96,6 +98,17 @@ class Pages:
             return miss
         found = customer_views.public_file(link.id, file_id)
         return self._file(*found) if found else self._not_found()
+
+    def order_girocode(self, token):
+        link, miss = self._link_or_miss(token)
+        if miss is not None:
+            return miss
+        svg = customer_views.girocode_svg(self.settings, customer_views.load_order(link.id))
+        if svg is None:
+            return self._not_found()
+        response.content_type = "image/svg+xml"
+        response.set_header("Cache-Control", "private, no-cache")   # gone the moment the order is paid
+        return svg
 
     def _link_or_miss(self, token):
         """(a live link, None); else (None, the same 404 for every kind of miss, or 429 after many)."""

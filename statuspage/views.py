@@ -23,7 +23,8 @@ from daemon.store import INTERNAL_KINDS, Attachment, Event, Order, OrderItem
 from statuspage.i18n import translator
 
 # What a customer may see: a list of what is public, so a new kind stays hidden until added here.
-PUBLIC_KINDS = ("created", "paid", "shipped", "cancelled", "refunded", "message", "customer_reply")
+PUBLIC_KINDS = ("created", "paid", "shipped", "cancelled", "refunded", "message", "customer_reply",
+                "payment_reminder")
 INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 STATUS_KEYS = ("paid", "shipped", "cancelled", "refunded")
 _IMG = re.compile(r"""<img\b(?:[^>"']|"[^"]*"|'[^']*')*>""", re.IGNORECASE)
@@ -116,6 +117,7 @@ def event_title(event: Event, order: Order, lang: str, *, owner: bool) -> str:
         return _("Message from the customer") if owner else _("Your message")
     titles = {"created": _("Order received"), "paid": _("Payment received"), "shipped": _("Shipped"),
               "cancelled": _("Order cancelled"), "refunded": _("Refunded"), "message": _("Message from the shop"),
+              "payment_reminder": _("Payment reminder"),
               "note": _("Internal note"), "bounce": _("Mail bounced"), "system": _("System")}
     return titles.get(event.kind, event.kind)
 

@@ -147,9 +147,11 @@ def test_a_run_missed_while_down_is_caught_up_once(store, settings):
     start = dt.datetime(2026, 11, 20, 5, 0)
     assert jobs.catch_up(settings, store, start, BERLIN) == []         # first start: nothing was missed
     jobs.run_job(settings, store, "owner-digest", dt.datetime(2026, 11, 20, 6, 0))
-    # down from the 20th until the 27th, 09:00 Berlin: seven digests missed, one is sent
+    # down from the 20th until the 27th, 09:00 Berlin: seven digests missed, one is sent —
+    # after the daily jobs it reports (they never ran here), in the order of the table
     back = dt.datetime(2026, 11, 27, 8, 0)
-    assert jobs.catch_up(settings, store, back, BERLIN) == ["owner-digest"]
+    assert jobs.catch_up(settings, store, back, BERLIN) == ["payment-reminders", "auto-cancel", "retention",
+                                                            "owner-digest"]
     assert jobs.catch_up(settings, store, back + dt.timedelta(minutes=5), BERLIN) == []
     assert len(digests()) == 2
     assert job_store.runs()["owner-digest"].last_run_at == back
@@ -174,7 +176,7 @@ def test_a_failing_job_is_recorded_with_its_error(store, settings, monkeypatch):
 
 
 def test_an_unknown_job_is_a_usage_error(store, settings):
-    with pytest.raises(InputError, match="no job 'digest' \\(jobs: outbox-retry, owner-digest, paypal-ipn\\)"):
+    with pytest.raises(InputError, match="no job 'digest' \\(jobs: outbox-retry, payment-reminders, auto-cancel, retention, owner-digest, paypal-ipn\\)"):
         jobs.run_job(settings, store, "digest", NOW)
 
 
