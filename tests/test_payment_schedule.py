@@ -300,7 +300,8 @@ def test_jobs_list_shows_the_new_jobs_at_the_shops_time(ordermail, shop):
     schedules = {j["name"]: j["schedule"] for j in listed}
     assert schedules == {"outbox-retry": "every 60 s", "payment-reminders": "daily at 06:00",
                          "auto-cancel": "daily at 06:00", "retention": "daily at 06:00",
-                         "owner-digest": "daily at 07:00"}
+                         "owner-digest": "daily at 07:00",
+                         "paypal-ipn": "every 60 s"}
 
 
 def test_orders_from_before_the_upgrade_are_left_to_the_owner(database_url, settings, tmp_path, ordermail):
