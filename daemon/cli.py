@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import app, cli_mail, cli_web, commands, demo, errors, filters, inbound, inbound_views, notify, orders
+from daemon import app, cli_backup, cli_mail, cli_web, commands, demo, errors, filters, inbound, inbound_views, notify, orders
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
@@ -91,6 +91,7 @@ def build_parser() -> Parser:
     command.add_argument("--quiet", action="store_true", help="mail no customer for any line")
     command.add_argument("--format", choices=("text", "json"), default="text")
     cli_mail.add_parsers(sub, common, Parser)
+    cli_backup.add_parsers(sub, common, Parser)
     return parser
 
 
@@ -151,9 +152,11 @@ def dispatch(args) -> int:
         return demo.write_config(config_path(args), force=args.force)
     settings = load_settings(config_path(args))
     if args.command == "serve":
-        return app.serve(settings)
+        return app.serve(settings, config_path(args))
     if args.command == "deliver":
         return cmd_deliver(args, settings)
+    if args.command in cli_backup.HANDLERS:     # they open the database their own way
+        return cli_backup.HANDLERS[args.command](args, settings)
     store = open_store(settings.database.url)
     try:
         handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))]
