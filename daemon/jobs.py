@@ -141,7 +141,7 @@ def run_job(settings: Settings, store: Store, name: str, now: dt.datetime | None
         job_store.record(name, now, "error", f"{type(exc).__name__}: {exc}")
         raise
     job_store.record(name, now, "ok", result)
-    log.info("job %s: %s", name, result)
+    log.info("job %s: %s", name, result, extra={"job": name})
     return result
 
 
