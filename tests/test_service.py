@@ -9,6 +9,7 @@ depend on the database, so these run on SQLite.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -79,46 +80,50 @@ class FakeSystemd:
 
 
 @pytest.fixture
-def short_folder():
-    """A unix socket's path must stay under 108 bytes: pytest's tmp_path can be longer."""
+def notify_address():
+    """A path for NOTIFY_SOCKET: a unix socket's path must stay under 108 bytes,
+    which pytest's tmp_path may not."""
     with tempfile.TemporaryDirectory(prefix="om-notify-", dir="/tmp") as folder:
-        yield Path(folder)
+        yield str(Path(folder) / "notify")
 
 
-@pytest.fixture
-def sqlite_url(tmp_path):
-    return f"sqlite:///{tmp_path}/ordermail.db"
-
-
-def test_ready_comes_once_the_listeners_are_bound_and_the_workers_are_up(tmp_path, sqlite_url):
-    systemd = FakeSystemd(f"@ordermail-test-{time.monotonic_ns()}")      # an abstract name
-    daemon = Daemon(tmp_path, sqlite_url)
+@contextlib.contextmanager
+def notifying_daemon(tmp_path, address: str, env: dict | None = None, prelude: str = "", wait: bool = True,
+                     **daemon_options):
+    """The real daemon on SQLite, its NOTIFY_SOCKET (and `env`) given, and the test's end of that socket."""
+    systemd = FakeSystemd(address)
+    daemon = Daemon(tmp_path, f"sqlite:///{tmp_path}/ordermail.db", **daemon_options)
     try:
-        daemon.start(env={"NOTIFY_SOCKET": systemd.address}, wait=False)
+        daemon.start(env={"NOTIFY_SOCKET": address, **(env or {})}, prelude=prelude, wait=wait)
+        yield systemd, daemon
+    finally:
+        try:
+            daemon.stop()
+        except subprocess.TimeoutExpired:       # its loop is held: nothing else ends it
+            daemon.kill()
+        systemd.close()
+
+
+def test_ready_comes_once_the_listeners_are_bound_and_the_workers_are_up(tmp_path):
+    with notifying_daemon(tmp_path, f"@ordermail-test-{time.monotonic_ns()}", wait=False) as (systemd, daemon):
         _, ready = systemd.wait_for("READY", "1")
         # At READY the doors answer at once and both worker processes are there.
         socket.create_connection(("127.0.0.1", daemon.smtp_port), timeout=2).close()
         socket.create_connection(("127.0.0.1", daemon.lmtp_port), timeout=2).close()
         assert len(daemon.worker_pids()) == 2
-        assert "worker process" in daemon.log_text() and "ordermail ready" in daemon.log_text()
+        assert "ordermail ready" in daemon.log_text()
         assert ready["STATUS"] == "inbound: 0 waiting, 0 quarantined; outbox: 0 to send, 0 failed"
         # Before it only "starting" was said.
         assert systemd.messages[0][1] == {"STATUS": "starting: opening the database"}
         # No WatchdogSec= given: no pings.
         time.sleep(1)
         assert not systemd.received("WATCHDOG")
-    finally:
-        daemon.stop()
-        systemd.close()
 
 
-def test_status_tells_the_queue_depths_and_stopping_comes_before_the_exit(tmp_path, sqlite_url, short_folder):
-    systemd = FakeSystemd(str(short_folder / "notify"))                    # a path
+def test_status_tells_the_queue_depths_and_stopping_comes_before_the_exit(tmp_path, notify_address):
     # A smarthost that refuses: the order's notification waits in the outbox.
-    daemon = Daemon(tmp_path, sqlite_url, outbound_extra='mode = "smtp"\nsmtp_port = 9\n')
-    try:
-        daemon.start(env={"NOTIFY_SOCKET": systemd.address},
-                     prelude="import daemon.service\ndaemon.service.STATUS_SECONDS = 0.5")
+    with notifying_daemon(tmp_path, notify_address, prelude="import daemon.service\ndaemon.service.STATUS_SECONDS = 0.5",
+                          outbound_extra='mode = "smtp"\nsmtp_port = 9\n') as (systemd, daemon):
         systemd.wait_for("READY", "1")
         created = subprocess.run([sys.executable, "-m", "daemon.cli", "order", "create", "--json", "-",
                                   "--config", str(daemon.config)], input=json.dumps(sample_order()), text=True,
@@ -131,18 +136,13 @@ def test_status_tells_the_queue_depths_and_stopping_comes_before_the_exit(tmp_pa
         assert daemon.process.wait(60) == 0
         assert stopping["STATUS"].startswith("stopping")
         assert "stopped" in daemon.log_text()
-    finally:
-        daemon.stop()
-        systemd.close()
 
 
-def test_watchdog_pings_while_the_event_loop_turns_and_stop_while_it_is_stuck(tmp_path, sqlite_url, short_folder):
-    systemd = FakeSystemd(str(short_folder / "notify"))
-    daemon = Daemon(tmp_path, sqlite_url)
-    block = daemon.config.with_name("block-seconds")
-    try:
-        # WatchdogSec=1s: a ping every 0.5 s.
-        daemon.start(env={"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "1000000"}, prelude=STUCK_LOOP)
+def test_watchdog_pings_while_the_event_loop_turns_and_stop_while_it_is_stuck(tmp_path, notify_address):
+    # WatchdogSec=1s: a ping every 0.5 s.
+    with notifying_daemon(tmp_path, notify_address, env={"WATCHDOG_USEC": "1000000"},
+                          prelude=STUCK_LOOP) as (systemd, daemon):
+        block = daemon.config.with_name("block-seconds")
         ready_at, _ = systemd.wait_for("READY", "1")
         time.sleep(2.6)
         assert systemd.watchdog_pings(ready_at, ready_at + 2.5) >= 4
@@ -167,29 +167,18 @@ def test_watchdog_pings_while_the_event_loop_turns_and_stop_while_it_is_stuck(tm
         log = daemon.log_text()
         assert "Fatal Python error: Aborted" in log
         assert "in stuck_event_loop" in log
-    finally:
-        daemon.kill()
-        systemd.close()
 
 
-def test_watchdog_meant_for_another_process_is_left_alone(tmp_path, sqlite_url, short_folder):
-    systemd = FakeSystemd(str(short_folder / "notify"))
-    daemon = Daemon(tmp_path, sqlite_url)
-    try:
-        daemon.start(env={"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "500000", "WATCHDOG_PID": "1"})
+def test_watchdog_meant_for_another_process_is_left_alone(tmp_path, notify_address):
+    with notifying_daemon(tmp_path, notify_address,
+                          env={"WATCHDOG_USEC": "500000", "WATCHDOG_PID": "1"}) as (systemd, daemon):
         systemd.wait_for("READY", "1")
         time.sleep(1.5)
         assert not systemd.received("WATCHDOG")
-    finally:
-        daemon.stop()
-        systemd.close()
 
 
-def test_sighup_says_reloading_then_ready_again(tmp_path, sqlite_url, short_folder):
-    systemd = FakeSystemd(str(short_folder / "notify"))
-    daemon = Daemon(tmp_path, sqlite_url)
-    try:
-        daemon.start(env={"NOTIFY_SOCKET": systemd.address})
+def test_sighup_says_reloading_then_ready_again(tmp_path, notify_address):
+    with notifying_daemon(tmp_path, notify_address) as (systemd, daemon):
         ready_at, _ = systemd.wait_for("READY", "1")
         daemon.process.send_signal(signal.SIGHUP)
         reloading_at, reloading = systemd.wait_for("RELOADING", "1", after=ready_at)
@@ -197,6 +186,3 @@ def test_sighup_says_reloading_then_ready_again(tmp_path, sqlite_url, short_fold
         systemd.wait_for("READY", "1", after=reloading_at)
         assert "reloaded" in daemon.log_text()
         assert daemon.process.poll() is None
-    finally:
-        daemon.stop()
-        systemd.close()
