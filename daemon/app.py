@@ -27,7 +27,7 @@ from daemon.intake.spool import Spool
 from daemon.jobs import Scheduler
 from daemon.notify import check_templates
 from daemon.reload import Reloader
-from daemon.service import Notifier, keep_watchdog_fed, queue_status, report_queues
+from daemon.service import Notifier, queue_status
 from daemon.store import open_store, redact
 from daemon.workers import WorkerPool
 
@@ -103,8 +103,8 @@ async def _run(settings: Settings, config_path: Path) -> int:
         freeze_startup_objects()
         log.info("ordermail ready; command address %s", settings.command_address)
         notifier.ready(await asyncio.to_thread(queue_status, store))
-        service_tasks = [asyncio.create_task(keep_watchdog_fed(notifier), name="watchdog"),
-                         asyncio.create_task(report_queues(notifier, store), name="status")]
+        notifier.start_watchdog()
+        notifier.start_reporting(store)
         await stop.wait()
         notifier.stopping()
         log.info("stopping: refusing new mail, finishing what was taken")
@@ -176,7 +176,14 @@ def _install_signals(stop: asyncio.Event, reloader: Reloader, notifier: Notifier
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(reloader, notifier, store)))
+    reloads: set[asyncio.Task] = set()      # held until done: the loop keeps only weak references
+
+    def on_reload():
+        task = loop.create_task(_reload(reloader, notifier, store))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
 
 
 async def _reload(reloader: Reloader, notifier: Notifier, store) -> None:
@@ -185,4 +192,4 @@ async def _reload(reloader: Reloader, notifier: Notifier, store) -> None:
         await asyncio.to_thread(reloader.reload)
     except Exception:           # a reload must never take the daemon down
         log.exception("reload failed")
-    notifier.ready(await asyncio.to_thread(queue_status, store))
+    notifier.reloaded(await asyncio.to_thread(queue_status, store))

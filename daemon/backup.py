@@ -69,6 +69,7 @@ def restore(settings: Settings, source: Path) -> str:
     if not source.is_file():
         raise InputError(f"{source} is not a file")
     check_backup(source)
+    Path(database).parent.mkdir(parents=True, exist_ok=True)      # a new machine: nothing there yet
     users = WriterLock(database)
     try:
         _lock_out_everyone(users, database)

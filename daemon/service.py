@@ -44,6 +44,9 @@ class Notifier:
             environ.pop(name, None)
         self._socket: socket.socket | None = None
         self._failed = False
+        self._ready = False
+        self._watchdog: asyncio.Task | None = None      # held: the loop keeps only weak references
+        self._reporter: asyncio.Task | None = None
 
     def send(self, *fields: str) -> None:
         """One datagram of `NAME=value` lines; a failure is logged once, never raised."""
@@ -60,20 +63,38 @@ class Notifier:
             self._failed = True
 
     def ready(self, status: str) -> None:
+        self._ready = True
         self.send("READY=1", f"STATUS={status}")
 
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")
 
     def reloading(self) -> None:
-        # MONOTONIC_USEC: systemd 253's Type=notify-reload wants to know when
-        self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}",
-                  "STATUS=reloading the configuration")
+        """A reload begins; said only once READY was (a SIGHUP while starting is just done)."""
+        if self._ready:     # MONOTONIC_USEC: systemd 253's Type=notify-reload wants to know when
+            self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}",
+                      "STATUS=reloading the configuration")
+
+    def reloaded(self, status: str) -> None:
+        if self._ready:
+            self.ready(status)
 
     def stopping(self) -> None:
+        """The drain begins: no more queue reports; the watchdog pings on to the loop's end."""
+        if self._reporter is not None:
+            self._reporter.cancel()
         self.send("STOPPING=1", "STATUS=stopping: finishing the mail in hand")
 
+    def start_watchdog(self) -> None:
+        self._watchdog = asyncio.get_running_loop().create_task(keep_watchdog_fed(self), name="watchdog")
+
+    def start_reporting(self, store) -> None:
+        self._reporter = asyncio.get_running_loop().create_task(report_queues(self, store), name="status")
+
     def close(self) -> None:
+        for task in (self._watchdog, self._reporter):
+            if task is not None:
+                task.cancel()
         if self._socket is not None:
             self._socket.close()
 
