@@ -120,7 +120,7 @@ def test_restore_is_refused_while_ordermail_runs_and_brings_the_backup_back_when
 
     daemon = Daemon(tmp_path, settings.database.url).start()
     try:
-        wait_until(lambda: len(daemon.worker_pids()) == 2)
+        wait_until(lambda: "ordermail ready" in daemon.log_text(), 60)     # the workers have the database open
         refused = ordermail("restore", str(backup))
         assert refused.returncode == 1
         assert f"pid {daemon.process.pid} (ordermail serve" in refused.stderr
