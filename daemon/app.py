@@ -2,46 +2,50 @@
 
 Start in order — store, worker processes (inbound handling and outbox, see
 daemon/workers.py), spool, IMAP door, SMTP/LMTP listeners, web server,
-scheduler — run until SIGTERM or SIGINT, then stop in reverse: refuse new
-mail with 421, let messages in DATA commit, let the worker processes finish
-what they hold, close the store, exit 0. A second signal exits at once.
+scheduler — tell systemd READY (daemon/service.py), run until SIGTERM or
+SIGINT, then stop in reverse: refuse new mail with 421, let messages in DATA
+commit, let the worker processes finish what they hold, close the store,
+exit 0. A second signal exits at once. SIGHUP reloads (daemon/reload.py).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ctypes
+import faulthandler
 import gc
 import logging
 import os
 import signal
+from pathlib import Path
 
-from daemon.config import Settings
+from daemon import logs
+from daemon.config import LogSettings, Settings
 from daemon.intake.imap import ImapDoor
 from daemon.intake.smtp import Listeners
 from daemon.intake.spool import Spool
 from daemon.jobs import Scheduler
 from daemon.notify import check_templates
+from daemon.reload import Reloader
+from daemon.service import Notifier, queue_status
 from daemon.store import open_store, redact
 from daemon.workers import WorkerPool
 
 log = logging.getLogger("ordermail")
 M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
+WORKERS_READY_SECONDS = 60
 
 
-def serve(settings: Settings) -> int:
-    prepare_process()
-    return asyncio.run(_run(settings))
+def serve(settings: Settings, config_path: Path) -> int:
+    prepare_process(settings.log)
+    return asyncio.run(_run(settings, config_path))
 
 
-def prepare_process() -> None:
-    """Logging and allocator settings, for the daemon and its worker process."""
+def prepare_process(log_settings: LogSettings) -> None:
+    """Log, allocator and crash reports, for the daemon and its worker processes."""
     _return_big_buffers_to_the_system()
-    logging.basicConfig(level=os.environ.get("ORDERMAIL_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mail.log").setLevel(logging.WARNING)   # aiosmtpd logs every command at INFO
-    logging.getLogger("aioimaplib").setLevel(logging.WARNING)  # and aioimaplib every untagged line
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # and APScheduler every job run
+    logs.configure(log_settings)
+    faulthandler.enable()       # a crash, or systemd's SIGABRT on a missed watchdog: every thread's stack
 
 
 def freeze_startup_objects() -> None:
@@ -72,7 +76,9 @@ def _return_big_buffers_to_the_system() -> None:
         pass
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, config_path: Path) -> int:
+    notifier = Notifier()
+    notifier.status("starting: opening the database")
     store = open_store(settings.database.url)
     log.info("store open: %s (%s)", redact(settings.database.url), store.backend)
     workers = WorkerPool(settings, store)
@@ -84,7 +90,7 @@ async def _run(settings: Settings) -> int:
     imap = _ImapTask(settings, spool)
     web = _web_server(settings, store)
     stop = asyncio.Event()
-    _install_signals(stop)
+    _install_signals(stop, Reloader(config_path, settings, workers, web), notifier, store)
     try:
         workers.start()
         watch = asyncio.create_task(_watch(workers), name="watch-workers")
@@ -93,9 +99,14 @@ async def _run(settings: Settings) -> int:
         if web is not None:
             web.start()
         scheduler.start()
+        await _workers_ready(workers)
         freeze_startup_objects()
         log.info("ordermail ready; command address %s", settings.command_address)
+        notifier.ready(await asyncio.to_thread(queue_status, store))
+        notifier.start_watchdog()
+        notifier.start_reporting(store)
         await stop.wait()
+        notifier.stopping()
         log.info("stopping: refusing new mail, finishing what was taken")
         workers.no_restarts()
         watch.cancel()
@@ -109,7 +120,15 @@ async def _run(settings: Settings) -> int:
         await asyncio.to_thread(workers.stop)
         store.close()
     log.info("stopped")
+    notifier.close()
     return 0
+
+
+async def _workers_ready(workers: WorkerPool) -> None:
+    """READY means mail is handled too, not only taken: wait for the worker processes (bounded)."""
+    late = await asyncio.to_thread(workers.wait_until_ready, WORKERS_READY_SECONDS)
+    if late:
+        log.warning("%d worker process(es) not ready after %ss; mail waits for them", late, WORKERS_READY_SECONDS)
 
 
 async def _watch(workers: WorkerPool) -> None:
@@ -146,7 +165,7 @@ class _ImapTask:
             await asyncio.wait_for(self.task, 30)
 
 
-def _install_signals(stop: asyncio.Event) -> None:
+def _install_signals(stop: asyncio.Event, reloader: Reloader, notifier: Notifier, store) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum):
@@ -157,3 +176,20 @@ def _install_signals(stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloads: set[asyncio.Task] = set()      # held until done: the loop keeps only weak references
+
+    def on_reload():
+        task = loop.create_task(_reload(reloader, notifier, store))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+
+
+async def _reload(reloader: Reloader, notifier: Notifier, store) -> None:
+    notifier.reloading()
+    try:
+        await asyncio.to_thread(reloader.reload)
+    except Exception:           # a reload must never take the daemon down
+        log.exception("reload failed")
+    notifier.reloaded(await asyncio.to_thread(queue_status, store))

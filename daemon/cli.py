@@ -15,8 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import (app, cli_mail, cli_paypal, cli_web, commands, demo, errors, filters, inbound, inbound_views,
-                    notify, orders)
+from daemon import (app, cli_backup, cli_mail, cli_paypal, cli_web, commands, demo, errors, filters, inbound,
+                    inbound_views, notify, orders)
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
@@ -93,6 +93,7 @@ def build_parser() -> Parser:
     command.add_argument("--format", choices=("text", "json"), default="text")
     cli_mail.add_parsers(sub, common, Parser)
     add_payments_parsers(sub, common)
+    cli_backup.add_parsers(sub, common, Parser)
     return parser
 
 
@@ -160,9 +161,11 @@ def dispatch(args) -> int:
         return demo.write_config(config_path(args), force=args.force)
     settings = load_settings(config_path(args))
     if args.command == "serve":
-        return app.serve(settings)
+        return app.serve(settings, config_path(args))
     if args.command == "deliver":
         return cmd_deliver(args, settings)
+    if args.command in cli_backup.HANDLERS:     # they open the database their own way
+        return cli_backup.HANDLERS[args.command](args, settings)
     store = open_store(settings.database.url)
     try:
         handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))]

@@ -24,6 +24,7 @@ SUPPORTED_LOCALES = ("de", "en", "fr")
 PLACEHOLDERS = frozenset({"total", "number", "name", "iban", "bic", "account_holder"})
 ACCOUNT_KEYS = ("iban", "bic", "account_holder")
 PLAUSIBLE_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")   # one @, a dot in the domain, no spaces
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _at_least_one(section: str, values, keys: tuple[str, ...]) -> None:
@@ -212,6 +213,19 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"                 # debug, info, warning or error
+    format: str = "text"                # "text": one line per event; "json": one JSON object per line
+    file: str = ""                      # "": standard error (the journal under systemd)
+
+    def __post_init__(self):
+        if self.level not in LOG_LEVELS:
+            raise ConfigError(f"[log] level must be one of {', '.join(LOG_LEVELS)}, not {self.level!r}")
+        if self.format not in ("text", "json"):
+            raise ConfigError(f'[log] format must be "text" or "json", not {self.format!r}')
+
+
+@dataclass(frozen=True)
 class PaymentMethod:
     label: str = ""
     instructions: str | dict = ""       # one text, or {"de": …, "en": …, "fr": …}
@@ -326,6 +340,7 @@ class Settings:
     paypal: PaypalSettings = field(default_factory=PaypalSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def command_address(self) -> str:

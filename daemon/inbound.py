@@ -181,7 +181,8 @@ def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
                 _count_store_trouble(store, in_hand.message, exc)
             raise
         for message_id, state, reason in outcomes:     # told once it is committed
-            log.info("message %s %s: %s", message_id, state, reason)
+            log.info("message %s %s: %s", message_id, state, reason,
+                     extra={"inbound_id": message_id, "state": state})
             states.append(state)
     return states
 

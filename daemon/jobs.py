@@ -224,7 +224,7 @@ def run_job_outcome(settings: Settings, store: Store, name: str,
             with store.atomic():
                 job_store.log_run(name, now, result, done)
     job_store.record(name, now, "ok", result)
-    log.info("job %s: %s", name, result)
+    log.info("job %s: %s", name, result, extra={"job": name})
     return result, done
 
 

@@ -249,7 +249,7 @@ def finish(store: Store, settings: Settings, batch: list[OutboxMessage], results
                       next_attempt_at=now + dt.timedelta(seconds=backoff(settings, row.attempts)))
     for result in results:
         if not result.ok:
-            log.warning("outbox %s: %s", result.row_id, result.error)
+            log.warning("outbox %s: %s", result.row_id, result.error, extra={"outbox_id": result.row_id})
     return len(delivered)
 
 

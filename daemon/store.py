@@ -411,10 +411,31 @@ class WriterLock:
             fcntl.flock(turnstile, fcntl.LOCK_UN)
             fcntl.flock(writer, fcntl.LOCK_EX)
 
+    def hold_in_use(self) -> None:
+        """A shared lock on `<database>-open.lock` for as long as this store is open.
+
+        Every process that opens the database holds one (the daemon, its
+        workers, the web app, `ordermail deliver`, a command), and the kernel
+        lets go of it when the process ends, however it ends. `ordermail
+        restore` takes it exclusively, so it never replaces a database in
+        use, and anyone opening the database meanwhile waits for it.
+        """
+        if self.path is not None:
+            fcntl.flock(self._fd("open"), fcntl.LOCK_SH)
+
+    def lock_out_users(self) -> bool:
+        """`ordermail restore`: the lock of `hold_in_use`, exclusively, if no process holds it."""
+        try:
+            fcntl.flock(self._fd("open"), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     def _fd(self, name: str) -> int:
         fd = self._fds.get(name)
         if fd is None:
             fd = self._fds[name] = os.open(f"{self.path}-{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            give_to_database_owner(fd, self.path)
         return fd
 
     def close(self) -> None:
@@ -499,15 +520,18 @@ def open_store(url: str, migrate: bool = True, *, replayable: bool = False) -> S
     hold the one write lock for a fraction of the time.
     """
     db = database_for_url(url, replayable=replayable)
+    writer = WriterLock(_lock_path(db))
+    writer.hold_in_use()            # before connecting: a restore may be replacing the file
     try:
         db.connect()
         db.bind(MODELS)
-        store = Store(db, url, WriterLock(_lock_path(db)))
+        store = Store(db, url, writer)
         if migrate:
             migrate_schema(store)
         return store
     except pw.OperationalError as exc:
         db.close()
+        writer.close()
         raise StoreUnavailable(f"cannot open database {redact(url)}: {first_line(exc)}") from None
 
 
@@ -528,10 +552,31 @@ def _lock_path(db: pw.Database) -> str | None:
     return None
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a sqlite:/// URL (":memory:" for none); None for PostgreSQL."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    return unquote(parts.path[1:]) if parts.path != "/:memory:" else ":memory:"
+
+
+def give_to_database_owner(fd: int, database: str) -> None:
+    """A file made beside the database by root (an admin's command) gets the
+    database's owner, or its folder's: the daemon, running as its own user,
+    must open it later. SQLite does the same with its -wal and -shm files."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(database)
+    except FileNotFoundError:
+        owner = os.stat(os.path.dirname(os.path.abspath(database)))
+    os.fchown(fd, owner.st_uid, owner.st_gid)
+
+
 def database_for_url(url: str, replayable: bool = False) -> pw.Database:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        path = unquote(parts.path[1:]) if parts.path != "/:memory:" else ":memory:"
+        path = sqlite_file(url)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # IMMEDIATE: a write transaction takes the lock when it begins, so two

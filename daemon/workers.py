@@ -9,13 +9,17 @@ only receive and commit. `[inbound] workers` children share the stored mail
 PayPal's IPN messages (daemon/paypal_verifier.py).
 
 The daemon writes a byte to the child's pipe whenever mail is committed (a
-wake-up; the child also looks by itself every few seconds). The pipe's end
+wake-up; the child also looks by itself every few seconds), and on SIGHUP a
+reload: "R", the `[log]` settings as JSON, a newline (the child opens its
+log anew and reads the mail templates again). The pipe's end
 means the daemon is gone — stopped, or killed with SIGKILL — and the child
 finishes the group in hand and exits, so no orphan keeps working. A child
 that dies is started again; what it had claimed is handed out again.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import multiprocessing
 import os
@@ -24,7 +28,8 @@ import signal
 import threading
 import time
 
-from daemon.config import Settings
+from daemon.config import LogSettings, Settings
+from daemon.errors import ConfigError
 from daemon.inbound import InboundWorker, release_dead_claims
 from daemon.outbox import OutboxWorker
 from daemon.paypal_verifier import PaypalVerifier
@@ -50,6 +55,15 @@ class WorkerPool:
     def wake(self, *_ignored) -> None:
         for worker in self.workers:
             worker.wake()
+
+    def wait_until_ready(self, seconds: float) -> int:
+        """Wait for every child to say it is ready; returns how many did not in time."""
+        deadline = time.monotonic() + seconds
+        return sum(not worker.wait_until_ready(deadline - time.monotonic()) for worker in self.workers)
+
+    def reload(self, log_settings: LogSettings) -> None:
+        for worker in self.workers:
+            worker.reload(log_settings)
 
     def check(self) -> None:
         for worker in self.workers:
@@ -79,15 +93,22 @@ class WorkerProcess:
         self._pipe_lock = threading.Lock()
         self._restarts = 0
         self._restart_at: float | None = None
+        self._reload_message: bytes | None = None     # a reload the pipe had no room for yet
+        self._ready = None
         self.stopping = False
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")   # a fresh interpreter: no threads or sockets copied
         reader, writer = context.Pipe(duplex=False)
-        self.process = context.Process(target=_child_main, args=(self.settings, reader, self.sends_outbox),
+        if self._ready is not None:
+            self._ready.close()
+        self._ready, ready_writer = context.Pipe(duplex=False)
+        self.process = context.Process(target=_child_main,
+                                       args=(self.settings, reader, self.sends_outbox, ready_writer),
                                        name="ordermail-worker", daemon=False)
         self.process.start()
         reader.close()
+        ready_writer.close()
         os.set_blocking(writer.fileno(), False)
         with self._pipe_lock:
             self._writer = writer                         # keeps the pipe open while we live
@@ -104,8 +125,34 @@ class WorkerProcess:
             except OSError:             # full (it knows already) or the child is gone
                 pass
 
+    def wait_until_ready(self, seconds: float) -> bool:
+        """Whether the child said it is ready within `seconds` (False if it died first)."""
+        try:
+            return self._ready.poll(max(seconds, 0)) and self._ready.recv_bytes() == b"ready"
+        except (EOFError, OSError):
+            return False
+
+    def reload(self, log_settings: LogSettings) -> None:
+        """Have the child open its log anew (with these settings) and read its templates again."""
+        self.settings = dataclasses.replace(self.settings, log=log_settings)   # for a child started later
+        self._reload_message = b"R" + json.dumps(dataclasses.asdict(log_settings)).encode() + b"\n"
+        self._send_reload()
+
+    def _send_reload(self) -> None:
+        with self._pipe_lock:
+            if self._reload_message is None or self._wake_fd is None:
+                return
+            try:        # at most PIPE_BUF bytes: written whole or not at all
+                os.write(self._wake_fd, self._reload_message)
+            except BlockingIOError:     # the pipe is full: check() tries again
+                return
+            except OSError:             # the child is gone; the next one starts with the new settings
+                pass
+            self._reload_message = None
+
     def check(self) -> None:
         """Start the child again if it died, after a growing pause (called every few seconds)."""
+        self._send_reload()
         if self.stopping or self.process is None or self.process.is_alive():
             return
         if self._restart_at is None:
@@ -151,11 +198,12 @@ class WorkerProcess:
             self.process.join(10)
 
 
-def _child_main(settings: Settings, reader, sends_outbox: bool) -> None:
+def _child_main(settings: Settings, reader, sends_outbox: bool, ready) -> None:
     """A worker process: the inbound worker (and the outbox) until the pipe ends or SIGTERM."""
     from daemon.app import freeze_startup_objects, prepare_process   # as the daemon
-    prepare_process()
+    prepare_process(settings.log)
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the daemon, which closes the pipe
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)      # a reload comes through the pipe (a HUP to the group too)
     # When cores are short, taking mail in comes first: a sender waits for
     # its 250, while handling a stored mail a moment later loses nothing.
     os.nice(WORKER_NICENESS)
@@ -171,6 +219,8 @@ def _child_main(settings: Settings, reader, sends_outbox: bool) -> None:
     for background in (outbox, verifier):
         if background is not None:
             background.start()
+    ready.send_bytes(b"ready")
+    ready.close()
     try:
         _wait_for_wake_ups(reader.fileno(), inbound, stopping)
     finally:
@@ -182,6 +232,7 @@ def _child_main(settings: Settings, reader, sends_outbox: bool) -> None:
 
 
 def _wait_for_wake_ups(fd: int, inbound: InboundWorker, stopping: threading.Event) -> None:
+    unfinished = b""
     while not stopping.is_set():
         ready, _, _ = select.select([fd], [], [], 1.0)
         if not ready:
@@ -192,4 +243,29 @@ def _wait_for_wake_ups(fd: int, inbound: InboundWorker, stopping: threading.Even
             continue
         if not data:          # the daemon is gone
             return
-        inbound.wake()
+        unfinished = _obey(unfinished + data, inbound)
+
+
+def _obey(data: bytes, inbound: InboundWorker) -> bytes:
+    """Wake-ups ("!") and reloads ("R{json}\\n") from the pipe; returns a reload cut off by the read."""
+    while data:
+        wake_ups, reload, rest = data.partition(b"R")
+        if wake_ups:
+            inbound.wake()
+        if not reload:
+            return b""
+        message, newline, data = rest.partition(b"\n")
+        if not newline:
+            return b"R" + message       # the rest comes with the next read
+        _reload(LogSettings(**json.loads(message)))
+    return b""
+
+
+def _reload(log_settings: LogSettings) -> None:
+    from daemon import logs, notify
+    try:
+        logs.configure(log_settings)
+    except ConfigError as exc:
+        log.error("%s; logging on as before", exc)
+    notify.environment.cache_clear()
+    log.info("worker process %s: log opened anew, mail templates read again", os.getpid())

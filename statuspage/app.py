@@ -21,6 +21,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",          # tokens are in our URLs
     "X-Frame-Options": "DENY",
 }
+RELOAD_TEMPLATES = "ordermail.reload_templates"
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,15 @@ def make_app(settings: Settings, store: Store) -> bottle.Bottle:
     app.add_hook("after_request", _security_headers)
     app.install(_reconnecting(store))
     app.default_error_handler = _plain_error
-    pages.register(app, context)
+    app.config[RELOAD_TEMPLATES] = pages.register(app, context).reload_templates
     api.register(app, context)
     return app
+
+
+def reload_templates(app: bottle.Bottle) -> None:
+    """SIGHUP in `ordermail serve`: the page templates and words read again.
+    (Under gunicorn, its own HUP starts fresh workers, which read them anyway.)"""
+    app.config[RELOAD_TEMPLATES]()
 
 
 def _reconnecting(store: Store):

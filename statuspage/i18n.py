@@ -217,5 +217,11 @@ def negotiate(accept_language: str, default: str) -> str:
     return min(wanted)[2] if wanted else default
 
 
+def reload() -> None:
+    """SIGHUP: forget the translators made so far. The words are this module's
+    table today; a gettext step would read its catalogs again here."""
+    _translators.cache_clear()
+
+
 def fingerprint() -> str:
     return hashlib.sha256(repr(sorted(MESSAGES.items())).encode()).hexdigest()

@@ -39,9 +39,11 @@ _STATIC = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _VISITOR = "ordermail.visitor"
 
 
-def register(app: bottle.Bottle, context) -> None:
+def register(app: bottle.Bottle, context) -> "Pages":
     web_store.bind(context.store)
-    Pages(context).install(app)
+    pages = Pages(context)
+    pages.install(app)
+    return pages
 
 
 class Pages:
@@ -69,27 +71,34 @@ class Pages:
         ):
             app.route(path, method, callback)
 
+    def reload_templates(self) -> None:
+        """SIGHUP: the templates and words read again; pages rendered before are forgotten
+        (their ETags carry the templates' fingerprint, so browsers fetch them anew)."""
+        i18n.reload()
+        self.renderer, self.pages = Renderer(self.settings), PageCache()
+
     # ---- the customer's order ----------------------------------------------------------
 
     def order(self, token):
         link, miss = self._link_or_miss(token)
         if miss is not None:
             return miss
-        tag = customer_views.etag(link, self.renderer)
+        renderer, pages = self.renderer, self.pages     # one set for the whole request, whatever a reload does
+        tag = customer_views.etag(link, renderer)
         response.set_header("ETag", tag)
         response.set_header("Cache-Control", "private, no-cache")
         if _matches(tag):
             response.status = 304
             return ""
-        lang, html = self.pages.get(tag) or self._render_order(link, tag)
+        lang, html = pages.get(tag) or self._render_order(link, tag, renderer, pages)
         response.set_header("Content-Language", lang)
         return html
 
-    def _render_order(self, link, tag: str) -> tuple[str, bytes]:
+    def _render_order(self, link, tag: str, renderer: Renderer, pages: "PageCache") -> tuple[str, bytes]:
         order = customer_views.load_order(link.id)
-        lang, page = customer_views.order_page(self.settings, order, self.renderer)
-        rendered = lang, self.renderer.render("order.html", lang, page=page).encode("utf-8")
-        self.pages.put(tag, rendered)
+        lang, page = customer_views.order_page(self.settings, order, renderer)
+        rendered = lang, renderer.render("order.html", lang, page=page).encode("utf-8")
+        pages.put(tag, rendered)
         return rendered
 
     def order_file(self, token, file_id):

@@ -11,7 +11,7 @@ import threading
 from waitress import wasyncore
 from waitress.server import create_server
 
-from statuspage.app import make_app
+from statuspage.app import make_app, reload_templates
 
 log = logging.getLogger("ordermail.web")
 
@@ -19,7 +19,8 @@ log = logging.getLogger("ordermail.web")
 class WebServer:
     def __init__(self, settings, store, *, threads: int = 16):
         host, _, port = settings.web.listen.rpartition(":")
-        self._server = create_server(make_app(settings, store), host=host.strip("[]"), port=int(port),
+        self._app = make_app(settings, store)
+        self._server = create_server(self._app, host=host.strip("[]"), port=int(port),
                                      threads=threads, ident="ordermail")
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
@@ -28,6 +29,9 @@ class WebServer:
     def start(self) -> None:
         self._thread.start()
         log.info("web listening on %s", self.listen)
+
+    def reload_templates(self) -> None:
+        reload_templates(self._app)
 
     def _run(self) -> None:
         try:

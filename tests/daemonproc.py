@@ -94,13 +94,16 @@ class Daemon:
 
     def __init__(self, tmp_path: Path, database_url: str, extra: str = "", owner_extra: str = "",
                  max_message_bytes: int = 1048576, inbound_extra: str = "",
-                 messages_per_sender_per_hour: int = 1_000_000, web: bool = False):
+                 messages_per_sender_per_hour: int = 1_000_000, outbound_extra: str = "",
+                 web: bool = False, web_listen: str = ""):
         """`messages_per_sender_per_hour`: tests and benchmarks send hundreds of
-        mails from one address; the limit's own tests set it low. `web`: serve
-        the web app too, on `web_port`."""
+        mails from one address; the limit's own tests set it low. `*_extra`:
+        more lines of that section; `extra`: whole sections after [web].
+        `web`: serve the web app too, on `web_port` (or give `web_listen`)."""
         self.smtp_port, self.lmtp_port, self.web_port = free_ports(3)
+        if web and not web_listen:
+            web_listen = f"127.0.0.1:{self.web_port}"
         self.web = web
-        web_listen = f"127.0.0.1:{self.web_port}" if web else ""
         self.config = tmp_path / "daemon.toml"
         self.log = tmp_path / "daemon.log"
         self.maildir = tmp_path / "outbox"
@@ -114,21 +117,27 @@ class Daemon:
             f"lmtp_listen = \"127.0.0.1:{self.lmtp_port}\"\nmax_message_bytes = {max_message_bytes}\n"
             f"messages_per_sender_per_hour = {messages_per_sender_per_hour}\n"
             + inbound_extra +
-            f"[outbound]\nmaildir = {json.dumps(str(self.maildir))}\n"
-            f"[web]\nlisten = \"{web_listen}\"\n" + extra, encoding="utf-8")
+            f"[outbound]\nmaildir = {json.dumps(str(self.maildir))}\n" + outbound_extra +
+            f"[web]\nlisten = {json.dumps(web_listen)}\n" + extra, encoding="utf-8")
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Daemon":
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    def start(self, *, env: dict | None = None, prelude: str = "", wait: bool = True) -> "Daemon":
+        """`env`: more environment (NOTIFY_SOCKET, …). `prelude`: Python run in the
+        daemon's process before `ordermail serve` begins — a test's own hook, so
+        that none lives in the product. `wait`: until the SMTP and LMTP ports answer."""
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         env.pop("ORDERMAIL_CONFIG", None)
+        command = [sys.executable, "-m", "daemon.cli"]
+        if prelude:
+            command = [sys.executable, "-c", f"{prelude}\nimport sys\nfrom daemon.cli import main\nsys.exit(main())"]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config)],
-                cwd=ROOT, env=env, stdout=log, stderr=log)
-        wait_for_port(self.smtp_port)
-        wait_for_port(self.lmtp_port)
-        if self.web:
-            wait_for_port(self.web_port)
+            self.process = subprocess.Popen([*command, "serve", "--config", str(self.config)],
+                                            cwd=ROOT, env=env, stdout=log, stderr=log)
+        if wait:
+            wait_for_port(self.smtp_port)
+            wait_for_port(self.lmtp_port)
+            if self.web:
+                wait_for_port(self.web_port)
         return self
 
     def stop(self) -> int:

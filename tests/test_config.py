@@ -52,6 +52,9 @@ def test_settings_are_frozen():
      "[inbound] connection_limit_exempt: '10.0.0.0/33' is not a network"),
     ({"inbound": {"connection_limit_exempt": "127.0.0.0/8"}},
      "[inbound] connection_limit_exempt must be a list of strings"),
+    ({"log": {"format": "xml"}}, '[log] format must be "text" or "json", not \'xml\''),
+    ({"log": {"level": "verbose"}}, "[log] level must be one of debug, info, warning, error, not 'verbose'"),
+    ({"log": {"fiel": ""}}, "unknown key [log] fiel"),
 ])
 def test_mistakes_are_named_by_their_key(raw, message):
     with pytest.raises(ConfigError) as raised:
