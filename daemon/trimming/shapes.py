@@ -309,7 +309,7 @@ _WINDOWS_MAIL = re.compile(r"^Provenance ?: Courrier pour Windows", re.IGNORECAS
 def is_mobile_signature(line: str) -> bool:
     """ "Sent from my iPhone", "Verzonden met BlackBerry Work", "從我的 iPhone 傳送",
     "Get Outlook for iOS", "Von meinem iPhone gesendet" ... in any language listed."""
-    if len(line) > MAX_SIGNATURE_LENGTH + 100:
+    if len(line) > MAX_SIGNATURE_LENGTH + 100 or line.count(" ") > 14:
         return False
     bare = _LINK_TAIL.sub("", _MARKDOWN_LINK.sub(r"\1", line)).strip().rstrip(".")
     if not bare or len(bare) > MAX_SIGNATURE_LENGTH or _INNER_PUNCTUATION.search(bare):
@@ -349,6 +349,7 @@ _ADDRESSEE = re.compile(rf"(?<!\w)(?:{_alternation(words.ADDRESSEE)})", re.IGNOR
 _DISCLAIMER_TITLE = re.compile(rf"^(?:{_alternation(words.DISCLAIMER_TITLES)})[ ]*:?$", re.IGNORECASE)
 _VIRUS_FREE = re.compile(_alternation(words.VIRUS_FREE), re.IGNORECASE)
 MAX_BANNER_LENGTH = 600
+MAX_DISCLAIMER_LENGTH = 4000
 
 
 def is_gateway_banner(line: str) -> bool:
@@ -359,7 +360,7 @@ def is_gateway_banner(line: str) -> bool:
 
 def is_disclaimer(paragraph: str) -> bool:
     """A legal footer paragraph: long, confidential, about its intended recipient."""
-    return (len(paragraph) >= 100 and _CONFIDENTIAL.search(paragraph) is not None
+    return (100 <= len(paragraph) <= MAX_DISCLAIMER_LENGTH and _CONFIDENTIAL.search(paragraph) is not None
             and _ADDRESSEE.search(paragraph) is not None)
 
 
