@@ -7,6 +7,7 @@ never reaches a customer's browser or mail client.
 from __future__ import annotations
 
 import html
+import re
 
 import nh3
 
@@ -29,17 +30,17 @@ def text_to_html(text: str) -> str:
     return _blocks([_quote_depth(line) for line in lines])
 
 
+_QUOTE_MARKS = re.compile(r" *((?:> ?)+)")
+# Deeper quotes are shown at this depth: nesting is bounded whatever a sender types.
+MAX_QUOTE_DEPTH = 6
+
+
 def _quote_depth(line: str) -> tuple[int, str]:
     """(number of leading ">" marks, the line without them and one space after each)."""
-    depth, i = 0, len(line) - len(line.lstrip(" "))
-    if line[i:i + 1] != ">":
+    marks = _QUOTE_MARKS.match(line)
+    if marks is None:
         return 0, line
-    while line[i:i + 1] == ">":
-        depth += 1
-        i += 1
-        if line[i:i + 1] == " ":
-            i += 1
-    return depth, line[i:]
+    return min(marks.group(1).count(">"), MAX_QUOTE_DEPTH), line[marks.end():]
 
 
 def _blocks(lines: list[tuple[int, str]]) -> str:

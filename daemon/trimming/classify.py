@@ -35,7 +35,6 @@ HISTORY_MARKERS = (QUOTE_HEADER, MAIL_HEADER)
 MAX_HEADER_LINES = 4
 # A signature block without "-- ": a name, a title, a company, contacts.
 SIGNATURE_BLOCK_LINES = range(2, 7)
-SIGNATURE_LINE_LENGTH = 60
 
 
 class Classified:
@@ -44,6 +43,7 @@ class Classified:
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         self.norm = [shapes.normalise(line) for line in lines]
+        self._evidence_cache: dict[int, shapes.Evidence] = {}
         # ">" lines are the bulk of a long reply: classed here without a call.
         self.classes = [QUOTE if n[:1] == ">" else _line_class(n) for n in self.norm]
         self._rejoin_closing_brackets()
@@ -139,16 +139,24 @@ class Classified:
         below = shapes.Above(quote=following is not None and self.classes[following] == QUOTE)
         if not below.quote and not shapes.could_end_header(self.norm[end]):
             return None
-        joined = ""
+        joined, evidence = "", shapes.Evidence(date=False, address=False)
         for start in range(end, max(end - MAX_HEADER_LINES, -1), -1):
             if self.classes[start] not in (TEXT, QUOTE_HEADER):    # a header's first lines may be marked already
                 return None
             joined = f"{self.norm[start]} {joined}" if joined else self.norm[start]
             if len(joined) > shapes.MAX_HEADER_LENGTH:
                 return None
-            if shapes.is_quote_header(joined, below):
+            evidence |= self._evidence(start)
+            if shapes.is_quote_header(joined, below, evidence):
                 return start
         return None
+
+    def _evidence(self, index: int) -> shapes.Evidence:
+        """A line's date and address test, done once however many windows it is in."""
+        found = self._evidence_cache.get(index)
+        if found is None:
+            found = self._evidence_cache[index] = shapes.Evidence.of(self.norm[index])
+        return found
 
     def _resolve_rules(self) -> None:
         """A "----" line ends the text unless text follows; a "--- phrase ---"
@@ -181,7 +189,7 @@ class Classified:
             if cls != TEXT:
                 break
             block += 1
-            if block > SIGNATURE_BLOCK_LINES[-1] or len(line) > SIGNATURE_LINE_LENGTH or shapes.is_sentence(line):
+            if block > SIGNATURE_BLOCK_LINES[-1] or not shapes.is_signature_block_line(line):
                 return False
         return block in SIGNATURE_BLOCK_LINES
 

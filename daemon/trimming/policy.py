@@ -32,7 +32,7 @@ from __future__ import annotations
 from daemon.trimming import shapes
 from daemon.trimming.classify import (
     BANNER, EMPTY, FORWARD, HISTORY_MARKERS, MAIL_HEADER, MOBILE, ORIGINAL, QUOTE, QUOTE_HEADER,
-    SIGNATURE_BLOCK_LINES, SIGNATURE_DELIMITER, SIGNATURE_LINE_LENGTH, TEXT, Classified,
+    SIGNATURE_BLOCK_LINES, SIGNATURE_DELIMITER, TEXT, Classified,
     quote_holds_history,
 )
 
@@ -192,7 +192,7 @@ def _cut_signature_block(kept: list[tuple[str, str]]) -> list[tuple[str, str]]:
     block = lines[start:end]
     if len(block) not in SIGNATURE_BLOCK_LINES or start < 3:
         return kept
-    if any(len(line) > SIGNATURE_LINE_LENGTH or shapes.is_sentence(line) for line in block):
+    if not all(shapes.is_signature_block_line(line) for line in block):
         return kept
     closing = start - 2
     if lines[start - 1] or not shapes.is_closing(lines[closing]) or not any(lines[:closing]):

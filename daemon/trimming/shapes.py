@@ -115,13 +115,12 @@ def is_forward_intro(line: str) -> bool:
 # A clock time, a year, a numeric date or a CJK date. Dot-times ("17.50")
 # only after a word that introduces a time, so prices are no dates.
 _DATE = re.compile(
-    r"(?<!\d)\d{1,2}[:h]\d{2}(?!\d)"
+    r"(?<!\d)\d{1,2}[:hH]\d{2}(?!\d)"
     r"|(?<![\d.,])(?:19|20)\d{2}(?!\d)"
     r"|(?<!\d)\d{1,2}[./-]\d{1,2}[./-]\d{2,4}(?!\d)"
-    r"|(?<!\w)(?:kl|klo|um|at|à|alle|om|o godz)\.? ?\d{1,2}[.:]\d{2}(?!\d)"
-    r"|\d{1,4}年|\d{1,2}月\d{1,2}日",
-    re.IGNORECASE,
-)
+    r"|\d年|\d月\d{1,2}日")
+_DOT_TIME_HINT = re.compile(r"\d\.\d\d")
+_DOT_TIME = re.compile(r"(?<!\w)(?:kl|klo|um|at|à|alle|om|o godz)\.? ?\d{1,2}\.\d{2}(?!\d)", re.IGNORECASE)
 _ADDRESS = re.compile(r"[\w.+'’-]+@[\w-]+(?:\.[\w-]+)+")
 # "Name <a@b.c>", "Name [mailto:a@b.c]", "a@b.c (Name)": a sender, not a bare word.
 _MAILBOX = re.compile(r"<[^<>\s]+@[^<>\s]+>|\[mailto:[^\]\s]+\]|mailto:|\([^()\s]+@[^()\s]+\)")
@@ -133,7 +132,17 @@ _HEADER_TRIM = " \t*-–—>"      # around a header: spaces, bold marks, dashes
 
 
 def has_date(text: str) -> bool:
-    return _DATE.search(text) is not None
+    return _DATE.search(text) is not None or (
+        _DOT_TIME_HINT.search(text) is not None and _DOT_TIME.search(text) is not None)
+
+
+_WROTE_LOWER = tuple(sorted({w.lower() for w in words.WROTE}))
+
+
+def _wrote_in(text: str) -> bool:
+    """Cheap first test for the verb: a plain substring search, before the word-bounded regex."""
+    low = text.lower()
+    return any(w in low for w in _WROTE_LOWER)
 
 
 def has_address(text: str) -> bool:
@@ -156,7 +165,7 @@ def could_end_header(line: str) -> bool:
     """Cheap first test of a header's last line: a colon, "wrote" or an address at its end."""
     line = line.rstrip(_HEADER_TRIM[:-1])
     return (line.endswith((":", "：")) or (line.endswith(">") and "@" in line)
-            or _WROTE_AT_END.search(line[-40:]) is not None)
+            or (_wrote_in(line[-40:]) and _WROTE_AT_END.search(line[-40:]) is not None))
 
 
 @dataclass(frozen=True)
@@ -165,12 +174,27 @@ class Above:
     quote: bool      # the next non-empty line is quoted (">")
 
 
-def is_quote_header(text: str, below: Above) -> bool:
+@dataclass(frozen=True)
+class Evidence:
+    """What a line (or the lines of a window) show of a header: worked out once per line."""
+    date: bool
+    address: bool
+
+    @classmethod
+    def of(cls, text: str) -> Evidence:
+        return cls(has_date(text), has_address(text))
+
+    def __or__(self, other: Evidence) -> Evidence:
+        return Evidence(self.date or other.date, self.address or other.address)
+
+
+def is_quote_header(text: str, below: Above, evidence: Evidence | None = None) -> bool:
     """Is this (joined) text a quote header, going by its shape?
 
     A date or a sender, and either the verb "wrote" in some language or a
     final colon -- with more allowed when a quote follows directly, as the
-    header always stands above the quote it introduces.
+    header always stands above the quote it introduces. `evidence`, when
+    given, is the date and address test of the text's lines, done before.
     """
     if len(text) > MAX_HEADER_LENGTH:
         return False
@@ -178,10 +202,12 @@ def is_quote_header(text: str, below: Above) -> bool:
     if not text:
         return False
     colon = text.endswith((":", "："))
-    wrote_at_end = _WROTE_AT_END.search(text) is not None
-    verb = None if wrote_at_end else _WROTE_ANYWHERE.search(text)
+    verb_somewhere = _wrote_in(text)
+    wrote_at_end = verb_somewhere and _WROTE_AT_END.search(text[-60:]) is not None
+    verb = _WROTE_ANYWHERE.search(text) if verb_somewhere and not wrote_at_end else None
     wrote = wrote_at_end or verb is not None
-    date, address = has_date(text), has_address(text)
+    evidence = evidence or Evidence.of(text)
+    date, address = evidence.date, evidence.address
     if not address and not _short_header_without_address(text, verb):
         return False
     sentence = text.endswith((".", "!", "?"))
@@ -382,5 +408,17 @@ def is_sign_off(line: str) -> bool:
     return _SIGN_OFF.match(line) is not None
 
 
-def is_sentence(line: str) -> bool:
-    return line.endswith((".", "?", ":", ";"))
+SIGNATURE_LINE_LENGTH = 60
+
+
+def is_signature_block_line(line: str) -> bool:
+    """A name, a title, a company, a phone number: short, and no sentence."""
+    return len(line) <= SIGNATURE_LINE_LENGTH and not is_sentence(line, words_before_dot=3)
+
+
+def is_sentence(line: str, words_before_dot: int = 0) -> bool:
+    """Does the line end like a sentence? With `words_before_dot`, a final dot
+    only counts after more words than that ("ACME Ltd." is a company, not a sentence)."""
+    if line.endswith(("?", ":", ";")):
+        return True
+    return line.endswith(".") and len(line.split()) > words_before_dot
