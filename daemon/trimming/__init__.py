@@ -35,6 +35,11 @@ from daemon.trimming.shapes import visible
 __all__ = ["TrimmedReply", "trim_reply", "html_to_text", "is_forward_subject"]
 
 
+# Characters of a reply that are read: ten times an event's default size, and
+# a bound on the time a hostile mail can take (about half a second of CPU).
+MAX_TEXT_LENGTH = 1_000_000
+
+
 @dataclass(frozen=True)
 class TrimmedReply:
     text: str       # what the customer wrote, without surrounding blank lines
@@ -59,16 +64,21 @@ def trim_reply(text: str, subject: str = "") -> TrimmedReply:
     `subject`, when given, tells a forward ("Fwd: ...") from a reply: an
     Outlook forward's header block then opens the forwarded mail, kept.
     """
+    cut_short = len(text) > MAX_TEXT_LENGTH
+    if cut_short:
+        # A reply's own words stand at its top, and an event holds far less:
+        # the rest of a huge mail is not read (the raw mail keeps it).
+        text = text[:text.rfind("\n", 0, MAX_TEXT_LENGTH) + 1 or MAX_TEXT_LENGTH]
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     untrimmed = _tidy(lines)
     if not untrimmed:
-        return TrimmedReply("", False)
+        return TrimmedReply("", cut_short)
     kept = _tidy(customer_lines(Classified(lines), forwarded=is_forward_subject(subject)))
     if not kept:
         # Nothing of the customer's own was found: keep the whole mail rather
         # than log an empty answer.
-        return TrimmedReply(untrimmed, False)
-    return TrimmedReply(kept, kept != untrimmed)
+        return TrimmedReply(untrimmed, cut_short)
+    return TrimmedReply(kept, cut_short or kept != untrimmed)
 
 
 def _tidy(lines: list[str]) -> str:

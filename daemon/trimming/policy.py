@@ -29,12 +29,21 @@ In order:
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from daemon.trimming import shapes
 from daemon.trimming.classify import (
     BANNER, EMPTY, FORWARD, HISTORY_MARKERS, MAIL_HEADER, MOBILE, ORIGINAL, QUOTE, QUOTE_HEADER,
     SIGNATURE_BLOCK_LINES, SIGNATURE_DELIMITER, TEXT, Classified,
     quote_holds_history,
 )
+
+
+class Kept(NamedTuple):
+    """A line still standing while the cut is decided."""
+    text: str       # as it goes into the log
+    cls: str
+    norm: str       # as the shape tests read it
 
 
 def customer_lines(mail: Classified, *, forwarded: bool = False) -> list[str]:
@@ -96,15 +105,14 @@ def _reply(mail: Classified, lines: list[str], classes: list[str]) -> list[str]:
     lines, classes = lines[:end], classes[:end]
     keep = [cls not in (MOBILE, BANNER) for cls in classes]    # a signature with nothing above, a gateway warning
     end = _history_start(mail, classes, keep)
-    lines, classes, keep = lines[:end], classes[:end], keep[:end]
-    kept = [(line, cls) for line, cls, k in zip(lines, classes, keep) if k]
+    kept = [Kept(lines[i], classes[i], mail.norm[i]) for i in range(end) if keep[i]]
     kept = _cut_trailing_quotes(kept)
-    if not any(cls == TEXT for _, cls in kept):
+    if not any(line.cls == TEXT for line in kept):
         return []
     kept = _cut_leading_quote(kept)
     kept = _cut_disclaimer(kept)
     kept = _cut_signature_block(kept)
-    return [line for line, _ in kept]
+    return [line.text for line in kept]
 
 
 def _end_of_text(mail: Classified, classes: list[str]) -> int:
@@ -166,64 +174,63 @@ def _history_start(mail: Classified, classes: list[str], keep: list[bool]) -> in
     return len(classes)
 
 
-def _cut_trailing_quotes(kept: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _cut_trailing_quotes(kept: list[Kept]) -> list[Kept]:
     end = len(kept)
-    while end and kept[end - 1][1] in (QUOTE, QUOTE_HEADER, MAIL_HEADER, EMPTY):
+    while end and kept[end - 1].cls in (QUOTE, QUOTE_HEADER, MAIL_HEADER, EMPTY):
         end -= 1
     return kept[:end]
 
 
-def _cut_leading_quote(kept: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _cut_leading_quote(kept: list[Kept]) -> list[Kept]:
     """Quotes after the first text line are inline answers: keep everything.
     Otherwise the customer wrote below the quote, and the quote above goes."""
-    first_text = next(i for i, (_, cls) in enumerate(kept) if cls == TEXT)
-    if any(cls in (QUOTE, QUOTE_HEADER, MAIL_HEADER) for _, cls in kept[first_text:]):
+    first_text = next(i for i, line in enumerate(kept) if line.cls == TEXT)
+    if any(line.cls in (QUOTE, QUOTE_HEADER, MAIL_HEADER) for line in kept[first_text:]):
         return kept
     return kept[first_text:]
 
 
-def _cut_signature_block(kept: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _cut_signature_block(kept: list[Kept]) -> list[Kept]:
     """ "Regards," / "" / "Jane Doe" / "CEO @ Acme" ending the text: a business signature."""
-    lines = [shapes.normalise(line) for line, _ in kept]
-    end = len(lines)
-    start = end
-    while start and lines[start - 1]:
+    start = len(kept)
+    while start and kept[start - 1].norm:
         start -= 1
-    block = lines[start:end]
+    block = [line.norm for line in kept[start:]]
     if len(block) not in SIGNATURE_BLOCK_LINES or start < 3:
         return kept
     if not all(shapes.is_signature_block_line(line) for line in block):
         return kept
     closing = start - 2
-    if lines[start - 1] or not shapes.is_closing(lines[closing]) or not any(lines[:closing]):
+    if kept[start - 1].norm or not shapes.is_closing(kept[closing].norm) \
+            or not any(line.norm for line in kept[:closing]):
         return kept
     return kept[:closing]
 
 
-def _cut_disclaimer(kept: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _cut_disclaimer(kept: list[Kept]) -> list[Kept]:
     """A legal footer paragraph below the text ends it, with a "Disclaimer" title above it."""
     paragraphs = _paragraphs(kept)
     for number, (start, end) in enumerate(paragraphs[1:], 1):
-        text = " ".join(shapes.normalise(line) for line, _ in kept[start:end])
-        if not shapes.is_disclaimer(text):
+        if not shapes.is_disclaimer(" ".join(line.norm for line in kept[start:end])):
             continue
         title_start, title_end = paragraphs[number - 1]
-        if number > 1 and title_end - title_start == 1 and shapes.is_disclaimer_title(
-                shapes.normalise(kept[title_start][0])):
+        if number > 1 and title_end - title_start == 1 and shapes.is_disclaimer_title(kept[title_start].norm):
             return kept[:title_start]
         return kept[:start]
     return kept
 
 
-def _paragraphs(kept: list[tuple[str, str]]) -> list[tuple[int, int]]:
+def _paragraphs(kept: list[Kept]) -> list[tuple[int, int]]:
     """(start, end) of each run of non-empty text lines."""
     runs, start = [], None
-    for i, (_, cls) in enumerate(kept + [("", EMPTY)]):
-        if cls == TEXT and start is None:
+    for i, line in enumerate(kept):
+        if line.cls == TEXT and start is None:
             start = i
-        elif cls != TEXT and start is not None:
+        elif line.cls != TEXT and start is not None:
             runs.append((start, i))
             start = None
+    if start is not None:
+        runs.append((start, len(kept)))
     return runs
 
 

@@ -396,7 +396,10 @@ def is_disclaimer_title(line: str) -> bool:
 
 def is_virus_free_note(line: str) -> bool:
     """ "Virus-free. www.avast.com" and its kin: a short antivirus advertisement."""
-    return len(line) <= 120 and _VIRUS_FREE.search(line) is not None
+    if len(line) > 120:
+        return False
+    low = line.lower()
+    return ("vir" in low or "avast" in low or "avg." in low or "wirus" in low) and _VIRUS_FREE.search(line) is not None
 
 
 def is_closing(line: str) -> bool:
