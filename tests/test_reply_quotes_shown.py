@@ -120,4 +120,5 @@ def test_text_to_html_makes_quoted_lines_quotes(text, markup):
 
 def test_quotes_in_mail_carry_their_style_inline():
     styled = quotes_styled_for_mail(text_to_html("> Frage?\nJa."))
-    assert styled.startswith('<blockquote style="') and "border-left" in styled and styled.count("<blockquote") == 1
+    assert styled.startswith('<blockquote style="') and "border-left" in styled
+    assert styled.count("<blockquote") == 1

@@ -272,6 +272,21 @@ def test_an_outlook_forward_keeps_the_forwarded_mail_when_the_subject_says_forwa
     assert trim_reply(text, "Re: Ihre Bestellung") == TrimmedReply("Siehe unten, bitte prüfen.", True)
 
 
+def test_a_forwarded_header_block_goes_with_its_wrapped_values():
+    text = ("FYI\n\n---------- Forwarded message ---------\nFrom: Carrier <noreply@carrier.example>\n"
+            "To: jane@example.org, john@example.org,\n  office@example.org\nSubject: Delivery\n\n"
+            "  Your parcel is waiting at the depot.")
+    assert trim_reply(text) == TrimmedReply("FYI\n\n  Your parcel is waiting at the depot.", True)
+
+
+def test_a_header_block_with_nothing_typed_above_heads_the_mail_below_it():
+    text = ("Von: Jonas Weber <jonas@example.de>\nGesendet: Dienstag, 3. März 2026 10:15\n"
+            "An: Beispiel-Shop <orders@shop.example>\nBetreff: Bestellung 100301\n\n"
+            "Bitte die Lieferadresse ändern.\n\nAm 02.03.2026 um 09:00 schrieb Beispiel-Shop "
+            "<orders@shop.example>:\n> Danke für Ihre Bestellung.")
+    assert trim_reply(text) == TrimmedReply("Bitte die Lieferadresse ändern.", True)
+
+
 @pytest.mark.parametrize(("subject", "forward"), [
     ("Fwd: Zustellung", True), ("FW: order", True), ("WG: Bestellung", True), ("TR: commande", True),
     ("RV: pedido", True), ("Doorst: bestelling", True), ("VB: beställning", True), ("PD: zamówienie", True),

@@ -72,8 +72,10 @@ class Classified:
                 self.classes[i] = TEXT
 
     def _mark_banner(self) -> None:
+        """A company gateway's warning can only be the mail's first line."""
         first = self.next_filled(0)
-        if first is not None and self.classes[first] in (TEXT, _LABEL) and shapes.is_gateway_banner(self.norm[first]):
+        if (first is not None and self.classes[first] in (TEXT, _LABEL)
+                and shapes.is_gateway_banner(self.norm[first])):
             self.classes[first] = BANNER
 
     def _mark_header_blocks(self) -> None:
@@ -136,8 +138,8 @@ class Classified:
 
     def _header_window(self, end: int) -> int | None:
         following = self.next_filled(end + 1)
-        below = shapes.Above(quote=following is not None and self.classes[following] == QUOTE)
-        if not below.quote and not shapes.could_end_header(self.norm[end]):
+        above_quote = following is not None and self.classes[following] == QUOTE
+        if not above_quote and not shapes.could_end_header(self.norm[end]):
             return None
         joined, evidence = "", shapes.Evidence(date=False, address=False)
         for start in range(end, max(end - MAX_HEADER_LINES, -1), -1):
@@ -147,7 +149,7 @@ class Classified:
             if len(joined) > shapes.MAX_HEADER_LENGTH:
                 return None
             evidence |= self._evidence(start)
-            if shapes.is_quote_header(joined, below, evidence):
+            if shapes.is_quote_header(joined, above_quote=above_quote, evidence=evidence):
                 return start
         return None
 
@@ -221,7 +223,7 @@ def _line_class(line: str) -> str:
             return FORWARD
         if shapes.names_original_message(phrase):
             return ORIGINAL
-        if not shapes.is_quote_header(phrase, shapes.Above(quote=False)):
+        if not shapes.is_quote_header(phrase):
             return _PHRASE
         return TEXT     # "---- On ... wrote ----" (Zoho): left to the header pass
     if shapes.is_rule(line):
@@ -243,7 +245,6 @@ def quote_holds_history(norm_lines: list[str]) -> bool:
     history, and text after it is not an answer to it.
     """
     inner = [shapes.unquoted(line) for line in norm_lines]
-    nothing_below = shapes.Above(quote=False)
     for index, line in enumerate(inner):
         if not line:
             continue
@@ -256,6 +257,6 @@ def quote_holds_history(norm_lines: list[str]) -> bool:
         if label is not None and label.field == "from" and index + 1 < len(inner) \
                 and shapes.label_line(inner[index + 1]) is not None:
             return True
-        if shapes.is_quote_header(line, nothing_below):
+        if shapes.is_quote_header(line):
             return True
     return False

@@ -85,15 +85,13 @@ def _forward_split(classes: list[str], forwarded: bool) -> int | None:
 
 def _forwarded_body(mail: Classified, lines: list[str], classes: list[str], marker: int) -> list[str]:
     """The forwarded mail below its marker, without its header block."""
-    i = marker + 1 if classes[marker] in (FORWARD, ORIGINAL) else marker
-    i = mail.next_filled(i)
-    while i is not None and i < len(lines) and (
-            classes[i] == MAIL_HEADER or shapes.label_line(mail.norm[i]) is not None):
-        i += 1
+    i = mail.next_filled(marker + 1 if classes[marker] in (FORWARD, ORIGINAL) else marker)
     if i is None:
         return []
-    body = lines[i:]
-    return _strip_blank(body)
+    while i < len(lines) and (classes[i] == MAIL_HEADER or shapes.label_line(mail.norm[i]) is not None
+                              or (lines[i][:1] in (" ", "\t") and mail.norm[i])):    # a wrapped value
+        i += 1
+    return _strip_blank(lines[i:])
 
 
 # ---------------------------------------------------------------------------

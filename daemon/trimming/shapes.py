@@ -169,12 +169,6 @@ def could_end_header(line: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Above:
-    """What stands below a candidate quote header."""
-    quote: bool      # the next non-empty line is quoted (">")
-
-
-@dataclass(frozen=True)
 class Evidence:
     """What a line (or the lines of a window) show of a header: worked out once per line."""
     date: bool
@@ -188,13 +182,14 @@ class Evidence:
         return Evidence(self.date or other.date, self.address or other.address)
 
 
-def is_quote_header(text: str, below: Above, evidence: Evidence | None = None) -> bool:
+def is_quote_header(text: str, *, above_quote: bool = False, evidence: Evidence | None = None) -> bool:
     """Is this (joined) text a quote header, going by its shape?
 
     A date or a sender, and either the verb "wrote" in some language or a
-    final colon -- with more allowed when a quote follows directly, as the
-    header always stands above the quote it introduces. `evidence`, when
-    given, is the date and address test of the text's lines, done before.
+    final colon -- with more allowed when a quote follows directly
+    (`above_quote`), as a header stands above the quote it introduces.
+    `evidence`, when given, is the date and address test of the text's
+    lines, done before.
     """
     if len(text) > MAX_HEADER_LENGTH:
         return False
@@ -215,7 +210,7 @@ def is_quote_header(text: str, below: Above, evidence: Evidence | None = None) -
         return True
     if date and address and (colon or _ENDS_WITH_MAILBOX.search(text)):
         return True     # "2016-03-03 17:21 GMT+01:00 Name <a@b.c>:", "2013/7/20 Name <a@b.c>"
-    if below.quote and not sentence:
+    if above_quote and not sentence:
         # Directly above a quote: a header cut short ("... <a@b.c> wro"), a
         # date-only one ("2013.02.08. 7:31 ... írta:") or a bare "X wrote:".
         return (date and address) or (colon and date) or (
@@ -398,8 +393,9 @@ def is_virus_free_note(line: str) -> bool:
     """ "Virus-free. www.avast.com" and its kin: a short antivirus advertisement."""
     if len(line) > 120:
         return False
-    low = line.lower()
-    return ("vir" in low or "avast" in low or "avg." in low or "wirus" in low) and _VIRUS_FREE.search(line) is not None
+    low = line.lower()      # a plain substring test first: most lines are spared the regex
+    hinted = "vir" in low or "avast" in low or "avg." in low or "wirus" in low
+    return hinted and _VIRUS_FREE.search(line) is not None
 
 
 def is_closing(line: str) -> bool:
