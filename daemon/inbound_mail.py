@@ -102,8 +102,9 @@ class InboundMail:
     @functools.cached_property
     def trimmed(self) -> TrimmedReply:
         """What the sender wrote in `text`: quoted history and signature cut
-        (worked out once, when first asked)."""
-        return trim_reply(self.text)
+        (worked out once, when first asked). The subject tells a forward
+        ("Fwd:", "WG:") whose header block opens the forwarded mail."""
+        return trim_reply(self.text, self.subject)
 
 
 # ---- entry points ----------------------------------------------------------

@@ -51,7 +51,7 @@ from daemon.addresses import token_address
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.inbound_mail import HEADER_END
 from daemon.raw_io import load_raw
-from daemon.richtext import sanitize_html, text_to_html
+from daemon.richtext import quotes_styled_for_mail, sanitize_html, text_to_html
 from daemon.store import Attachment, Blob, Event, Order, OrderItem, OutboxMessage
 from daemon.trimming import html_to_text
 
@@ -411,7 +411,8 @@ def _reply_forward(settings: Settings, row: OutboxMessage, lang: str, context: d
     return {"reply": View(
         from_customer=bool(context["data"].get("from_customer", True)),
         sender=mime.clean(data.get("from") or (order.email if order is not None else "")),
-        text=event.text, files_left_out=int(data.get("files_left_out") or 0),
+        text=event.text, html=Markup(quotes_styled_for_mail(str(event.html))),
+        files_left_out=int(data.get("files_left_out") or 0),
         attached=row.inbound_id is not None)}
 
 
