@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import app, cli_mail, cli_web, commands, demo, errors, filters, inbound, inbound_views, notify, orders
+from daemon import app, cli_mail, cli_payments, cli_web, commands, demo, errors, filters, inbound, inbound_views, notify, orders
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
@@ -91,6 +91,7 @@ def build_parser() -> Parser:
     command.add_argument("--quiet", action="store_true", help="mail no customer for any line")
     command.add_argument("--format", choices=("text", "json"), default="text")
     cli_mail.add_parsers(sub, common, Parser)
+    cli_payments.add_parsers(sub, common, Parser)
     return parser
 
 
@@ -309,6 +310,7 @@ HANDLERS = {
     ("inbound", "show"): cmd_inbound_show,
     ("inbound", "retry"): cmd_inbound_retry,
     **cli_mail.HANDLERS,
+    **cli_payments.HANDLERS,
     **cli_web.HANDLERS,
 }
 

@@ -130,14 +130,15 @@ def _next_number() -> str:
 
 # ---- status changes ----------------------------------------------------------
 
-def mark_paid(store, settings, number, *, content=Content(), via=Via()) -> Change:
+def mark_paid(store, settings, number, *, content=Content(), via=Via(), data=None) -> Change:
+    """`data`: what made it paid, for the log (a bank statement's entry reference)."""
     def apply(order, now):
         if order.has(PAID):
             raise _Unchanged(f"{order.number} was already paid on {_day(order.paid_at)}; nothing changed")
         order.status |= PAID
         order.paid_at = now
         hint = " (note: it is cancelled)" if order.has(CANCELLED) else ""
-        return {}, f"{order.number} marked paid{hint}"
+        return dict(data or {}), f"{order.number} marked paid{hint}"
     return _change(store, settings, number, "paid", content, via, apply)
 
 
