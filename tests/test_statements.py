@@ -17,8 +17,8 @@ import pytest
 
 from conftest import sample_order
 from daemon import orders
-from daemon.config import StatementCsvSettings, StatementSettings
-from daemon.errors import InputError
+from daemon.config import StatementCsvSettings, StatementSettings, settings_from_dict
+from daemon.errors import ConfigError, InputError
 from daemon.statements import importer, matching, report
 from daemon.statements.reading import read_statement
 from daemon.store import Event, OutboxMessage, StatementEntry
@@ -280,7 +280,7 @@ def test_a_statement_with_one_broken_entry_changes_nothing(store, settings):
     (b"<?xml version='1.0'?><Document><BkToCstmrStmt><Stmt>", "not well-formed XML"),
     (b"<?xml version='1.0'?><html><body>hi</body></html>", "XML, but no bank statement"),
     (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
-     b"<Document>&lol2;</Document>", "XML with a DTD or entities is refused"),
+     b"<Document>&lol2;</Document>", "XML with a DOCTYPE is refused"),
     (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "a PDF is for reading, not for importing"),
     (b"Liebe Kundin,\nanbei Ihre Rechnung.\n", "not a bank statement this can read"),
     (b"PK\x03\x04garbage", "a damaged .zip"),
@@ -324,3 +324,22 @@ def test_the_match_query_reads_the_number_index_not_the_table(store, settings):
         plan = " ".join(row[0] for row in store.db.execute_sql("EXPLAIN " + sql, ["A", "B", "C"]))
         store.db.execute_sql("RESET enable_seqscan")
         assert "orders_number_key" in plan, plan
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, message", [
+    ({"statements": {"max_bytes": 0}}, "[statements] max_bytes must be at least 1, not 0"),
+    ({"statements": {"max_entriess": 5}}, "unknown key [statements] max_entriess"),
+    ({"statements": {"csv": {"delimiter": ";;"}}}, '[statements.csv] delimiter must be ";", ",", "\\t" or "|"'),
+    ({"statements": {"csv": {"decimal_separator": "'"}}}, '[statements.csv] decimal_separator must be "," or "."'),
+    ({"statements": {"csv": {"encoding": "klingon"}}}, "[statements.csv] encoding 'klingon' is not an encoding"),
+    ({"statements": {"csv": {"currency": "euro"}}}, '[statements.csv] currency must be a code like "EUR"'),
+    ({"statements": {"csv": {"amount_column": "Betrag"}}},
+     "[statements.csv] a layout of your own needs amount_column and remittance_columns"),
+    ({"statements": {"csv": {"remittance_columns": "Zweck"}}}, "[statements.csv] remittance_columns must be a list"),
+])
+def test_statement_settings_mistakes_are_named_by_their_key(raw, message):
+    with pytest.raises(ConfigError) as raised:
+        settings_from_dict(raw)
+    assert message in str(raised.value)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from daemon import orders
+from daemon import compiled, orders
 from daemon.config import Settings
 from daemon.orders import Content, Via
 from daemon.statements import matching
@@ -34,7 +34,6 @@ from daemon.store import StatementEntry, Store, utcnow
 OUTCOMES = ("paid", "already_paid", "amount_differs", "unmatched")
 IMPORT_LOCK = 0x6f72_6465_7273_7431      # pg_advisory_xact_lock: one statement import at a time
 KEY_BATCH = 500
-ROW_BATCH = 70                            # rows per INSERT (13 columns: under SQLite's oldest limit of 999)
 
 
 @dataclass(frozen=True)
@@ -178,9 +177,10 @@ class _Settler:
 
 
 def _remember(outcomes: list[Outcome], source: str, now) -> None:
-    rows = [{"entry_key": o.entry.key, "imported_at": now, "source": source[:20], "booked_on": o.entry.booked_on,
-             "amount": o.entry.amount, "currency": o.entry.currency, "reference": o.entry.reference[:200],
-             "payer": o.entry.payer[:200], "remittance": o.entry.remittance[:500], "outcome": o.kind,
-             "detail": o.detail[:300], "order": o.orders[0].id if o.orders else None} for o in outcomes]
-    for start in range(0, len(rows), ROW_BATCH):
-        StatementEntry.insert_many(rows[start:start + ROW_BATCH]).execute()
+    """A statement_entry row per credit; one INSERT built once (compiled), run per row."""
+    for o in outcomes:
+        compiled.insert(StatementEntry, entry_key=o.entry.key, imported_at=now, source=source[:20],
+                        booked_on=o.entry.booked_on, amount=o.entry.amount, currency=o.entry.currency,
+                        reference=o.entry.reference[:200], payer=o.entry.payer[:200],
+                        remittance=o.entry.remittance[:500], outcome=o.kind, detail=o.detail[:300],
+                        order=o.orders[0].id if o.orders else None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from daemon.store import Order, Store
 
@@ -32,8 +33,7 @@ MAX_NUMBER = 32
 BATCH = 512          # candidates per query (far below either database's limit on parameters)
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     key: str            # folded like NUMBER_KEY_SQL
     start: int          # first piece
     end: int            # after the last piece
@@ -56,22 +56,31 @@ def fold(number: str) -> str:
 
 def candidates(text: str) -> list[Candidate]:
     text = text.upper()
-    pieces = list(PIECE.finditer(text))
+    pieces = [(m.group(), m.start(), m.end()) for m in PIECE.finditer(text)]
+    # how each piece joins the next: 0 within a word, 1 across white space, None not at all
+    joins = [_join(text[end:start]) for (_, _, end), (_, start, _) in zip(pieces, pieces[1:])]
     found = []
     for first in range(len(pieces)):
-        key, spaces = "", 0
+        key, spaces, digit = "", 0, False
         for last in range(first, min(first + MAX_PIECES, len(pieces))):
             if last > first:
-                gap = text[pieces[last - 1].end():pieces[last].start()]
-                if gap not in WORD_JOINERS and not gap.isspace():
+                if joins[last - 1] is None:
                     break
-                spaces += gap.isspace()
-            key += pieces[last].group()
+                spaces += joins[last - 1]
+            piece = pieces[last][0]
+            key += piece
             if len(key) > MAX_NUMBER:
                 break
-            if any(c.isdigit() for c in key):      # order numbers hold a digit (order_json)
+            digit = digit or piece[0].isdigit()
+            if digit:                       # an order number holds a digit (order_json)
                 found.append(Candidate(key, first, last + 1, spaces))
     return found
+
+
+def _join(gap: str) -> int | None:
+    if gap in WORD_JOINERS:
+        return 0
+    return 1 if gap.isspace() else None
 
 
 def named_orders(texts_candidates: list[list[Candidate]], by_key: dict[str, list[OrderRow]]) -> list[OrderRow]:
