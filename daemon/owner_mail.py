@@ -35,6 +35,7 @@ UNDO_HOURS = 24
 UNDO_WORDS = frozenset({"undo", "rückgängig", "rueckgaengig", "annuler"})
 REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|wg|fwd?|tr|sv)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 FULL_EVENT_VERBS = frozenset({"paid", "shipped", "cancelled", "refunded", "message", "note"})
+RECEIPT_LINES = 100              # per heading of a statement's report in a receipt
 # Attached files that are never a bank statement: pictures, signatures, calendar and contact cards.
 NOT_STATEMENTS = ("image/", "message/", "application/pgp-signature", "application/pkcs7-signature",
                   "application/x-pkcs7-signature", "application/pgp-keys", "application/ms-tnef",
@@ -116,7 +117,7 @@ def _import_statements(ctx, changes: list) -> list[str]:
             report.append(f"> {name}\nNOT DONE: {exc}")
             continue
         changes.extend(result.changes)
-        report.append(f"> {name}\n{statement_report.as_text(result)}")
+        report.append(f"> {name}\n{statement_report.as_text(result, limit=RECEIPT_LINES)}")
     return report
 
 

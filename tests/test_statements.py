@@ -343,3 +343,14 @@ def test_statement_settings_mistakes_are_named_by_their_key(raw, message):
     with pytest.raises(ConfigError) as raised:
         settings_from_dict(raw)
     assert message in str(raised.value)
+
+
+def test_a_long_report_is_cut_where_asked():
+    entries = read_statement(camt053([Booking("7.00", f"Spende {n}") for n in range(5)]), "s.xml",
+                             StatementSettings()).entries
+    result = importer.ImportResult("s.xml", "camt.053", 5, 5,
+                                   outcomes=[importer.Outcome("unmatched", e, (), "no order number found")
+                                             for e in entries])
+    text = report.as_text(result, limit=2)
+    assert text.count("Spende") == 2 and "  … and 3 more" in text
+    assert report.as_text(result).count("Spende") == 5

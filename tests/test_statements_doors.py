@@ -3,7 +3,9 @@ statement mailed to the command address (the same authenticated path as
 every command mail), both on both databases.
 
 The CLI runs as a real process; the mail goes through the pipe door and the
-worker's handling, as in tests/test_owner_mail.py.
+worker's handling, as in tests/test_owner_mail.py, and once over SMTP into
+the running daemon, the receipt and the customer's mail read from its
+outbound maildir.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from daemon.intake import pipe
 from daemon.store import InboundMessage, OutboxMessage, StatementEntry
 from mailbuilder import mail
 from statementfiles import Booking, camt053, mt940, sparkasse_csv, zipped
+from test_owner_mail_e2e import daemon, text_of, to, wait_for_mail  # noqa: F401  (fixture)
+from test_owner_mail_e2e import send as send_by_smtp
 
 OWNER = "Olga Owner <owner@shop.example>"
 
@@ -166,3 +170,17 @@ def test_a_full_event_keeps_its_files_for_the_customer(store, settings):
     event = orders.order_events(orders.find_order("1042"))[-1]
     assert event.kind == "message" and [a.filename for a in event.attachments] == ["rechnung.xml"]
     assert orders.find_order("1042").paid_at is None and StatementEntry.select().count() == 0
+
+
+def test_a_statement_mailed_over_smtp_to_the_running_daemon(daemon, settings):
+    data = mt940([Booking("24.90", "Bestellung 1042 Teekanne", end_to_end="E2E-9")])
+    send_by_smtp(daemon, mail(to=settings.command_address, sender=OWNER, subject="MT940 vom 20.11.",
+                              body="", attachments=(("umsaetze.sta", "application/octet-stream", data),),
+                              message_id="<mt940-1@owner.example>"), settings.command_address)
+    receipt = wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example" and "MT940" in m["Subject"])
+    assert receipt["In-Reply-To"] == "<mt940-1@owner.example>"
+    assert "umsaetze.sta (mt940): 1 entry, 1 credit" in text_of(receipt)
+    assert "Paid now (1):\n  1042" in text_of(receipt)
+    wait_for_mail(daemon, lambda m: to(m) == "erika@example.org"
+                  and m["Subject"] == "Zahlung für Bestellung 1042 erhalten")
+    assert orders.find_order("1042").paid_at is not None

@@ -52,6 +52,7 @@ class _Reader:
         self.message = ""
         self.account = ""
         self.entries: list[Entry] = []
+        self.read = 0                           # Ntry elements, for saying where a fault is
         self.identities = Identities("camt")
 
     def take(self, element) -> None:
@@ -62,7 +63,8 @@ class _Reader:
             if parent is not None and _local(parent.tag) in REPORTS:
                 self.account = _text(element, "Id/IBAN") or _text(element, "Id/Othr/Id")
             return
-        self.entries.extend(self._entries(element, len(self.entries) + 1))
+        self.read += 1
+        self.entries.extend(self._entries(element, self.read))
         element.clear(keep_tail=True)          # read: let it go, and the entries before it
         while element.getprevious() is not None:
             del parent[0]

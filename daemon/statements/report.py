@@ -11,13 +11,16 @@ HEADINGS = {
 }
 
 
-def as_text(result: ImportResult) -> str:
+def as_text(result: ImportResult, *, limit: int | None = None) -> str:
+    """The report; `limit`: at most this many lines per heading (a receipt by mail stays readable)."""
     lines = [_summary(result)]
     for kind, heading in HEADINGS.items():
         found = result.of(kind)
         if found:
             lines.append(f"{heading} ({len(found)}):")
-            lines.extend(f"  {_line(o)}" for o in found)
+            lines.extend(f"  {_line(o)}" for o in found[:limit])
+            if limit is not None and len(found) > limit:
+                lines.append(f"  … and {len(found) - limit} more")
     if result.imported_before:
         lines.append(f"{_count(result.imported_before, 'credit was', 'credits were')} imported before; "
                      "nothing was done again for them.")
