@@ -2,6 +2,8 @@
 
 The path of a statement, one module each:
 
+    entries.py    the values read: a `Statement` of `Entry`s, each with its
+                  identity at the bank (`key`)
     reading.py    bytes → a `Statement` (the format told by content: a .zip is
                   opened, XML is CAMT, ":20:…:61:" is MT940, else a CSV
                   export), bounded in size; a file that does not parse is

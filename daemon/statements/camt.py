@@ -169,12 +169,18 @@ class _Paths:
 
     def __init__(self, element):
         self.paths: dict[str, list] = {}
-        stack = [] if element is None else _below(element, "")
-        while stack:
-            node, path = stack.pop()
-            if path in WALKED:
-                self.paths.setdefault(path, []).append(node)
-                stack.extend(_below(node, path + "/"))
+        if element is not None:
+            self._walk(element, "")
+
+    def _walk(self, node, prefix: str) -> None:
+        for child in node:
+            tag = child.tag
+            if isinstance(tag, str):            # not a comment
+                path = prefix + tag[tag.rfind("}") + 1:]
+                if path in WALKED:
+                    self.paths.setdefault(path, []).append(child)
+                    if len(child):
+                        self._walk(child, path + "/")
 
     def first(self, path: str):
         found = self.paths.get(path)
@@ -189,11 +195,6 @@ class _Paths:
 
     def amount(self):
         return self.first("Amt") if self.first("Amt") is not None else self.first("AmtDtls/TxAmt/Amt")
-
-
-def _below(node, prefix: str) -> list:
-    """(child, its path) for each element child, the last first (a stack pops them in order)."""
-    return [(c, prefix + _local(c.tag)) for c in reversed(node) if isinstance(c.tag, str)]
 
 
 def _children(element, *steps: str) -> list:
