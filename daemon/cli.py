@@ -15,7 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import app, cli_mail, cli_payments, cli_web, commands, demo, errors, filters, inbound, inbound_views, notify, orders
+from daemon import (app, cli_mail, cli_payments, cli_web, commands, demo, errors, filters, inbound, inbound_views,
+                    notify, orders)
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
