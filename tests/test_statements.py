@@ -174,6 +174,13 @@ def test_a_longer_order_number_written_as_one_word_wins_over_its_tail(store, set
     assert numbers(result, "paid") == ["A-1042"] and not paid("1042")
 
 
+def test_a_date_in_the_text_names_no_order(store, settings):
+    make_orders(store, settings, "1042", "2026")
+    result = run(store, settings, camt053([Booking("24.90", "Bestellung 1042 vom 19.11.2026")]))
+    assert numbers(result, "paid") == ["1042"] and not paid("2026")
+    assert {c.key for c in matching.candidates("Rechnung vom 1.2.26, Nr. 1042")} == {"1042"}
+
+
 def test_candidates_keep_digit_runs_whole():
     keys = {c.key for c in matching.candidates("Zahlung 10420/2026")}
     assert "10420" in keys and "1042" not in keys and "104202026" in keys

@@ -27,6 +27,9 @@ from daemon.store import Order, Store
 # index on an expression only for the same expression.
 NUMBER_KEY_SQL = "upper(replace(replace(number, '-', ''), '_', ''))"
 PIECE = re.compile(r"[A-Z]+|[0-9]+")
+# A date written with dots ("vom 19.11.2026") is never an order number (those
+# hold no dots), but its year would be a candidate and meet order 2026.
+DOTTED_DATE = re.compile(r"(?<![0-9.])[0-9]{1,2}\.[0-9]{1,2}\.(?:[0-9]{4}|[0-9]{2})(?![0-9])")
 WORD_JOINERS = frozenset({"", "-", "_", "/", "."})
 MAX_PIECES = 4
 MAX_NUMBER = 32
@@ -55,7 +58,7 @@ def fold(number: str) -> str:
 
 
 def candidates(text: str) -> list[Candidate]:
-    text = text.upper()
+    text = DOTTED_DATE.sub(" ", text.upper())
     pieces = [(m.group(), m.start(), m.end()) for m in PIECE.finditer(text)]
     # how each piece joins the next: 0 within a word, 1 across white space, None not at all
     joins = [_join(text[end:start]) for (_, _, end), (_, start, _) in zip(pieces, pieces[1:])]
