@@ -211,6 +211,35 @@ def test_a_batch_entry_is_one_credit_per_transaction():
     assert entries[0].key != entries[1].key
 
 
+@pytest.mark.parametrize("message, kind", [("BkToCstmrAcctRpt", "camt.052"), ("BkToCstmrDbtCdtNtfctn", "camt.054")])
+def test_camt052_and_camt054_are_read_like_camt053(message, kind):
+    data = camt053([Booking("24.90", "Bestellung 1042")]).replace(b"BkToCstmrStmt", message.encode()).replace(
+        b"<Stmt>", b"<Rpt>" if kind == "camt.052" else b"<Ntfctn>").replace(
+        b"</Stmt>", b"</Rpt>" if kind == "camt.052" else b"</Ntfctn>")
+    statement = read_statement(data, "x.xml", StatementSettings())
+    assert statement.format == kind and statement.entries[0].remittance == "Bestellung 1042"
+
+
+def test_a_zip_inside_a_zip_is_refused():
+    with pytest.raises(InputError, match="a.zip/inner.zip: a .zip inside a .zip is not read"):
+        read_statement(zipped({"inner.zip": zipped({"x.xml": camt053([])})}), "a.zip", StatementSettings())
+
+
+def test_a_csv_export_with_a_preamble_and_a_bom_read_by_its_column_names():
+    text = ("\ufeff\"Konto:\";\"DE02120300000000202051\"\n\"Zeitraum:\";\"01.11.2026 - 20.11.2026\"\n\n"
+            "\"Buchungsdatum\";\"Wertstellung\";\"Status\";\"Zahlungspflichtige*r\";\"Zahlungsempfänger*in\";"
+            "\"Verwendungszweck\";\"Umsatztyp\";\"IBAN\";\"Betrag (€)\";\"Gläubiger-ID\";\"Mandatsreferenz\";"
+            "\"Kundenreferenz\"\n"
+            "\"20.11.26\";\"20.11.26\";\"Gebucht\";\"Jürgen Müller\";\"Teeladen\";\"Bestellung 1042\";"
+            "\"Eingang\";\"DE89370400440532013000\";\"1.024,90\";\"\";\"\";\"E2E-5\"\n"
+            "\"21.11.26\";\"21.11.26\";\"Vorgemerkt\";\"Max\";\"Teeladen\";\"Bestellung 1043\";"
+            "\"Eingang\";\"DE89370400440532013000\";\"24,90\";\"\";\"\";\"\"\n")
+    first, pending = read_statement(text.encode("utf-8"), "dkb.csv", StatementSettings()).entries
+    assert (first.amount, first.payer, first.reference, first.booked_on) == (
+        Decimal("1024.90"), "Jürgen Müller", "E2E-5", dt.date(2026, 11, 20))
+    assert first.credit and first.booked and not pending.booked
+
+
 def test_a_zip_of_camt_files_as_german_banks_export_it(store, settings):
     make_orders(store, settings, "1042", "1043")
     data = zipped({"2026-11-20_camt053.xml": camt053([Booking("24.90", "Bestellung 1042", reference="A")]),
