@@ -15,8 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import (app, cli_backup, cli_mail, cli_paypal, cli_web, commands, demo, errors, filters, inbound,
-                    inbound_views, notify, orders)
+from daemon import (app, cli_backup, cli_mail, cli_payments, cli_paypal, cli_web, commands, demo, errors, filters,
+                    inbound, inbound_views, notify, orders)
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
@@ -98,9 +98,10 @@ def build_parser() -> Parser:
 
 
 def add_payments_parsers(sub, common) -> None:
-    """`ordermail payments …`: PayPal's IPN messages (cli_paypal.py)."""
+    """`ordermail payments …`: bank statements (cli_payments.py) and PayPal's IPN messages (cli_paypal.py)."""
     payments = sub.add_parser("payments", parents=[common], help="payments that mark orders paid").add_subparsers(
         dest="payments_command", required=True, parser_class=Parser)
+    cli_payments.add_parsers(payments, common, Parser)
     cli_paypal.add_parsers(payments, common, Parser)
 
 
@@ -321,6 +322,7 @@ HANDLERS = {
     ("inbound", "show"): cmd_inbound_show,
     ("inbound", "retry"): cmd_inbound_retry,
     **cli_mail.HANDLERS,
+    **cli_payments.HANDLERS,
     **cli_web.HANDLERS,
     **cli_paypal.HANDLERS,
 }

@@ -6,6 +6,7 @@ and wrongly typed values with one line naming the key, and returns a
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import ipaddress
@@ -309,6 +310,57 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class StatementCsvSettings:
+    """A bank's CSV export that the built-in layouts do not know: which
+    column holds what (by its header text, any case), and how it is written."""
+    delimiter: str = ""                 # "": found from the header line (; , or tab)
+    encoding: str = ""                  # "": UTF-8 (with or without BOM), else Windows-1252
+    decimal_separator: str = ""         # "," or "."; "": read from each amount
+    date_format: str = ""               # strptime format; "": DD.MM.YYYY, DD.MM.YY, YYYY-MM-DD, DD/MM/YYYY
+    date_column: str = ""
+    amount_column: str = ""             # signed: a debit is negative
+    currency_column: str = ""           # "": every row is in `currency`
+    currency: str = "EUR"
+    remittance_columns: tuple[str, ...] = ()   # joined, where the order number is looked for
+    reference_column: str = ""          # the bank's or payer's reference of the entry
+    payer_column: str = ""
+
+    def __post_init__(self):
+        if self.delimiter not in ("", ";", ",", "\t", "|"):
+            raise ConfigError(f'[statements.csv] delimiter must be ";", ",", "\\t" or "|", not {self.delimiter!r}')
+        if self.decimal_separator not in ("", ",", "."):
+            raise ConfigError(f'[statements.csv] decimal_separator must be "," or ".", not {self.decimal_separator!r}')
+        if self.encoding:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ConfigError(f"[statements.csv] encoding {self.encoding!r} is not an encoding Python knows "
+                                  '(e.g. "utf-8", "cp1252", "latin-1")') from None
+        if not (len(self.currency) == 3 and self.currency.isalpha() and self.currency.isupper()):
+            raise ConfigError(f'[statements.csv] currency must be a code like "EUR", not {self.currency!r}')
+        named = [key for key in ("date_column", "amount_column", "currency_column", "reference_column",
+                                 "payer_column", "remittance_columns") if getattr(self, key)]
+        if named and not (self.amount_column and self.remittance_columns):
+            raise ConfigError("[statements.csv] a layout of your own needs amount_column and remittance_columns")
+
+    @property
+    def custom(self) -> bool:
+        """Whether the owner named the columns (else the built-in layouts are used)."""
+        return bool(self.amount_column)
+
+
+@dataclass(frozen=True)
+class StatementSettings:
+    """Bank statements (`ordermail payments import`, or mailed to the command address)."""
+    max_bytes: int = 50 * 1024 * 1024   # one statement file, unpacked (every file of a .zip together)
+    max_entries: int = 50_000           # entries of one import
+    csv: StatementCsvSettings = field(default_factory=StatementCsvSettings)
+
+    def __post_init__(self):
+        _at_least_one("statements", self, ("max_bytes", "max_entries"))
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     """Bounds that keep one order or one mail from swamping the store."""
     attachment_max_bytes: int = 10 * 1024 * 1024
@@ -341,6 +393,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    statements: StatementSettings = field(default_factory=StatementSettings)
 
     @property
     def command_address(self) -> str:

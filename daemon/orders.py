@@ -111,8 +111,8 @@ def create_order(store: Store, settings: Settings, data, *, quiet: bool = False,
             for position, item in enumerate(new.items):
                 OrderItem.create(order=order, position=position, sku=item.sku, name=item.name,
                                  quantity=item.quantity, unit_price=item.unit_price)
-            event = _log(order, "created", Via(author="system", now=now), Content(), {}, now)
-            _notify(settings, order, event, Via(quiet=quiet), now)
+            event = _log(order, "created", Via(author="system", quiet=quiet, now=now), Content(), {}, now)
+            _notify(settings, order, event, now)
     except pw.IntegrityError:
         raise Refused(f"order {new.number} exists already") from None
     return order
@@ -132,7 +132,8 @@ def _next_number() -> str:
 # ---- status changes ----------------------------------------------------------
 
 def mark_paid(store, settings, number, *, content=Content(), via=Via(), data=None) -> Change:
-    """`data`: where the payment came from, kept in the event (PayPal's txn_id, a shop's hook)."""
+    """`data`: where the payment came from, kept in the event (PayPal's txn_id, a shop's hook,
+    a bank statement's entry reference)."""
     def apply(order, now):
         if order.has(PAID):
             raise _Unchanged(f"{order.number} was already paid on {_day(order.paid_at)}; nothing changed")
@@ -419,7 +420,7 @@ def _change(store, settings, number, kind, content, via, apply) -> Change:
         order.updated_at = now
         compiled.save_dirty(order)   # just what `apply` assigned, and updated_at
         event = _log(order, kind, via, content, data, now)
-        notified = _notify(settings, order, event, via, now)
+        notified = _notify(settings, order, event, now)
     if kind in NOTIFYING_KINDS and not notified:
         summary += " (customer not notified)"
     return Change(order.number, True, summary, notified, data, event.id)
@@ -446,8 +447,10 @@ def _already_logged(order: Order, kind: str, message_id: str) -> bool:
 
 def _log(order, kind, via: Via, content: Content, data: dict, now) -> Event:
     html = sanitize_html(content.html) if content.html.strip() else text_to_html(content.text)
+    # Whether the customer is mailed is known now: the row is written once, already saying so.
+    notified = kind in NOTIFYING_KINDS and not via.quiet
     event = compiled.create(Event, order=order, kind=kind, author=via.author, subject=content.subject[:300],
-                            body_text=content.text, body_html=html, data=data,
+                            body_text=content.text, body_html=html, data=data, notified=notified,
                             message_id=via.message_id, created_at=now)
     for file in content.files:
         _attach(event, file)
@@ -465,13 +468,11 @@ def _attach(event: Event, file: NewFile) -> None:
 NOTIFYING_KINDS = frozenset({"created", "paid", "shipped", "cancelled", "refunded", "message", "payment_reminder"})
 
 
-def _notify(settings: Settings, order: Order, event: Event, via: Via, now) -> bool:
-    """Queue the customer's mail for a public event unless told to be quiet."""
-    if event.kind not in NOTIFYING_KINDS or via.quiet:
+def _notify(settings: Settings, order: Order, event: Event, now) -> bool:
+    """Queue the customer's mail for an event `_log` marked notified (public, not quiet)."""
+    if not event.notified:
         return False
     queue_mail(settings, event.kind, order.customer_email, order=order, event=event, now=now)
-    event.notified = True
-    compiled.save_dirty(event)
     return True
 
 

@@ -3,8 +3,10 @@
 A command mail is either a *full event* — the Subject is the command
 ("shipped 1042 carrier DHL") and the body, with its pictures and files, is
 the message the customer gets — or *lines*: each line of the body, up to the
-signature, is one command. Every command mail gets one receipt, threaded
-onto it, that lists each line: done (what changed) or not done (why).
+signature, is one command, and each attached file (but pictures and
+signatures) is a bank statement to import (daemon/statements). Every command
+mail gets one receipt, threaded onto it, that lists each line and each
+statement: done (what changed) or not done (why).
 Replying `undo` to a receipt within a day takes back what that mail did; the
 log keeps both as internal events. A mail is applied once: a resent copy
 (the same Message-ID) gets a receipt saying so and changes nothing.
@@ -19,10 +21,12 @@ import logging
 import re
 
 from daemon import commands, orders, tokens
+from daemon.errors import InputError
 from daemon.inbound_mail import attachment_data
 from daemon.orders import Content, NewFile, Via
 from daemon.owner_auth import check_owner
 from daemon.richtext import sanitize_html
+from daemon.statements import importer, report as statement_report
 from daemon.store import CommandMail, OutboxMessage
 
 log = logging.getLogger("ordermail.owner")
@@ -31,6 +35,11 @@ UNDO_HOURS = 24
 UNDO_WORDS = frozenset({"undo", "rückgängig", "rueckgaengig", "annuler"})
 REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|wg|fwd?|tr|sv)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 FULL_EVENT_VERBS = frozenset({"paid", "shipped", "cancelled", "refunded", "message", "note"})
+RECEIPT_LINES = 100              # per heading of a statement's report in a receipt
+# Attached files that are never a bank statement: pictures, signatures, calendar and contact cards.
+NOT_STATEMENTS = ("image/", "message/", "application/pgp-signature", "application/pkcs7-signature",
+                  "application/x-pkcs7-signature", "application/pgp-keys", "application/ms-tnef",
+                  "text/vcard", "text/x-vcard", "text/calendar")
 
 
 def is_owner_mail(ctx) -> bool:
@@ -60,12 +69,14 @@ def handle(ctx) -> str:
 
 def _run_commands(ctx) -> str:
     subject = REPLY_PREFIX.sub("", ctx.mail.subject).strip()
+    statements, changes = [], []
     if _is_command(subject):
         lines, content = [subject], _content(ctx)
     else:
         lines, content = _body_lines(ctx), None
+        statements = _import_statements(ctx, changes)
     via = Via(author="owner", message_id=ctx.mail.message_id, now=ctx.now)
-    outcomes, changes = [], []
+    outcomes = []
     for line in lines[:MAX_LINES]:
         before = _snapshots(line)
         for outcome in commands.run_line(ctx.store, ctx.settings, line, via=via, content=content):
@@ -73,12 +84,14 @@ def _run_commands(ctx) -> str:
             if outcome.changed and outcome.event_id and outcome.number in before:
                 changes.append({"number": outcome.number, "event_id": outcome.event_id,
                                 "before": before[outcome.number]})
-    report = [_report_line(o) for o in outcomes] or ["No command found. Write 'help' for the commands."]
+    report = statements + [_report_line(o) for o in outcomes]
+    report = report or ["No command found. Write 'help' for the commands."]
     if len(lines) > MAX_LINES:
         report.append(f"NOT DONE: {len(lines) - MAX_LINES} more lines (at most {MAX_LINES} per mail)")
     _record(ctx, changes, _receipt(ctx, report, undoable=bool(changes)))
     done = sum(o.changed for o in outcomes)
-    return f"{len(outcomes)} command result(s), {done} change(s); receipt to {ctx.mail.from_address}"
+    imported = f", {len(statements)} statement(s)" if statements else ""
+    return f"{len(outcomes)} command result(s), {done} change(s){imported}; receipt to {ctx.mail.from_address}"
 
 
 def _is_command(subject: str) -> bool:
@@ -87,6 +100,25 @@ def _is_command(subject: str) -> bool:
     except Exception:
         return False
     return parsed.verb in FULL_EVENT_VERBS and bool(parsed.numbers)
+
+
+def _import_statements(ctx, changes: list) -> list[str]:
+    """Each attached file a statement: its import's report, or why it was not read.
+    What marked orders paid goes to `changes`, so that `undo` takes it back."""
+    report = []
+    for index, attachment in enumerate(ctx.mail.attachments):
+        if attachment.content_type.lower().startswith(NOT_STATEMENTS):
+            continue
+        data = attachment.data if attachment.data is not None else attachment_data(ctx.message.raw, index)
+        name = attachment.filename or f"attachment {index + 1}"
+        try:
+            result = importer.import_statement(ctx.store, ctx.settings, data, name, now=ctx.now, undoable=True)
+        except InputError as exc:
+            report.append(f"> {name}\nNOT DONE: {exc}")
+            continue
+        changes.extend(result.changes)
+        report.append(f"> {name}\n{statement_report.as_text(result, limit=RECEIPT_LINES)}")
+    return report
 
 
 def _body_lines(ctx) -> list[str]:

@@ -311,6 +311,26 @@ class PaypalIpn(BaseModel):
         indexes = ((("state", "next_attempt_at"), False),)
 
 
+class StatementEntry(BaseModel):
+    """A credit of a bank statement, kept once by its identity (`entry_key`):
+    importing a statement again passes over the entries it holds."""
+    entry_key = CharField(max_length=64, unique=True)   # SHA-256 of the entry's identity at the bank
+    imported_at = pw.DateTimeField(default=utcnow)
+    source = CharField(max_length=20)        # camt.053, mt940, csv
+    booked_on = pw.DateField(null=True)
+    amount = pw.DecimalField(max_digits=18, decimal_places=3, auto_round=True)
+    currency = CharField(max_length=3)
+    reference = CharField(max_length=200, default="")   # the bank's reference of the entry
+    payer = CharField(max_length=200, default="")
+    remittance = CharField(max_length=500, default="")
+    outcome = CharField(max_length=20)       # paid, already_paid, amount_differs, unmatched
+    detail = CharField(max_length=300, default="")
+    order = pw.ForeignKeyField(Order, null=True, backref="+", on_delete="SET NULL")
+
+    class Meta:
+        table_name = "statement_entry"
+
+
 class Counter(BaseModel):
     """Named sequences (order numbers), advanced inside the caller's transaction."""
     name = CharField(max_length=40, primary_key=True)
@@ -318,7 +338,7 @@ class Counter(BaseModel):
 
 
 MODELS = (Order, OrderItem, Event, Blob, Attachment, InboundMessage, InboundRaw, OutboxMessage, CommandMail,
-          Counter, PaypalIpn)
+          StatementEntry, Counter, PaypalIpn)
 
 
 def newest(model, state: str | None, limit: int) -> list:

@@ -1,0 +1,186 @@
+"""The two ways a statement comes in: `ordermail payments import FILE`, and a
+statement mailed to the command address (the same authenticated path as
+every command mail), both on both databases.
+
+The CLI runs as a real process; the mail goes through the pipe door and the
+worker's handling, as in tests/test_owner_mail.py, and once over SMTP into
+the running daemon, the receipt and the customer's mail read from its
+outbound maildir.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+from conftest import sample_order
+from daemon import orders
+from daemon.intake import pipe
+from daemon.store import InboundMessage, OutboxMessage, StatementEntry
+from mailbuilder import mail
+from statementfiles import Booking, camt053, mt940, sparkasse_csv, zipped
+from test_owner_mail_e2e import daemon, text_of, to, wait_for_mail  # noqa: F401  (fixture)
+from test_owner_mail_e2e import send as send_by_smtp
+
+OWNER = "Olga Owner <owner@shop.example>"
+
+
+def statement() -> bytes:
+    return camt053([Booking("24.90", "Bestellung 1042", reference="R-1042"),
+                    Booking("20.00", "Bestellung 1043", payer="Max Muster", reference="R-1043"),
+                    Booking("-9.99", "Porto", payer="Post", reference="R-D"),
+                    Booking("50.00", "Miete Dezember", payer="Untermieter", reference="R-X")])
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+def test_payments_import_prints_what_it_did_and_again_changes_nothing(ordermail, tmp_path):
+    for number in ("1042", "1043"):
+        assert ordermail("order", "create", "--json", "-", stdin=json.dumps(sample_order(number))).returncode == 0
+    path = tmp_path / "camt053_2026-11-20.xml"
+    path.write_bytes(statement())
+    first = ordermail("payments", "import", str(path))
+    assert first.returncode == 0, first.stderr
+    out = first.stdout
+    assert "camt053_2026-11-20.xml (camt.053): 4 entries, 3 credits, 1 debit or unbooked entry passed over" in out
+    assert "Paid now (1):\n  1042" in out and "Erika Mustermann: Bestellung 1042" in out
+    assert "Amount differs: not marked paid, noted on the order (1):\n  1043" in out
+    assert "the order's total is 24.90 EUR" in out
+    assert "Unmatched credits (1):\n  -" in out and "Untermieter: Miete Dezember — no order number found" in out
+    shown = json.loads(ordermail("order", "show", "1042", "--format", "json").stdout)
+    assert shown["status"]["paid"] and shown["events"][-1]["author"] == "system"
+
+    again = ordermail("payments", "import", str(path), "--format", "json")
+    document = json.loads(again.stdout)
+    assert again.returncode == 0 and document["imported_before"] == 3
+    assert document["paid"] == [] and document["unmatched"] == [] and document["format"] == "camt.053"
+
+
+def test_payments_import_as_json_lists_each_outcome(ordermail, tmp_path):
+    ordermail("order", "create", "--json", "-", stdin=json.dumps(sample_order("1042")))
+    path = tmp_path / "umsaetze.sta"
+    path.write_bytes(mt940([Booking("24.90", "Bestellung 1042", end_to_end="E2E-1")]))
+    result = ordermail("payments", "import", str(path), "--format", "json")
+    document = json.loads(result.stdout)
+    [paid] = document["paid"]
+    assert paid["orders"] == ["1042"] and paid["amount"] == "24.90" and paid["currency"] == "EUR"
+    assert paid["end_to_end_id"] == "E2E-1" and paid["booked_on"] == "2026-11-20"
+    assert document["format"] == "mt940" and document["preview"] is False
+
+
+def test_preview_says_what_would_happen_and_changes_nothing(ordermail, tmp_path):
+    ordermail("order", "create", "--json", "-", stdin=json.dumps(sample_order("1042")))
+    path = tmp_path / "umsatz.csv"
+    path.write_bytes(sparkasse_csv([Booking("24.90", "Bestellung 1042")]))
+    preview = ordermail("payments", "import", str(path), "--preview")
+    assert preview.stdout.startswith("Preview, nothing was changed.") and "Paid now (1)" in preview.stdout
+    assert not json.loads(ordermail("order", "show", "1042", "--format", "json").stdout)["status"]["paid"]
+    assert "Paid now (1)" in ordermail("payments", "import", str(path)).stdout
+
+
+def test_a_file_that_is_no_statement_is_one_line_and_exit_2(ordermail, tmp_path):
+    path = tmp_path / "rechnung.pdf"
+    path.write_bytes(b"%PDF-1.4\n...")
+    result = ordermail("payments", "import", str(path))
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "ordermail: rechnung.pdf: a PDF is for reading, not for importing; export CAMT.053 XML (also zipped), "
+        "MT940, or a CSV export whose header line names its columns"]
+    missing = ordermail("payments", "import", str(tmp_path / "nope.xml"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr and "No such file" in missing.stderr
+
+
+def test_a_statement_from_stdin(ordermail):
+    ordermail("order", "create", "--json", "-", stdin=json.dumps(sample_order("1042")))
+    result = ordermail("payments", "import", "-", stdin=zipped({"a.xml": statement()}))
+    assert result.returncode == 0 and result.stdout.startswith("stdin (camt.053): 4 entries")
+
+
+# ---- by mail --------------------------------------------------------------------------------
+
+def send(store, settings, raw: bytes) -> InboundMessage:
+    pipe.deliver(store, settings, io.BytesIO(raw), [settings.command_address], "owner@shop.example")
+    return InboundMessage.select().order_by(InboundMessage.id.desc()).first()
+
+
+def receipts() -> list[OutboxMessage]:
+    return list(OutboxMessage.select().where(OutboxMessage.kind == "receipt").order_by(OutboxMessage.id))
+
+
+def test_a_statement_mailed_to_the_command_address_is_imported_and_the_receipt_lists_it(store, settings):
+    for number in ("1042", "1043"):
+        orders.create_order(store, settings, sample_order(number))
+    logo = ("logo.png", "image/png", b"\x89PNG\r\n\x1a\n" + b"p" * 200)
+    raw = mail(to=settings.command_address, sender=OWNER, subject="Kontoauszug", body="",
+               attachments=(("camt.zip", "application/zip", zipped({"20261120.xml": statement()})), logo),
+               message_id="<auszug-1@shop.example>")
+    message = send(store, settings, raw)
+    assert message.state == "done" and "1 statement(s)" in message.reason
+    assert orders.find_order("1042").paid_at is not None and orders.find_order("1043").paid_at is None
+    [receipt] = receipts()
+    text = receipt.data["text"]
+    assert text.startswith("> camt.zip\ncamt.zip (camt.053): 4 entries, 3 credits")
+    assert "Paid now (1):\n  1042" in text and "Amount differs" in text and "Unmatched credits (1)" in text
+    assert "logo.png" not in text and "No command found" not in text
+    assert "Reply 'undo'" in text
+    assert OutboxMessage.select().where(OutboxMessage.kind == "paid").count() == 1
+
+
+def test_undo_of_a_mailed_statement_puts_the_orders_back_and_it_stays_imported(store, settings):
+    orders.create_order(store, settings, sample_order("1042"))
+    raw = mail(to=settings.command_address, sender=OWNER, subject="Auszug", body="",
+               attachments=(("auszug.xml", "application/xml", statement()),))
+    send(store, settings, raw)
+    receipt = receipts()[0]
+    send(store, settings, mail(to=settings.command_address, sender=OWNER, subject="Re: Auszug", body="undo",
+                               in_reply_to=receipt.message_id))
+    assert orders.find_order("1042").paid_at is None
+    assert "1042: paid undone" in receipts()[1].data["text"]
+    again = mail(to=settings.command_address, sender=OWNER, subject="Auszug nochmal", body="",
+                 attachments=(("auszug.xml", "application/xml", statement()),))
+    send(store, settings, again)
+    assert "3 credits were imported before" in receipts()[2].data["text"]
+    assert orders.find_order("1042").paid_at is None
+
+
+def test_a_broken_statement_by_mail_is_one_line_in_the_receipt_and_the_commands_still_run(store, settings):
+    orders.create_order(store, settings, sample_order("1043"))
+    raw = mail(to=settings.command_address, sender=OWNER, subject="Heute", body="note 1043 Auszug kaputt",
+               attachments=(("auszug.xml", "text/xml", b"<Document><BkToCstmrStmt><Stmt><Ntry>"),))
+    send(store, settings, raw)
+    text = receipts()[0].data["text"]
+    assert "> auszug.xml\nNOT DONE: auszug.xml: not well-formed XML" in text
+    assert "1043: internal note added" in text
+    assert StatementEntry.select().count() == 0
+
+
+def test_a_statement_from_a_stranger_imports_nothing(store, settings):
+    orders.create_order(store, settings, sample_order("1042"))
+    raw = mail(to=settings.command_address, sender="mallory@evil.example", subject="Auszug", body="",
+               attachments=(("auszug.xml", "application/xml", statement()),))
+    message = send(store, settings, raw)
+    assert message.reason.startswith("owner mail: discarded, not answered")
+    assert orders.find_order("1042").paid_at is None and StatementEntry.select().count() == 0
+
+
+def test_a_full_event_keeps_its_files_for_the_customer(store, settings):
+    orders.create_order(store, settings, sample_order("1042"))
+    raw = mail(to=settings.command_address, sender=OWNER, subject="message 1042", body="Ihre Rechnung anbei",
+               attachments=(("rechnung.xml", "application/xml", statement()),))
+    send(store, settings, raw)
+    event = orders.order_events(orders.find_order("1042"))[-1]
+    assert event.kind == "message" and [a.filename for a in event.attachments] == ["rechnung.xml"]
+    assert orders.find_order("1042").paid_at is None and StatementEntry.select().count() == 0
+
+
+def test_a_statement_mailed_over_smtp_to_the_running_daemon(daemon, settings):
+    data = mt940([Booking("24.90", "Bestellung 1042 Teekanne", end_to_end="E2E-9")])
+    send_by_smtp(daemon, mail(to=settings.command_address, sender=OWNER, subject="MT940 vom 20.11.",
+                              body="", attachments=(("umsaetze.sta", "application/octet-stream", data),),
+                              message_id="<mt940-1@owner.example>"), settings.command_address)
+    receipt = wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example" and "MT940" in m["Subject"])
+    assert receipt["In-Reply-To"] == "<mt940-1@owner.example>"
+    assert "umsaetze.sta (mt940): 1 entry, 1 credit" in text_of(receipt)
+    assert "Paid now (1):\n  1042" in text_of(receipt)
+    wait_for_mail(daemon, lambda m: to(m) == "erika@example.org"
+                  and m["Subject"] == "Zahlung für Bestellung 1042 erhalten")
+    assert orders.find_order("1042").paid_at is not None
