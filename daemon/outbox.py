@@ -23,7 +23,10 @@ event. Here they go out:
 - **Rate limit.** At most `per_recipient_per_hour` mails to one address per
   hour; more wait for a free slot, so a loop can never flood anyone. The
   owner's addresses, which get every customer reply forwarded, have their
-  own, higher `owner_per_hour`.
+  own, higher `owner_per_hour`. Alerts (`owner_alert`: a mail that could not
+  be delivered, a customer's address that bounced) are counted apart, each
+  against a budget of the same size: a burst of forwarded replies never
+  holds back the news that something failed.
 - **SMTP**: aiosmtplib, STARTTLS or implicit TLS, AUTH, up to
   `smtp_connections` connections at once, kept open between batches; the
   next batch is claimed and rendered while the current one is sent.
@@ -64,6 +67,7 @@ SMTP_TIMEOUT = 30.0
 IDLE_CONNECTION_SECONDS = 50.0    # reuse a connection idle for less (servers drop them at ~60–300 s)
 HOUR = dt.timedelta(hours=1)
 STATES = ("pending", "sending", "sent", "failed")
+ALERT_KINDS = frozenset({"owner_alert"})     # counted apart from other mail to the same address
 
 
 @dataclass(frozen=True)
@@ -168,36 +172,55 @@ def _within_rate(settings: Settings, rows: list[OutboxMessage], now: dt.datetime
     for row in rows:
         limit = (settings.outbound.owner_per_hour if settings.owner.is_owner_address(row.recipient)
                  else settings.outbound.per_recipient_per_hour)
-        n, oldest = recent.setdefault(row.recipient, [0, None])
+        budget = _budget(row.recipient, row.kind)
+        n, oldest = recent.setdefault(budget, [0, None])
         if n >= limit:
             put_off[max((oldest + HOUR) if oldest else now, now + dt.timedelta(minutes=1)), limit].append(row.id)
             continue
-        recent[row.recipient] = [n + 1, oldest or now]
+        recent[budget] = [n + 1, oldest or now]
         taken.append(row)
     for (until, limit), row_ids in put_off.items():
         _put_off(row_ids, until, limit)
     return taken
 
 
-def _sent_within_the_hour(recipients: set[str], now: dt.datetime) -> dict[str, list]:
-    """Per address: [mails sent within the hour or being sent, the oldest sending time].
+def _budget(recipient: str, kind: str) -> tuple[str, bool]:
+    """What a mail counts against: its address's alerts, or all its other mail."""
+    return recipient, kind in ALERT_KINDS
+
+
+def _sent_within_the_hour(recipients: set[str], now: dt.datetime) -> dict[tuple[str, bool], list]:
+    """Per budget (address, alerts or not): [mails sent within the hour or
+    being sent, the oldest sending time].
 
     Two statements, each on an index that bounds it: the hour's mails by
     (recipient, sent_at), the ones being sent by state. One condition with
-    OR would walk every mail ever sent to the address."""
-    recent: dict[str, list] = {}
+    OR would walk every mail ever sent to the address. Alerts are told apart
+    by sums within each address's group: grouping by kind as well would
+    lead SQLite's planner to an index by kind, over every mail ever sent."""
+    recent: dict[tuple[str, bool], list] = {}
+    alert = OutboxMessage.kind.in_(ALERT_KINDS)
+
+    def oldest(of_alerts: bool):
+        sent_at = pw.Case(None, [(alert, OutboxMessage.sent_at if of_alerts else None)],
+                          None if of_alerts else OutboxMessage.sent_at)
+        return pw.fn.MIN(sent_at).python_value(OutboxMessage.sent_at.python_value)
     sent = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"),
-                                 pw.fn.MIN(OutboxMessage.sent_at).alias("oldest"))
+                                 pw.fn.SUM(pw.Case(None, [(alert, 1)], 0)).alias("alerts"),
+                                 oldest(False).alias("oldest"), oldest(True).alias("oldest_alert"))
             .where(OutboxMessage.recipient.in_(recipients) & (OutboxMessage.sent_at > now - HOUR)
                    & (OutboxMessage.state == "sent"))
             .group_by(OutboxMessage.recipient))
-    for row in sent:
-        recent[row.recipient] = [row.n, row.oldest]
-    sending = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"))
+    for row in sent.objects():
+        recent[row.recipient, False] = [row.n - row.alerts, row.oldest]
+        recent[row.recipient, True] = [row.alerts, row.oldest_alert]
+    sending = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"),
+                                    pw.fn.SUM(pw.Case(None, [(alert, 1)], 0)).alias("alerts"))
                .where((OutboxMessage.state == "sending") & OutboxMessage.recipient.in_(recipients))
                .group_by(OutboxMessage.recipient))
-    for row in sending:
-        recent.setdefault(row.recipient, [0, None])[0] += row.n
+    for row in sending.objects():
+        recent.setdefault((row.recipient, False), [0, None])[0] += row.n - row.alerts
+        recent.setdefault((row.recipient, True), [0, None])[0] += row.alerts
     return recent
 
 
