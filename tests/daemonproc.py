@@ -94,10 +94,12 @@ class Daemon:
 
     def __init__(self, tmp_path: Path, database_url: str, extra: str = "", owner_extra: str = "",
                  max_message_bytes: int = 1048576, inbound_extra: str = "",
-                 messages_per_sender_per_hour: int = 1_000_000):
+                 messages_per_sender_per_hour: int = 1_000_000, web: bool = False):
         """`messages_per_sender_per_hour`: tests and benchmarks send hundreds of
-        mails from one address; the limit's own tests set it low."""
-        self.smtp_port, self.lmtp_port = free_ports(2)
+        mails from one address; the limit's own tests set it low. `web`: the
+        status pages and /healthz on `web_port`."""
+        self.smtp_port, self.lmtp_port, self.web_port = free_ports(3)
+        web_listen = f"127.0.0.1:{self.web_port}" if web else ""
         self.config = tmp_path / "daemon.toml"
         self.log = tmp_path / "daemon.log"
         self.maildir = tmp_path / "outbox"
@@ -112,7 +114,7 @@ class Daemon:
             f"messages_per_sender_per_hour = {messages_per_sender_per_hour}\n"
             + inbound_extra +
             f"[outbound]\nmaildir = {json.dumps(str(self.maildir))}\n"
-            "[web]\nlisten = \"\"\n" + extra, encoding="utf-8")
+            f"[web]\nlisten = \"{web_listen}\"\n" + extra, encoding="utf-8")
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Daemon":
