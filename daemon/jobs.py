@@ -25,7 +25,7 @@ import peewee as pw
 from daemon import filters, job_store, notify, orders, outbox
 from daemon.config import Settings
 from daemon.errors import InputError
-from daemon.store import INTERNAL_KINDS, Event, Order, Store, utcnow
+from daemon.store import INTERNAL_KINDS, STORE_TROUBLE, Event, Order, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.jobs")
 SECTION_ROWS = 50
@@ -240,6 +240,8 @@ class Scheduler:
     def _run(self, name: str) -> None:
         try:
             run_job(self.settings, self.store, name, utcnow())
+        except STORE_TROUBLE as exc:       # the database is away: its next use reconnects
+            log.warning("job %s: the store failed: %s", name, first_line(exc))
         except Exception:
             log.exception("job %s failed", name)
         finally:

@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from daemon import orders
 from daemon.errors import InputError, Refused
 from daemon.order_json import order_to_json
-from daemon.store import first_line
+from daemon.store import DATABASE_ERRORS, first_line
 from statuspage import metrics, signatures, webhooks
 
 log = logging.getLogger("ordermail.web")
@@ -60,9 +60,8 @@ SHOPIFY = Shop("shopify", "shopify_secret", "X-Shopify-Hmac-Sha256", "X-Shopify-
 def register(app, context) -> None:
     settings, store = context.settings, context.store
     registry = metrics.registry_for(store)
-    answering = _answering(store)
 
-    @app.post("/api/orders", apply=[answering])
+    @app.post("/api/orders", apply=[_answering])
     def api_orders():
         secret = settings.api.secret
         if not secret:
@@ -95,14 +94,14 @@ def register(app, context) -> None:
         log.info("%s: order %s created", shop.name, taken.order.number)
         return _created(taken.order, settings)
 
-    app.post("/hooks/woocommerce", callback=lambda: hook(WOOCOMMERCE), apply=[answering])
-    app.post("/hooks/shopify", callback=lambda: hook(SHOPIFY), apply=[answering])
+    app.post("/hooks/woocommerce", callback=lambda: hook(WOOCOMMERCE), apply=[_answering])
+    app.post("/hooks/shopify", callback=lambda: hook(SHOPIFY), apply=[_answering])
 
     @app.get("/healthz")
     def healthz():
         try:
             return _json_response(200, metrics.health(store))
-        except metrics.DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("healthz: database unavailable: %s", first_line(exc))
             return _json_response(503, {"database": "unavailable"})
 
@@ -129,27 +128,24 @@ ANSWERS = (
     (signatures.Unauthorized, 401, {"WWW-Authenticate": 'Signature realm="ordermail"'}),
     (InputError, 400, {}),
     (Refused, 409, {}),
-    *((kind, 503, {"Retry-After": "60"}) for kind in metrics.DATABASE_ERRORS),
+    *((kind, 503, {"Retry-After": "60"}) for kind in DATABASE_ERRORS),
 )
 CAUGHT = tuple(kind for kind, _, _ in ANSWERS)
 
 
-def _answering(store):
+def _answering(callback):
     """A decorator turning the typed outcomes of an intake route into their status and a one-line error."""
-    def decorate(callback):
-        @functools.wraps(callback)
-        def answer(*args, **kwargs):
-            try:
-                with metrics.reconnect_after_failure(store):
-                    return callback(*args, **kwargs)
-            except CAUGHT as exc:
-                status, headers = next((s, h) for kind, s, h in ANSWERS if isinstance(exc, kind))
-                if status == 503:
-                    log.warning("%s: database unavailable: %s", bottle.request.path, first_line(exc))
-                    return _error(503, "the database is unavailable; try again later", headers)
-                return _error(status, first_line(exc), headers)
-        return answer
-    return decorate
+    @functools.wraps(callback)
+    def answer(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except CAUGHT as exc:
+            status, headers = next((s, h) for kind, s, h in ANSWERS if isinstance(exc, kind))
+            if status == 503:
+                log.warning("%s: database unavailable: %s", bottle.request.path, first_line(exc))
+                return _error(503, "the database is unavailable; try again later", headers)
+            return _error(status, first_line(exc), headers)
+    return answer
 
 
 def _body(limit: int) -> bytes:

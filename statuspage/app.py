@@ -35,24 +35,10 @@ def make_app(settings: Settings, store: Store) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True)
     context = WebContext(settings, store)
     app.add_hook("after_request", _security_headers)
-    app.install(_reconnecting(store))
     app.default_error_handler = _plain_error
     pages.register(app, context)
     api.register(app, context)
     return app
-
-
-def _reconnecting(store: Store):
-    """Every route: a connection the database server dropped is closed, so the
-    next request reconnects instead of failing for good."""
-    from statuspage.metrics import reconnect_after_failure
-
-    def decorate(callback):
-        def run(*args, **kwargs):
-            with reconnect_after_failure(store):
-                return callback(*args, **kwargs)
-        return run
-    return decorate
 
 
 def _security_headers() -> None:
