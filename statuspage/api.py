@@ -8,7 +8,10 @@
   with their own signature headers; 201 created; 200 for a duplicate
   delivery, another topic, or WooCommerce's unsigned ping; else as above.
 - `GET /healthz`: 200 {database, inbound: {new, quarantined}, outbox:
-  {pending, failed}}; 503 {database: "unavailable"}.
+  {pending, failed}}; 503 {database: "unavailable"}. Inside `ordermail
+  serve` also doors: {spool, recipients}, each "ok" or "unavailable" — what
+  a DATA and an RCPT would meet now (daemon/intake/health.py); 503 when
+  one of them is unavailable.
 - `GET /metrics`: the Prometheus text format (401 without the bearer token
   when `[api] metrics_token` is set).
 
@@ -100,10 +103,14 @@ def register(app, context) -> None:
     @app.get("/healthz")
     def healthz():
         try:
-            return _json_response(200, metrics.health(store))
+            document = metrics.health(store)
         except DATABASE_ERRORS as exc:
             log.warning("healthz: database unavailable: %s", first_line(exc))
-            return _json_response(503, {"database": "unavailable"})
+            document = {"database": "unavailable"}
+        if context.doors is not None:
+            document["doors"] = context.doors.check()
+        healthy = document["database"] == "ok" and all(v == "ok" for v in document.get("doors", {}).values())
+        return _json_response(200 if healthy else 503, document)
 
     @app.get("/metrics")
     def prometheus():

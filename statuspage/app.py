@@ -28,12 +28,13 @@ class WebContext:
     """What every route needs, passed in rather than imported."""
     settings: Settings
     store: Store
+    doors: object = None      # the mail doors' probes (daemon/intake/health.py) inside `ordermail serve`
 
 
-def make_app(settings: Settings, store: Store) -> bottle.Bottle:
+def make_app(settings: Settings, store: Store, doors=None) -> bottle.Bottle:
     from statuspage import api, pages   # the route modules import this one for WebContext
     app = bottle.Bottle(catchall=True)
-    context = WebContext(settings, store)
+    context = WebContext(settings, store, doors)
     app.add_hook("after_request", _security_headers)
     app.default_error_handler = _plain_error
     pages.register(app, context)

@@ -6,6 +6,7 @@ workers, on free loopback ports.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime as dt
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import io
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PG_URL, sample_order
 from daemon.config import ApiSettings, WebSettings
+from daemon.intake.health import DoorProbes
+from daemon.intake.spool import Spool
 from daemon.store import InboundMessage, Order, OutboxMessage, utcnow
 from daemonproc import free_port, gunicorn, wait_for_port
 from statuspage.app import SECURITY_HEADERS, make_app
@@ -500,6 +504,33 @@ def test_a_connection_the_database_server_dropped_is_replaced_before_the_next_re
     assert call(app, "GET", "/healthz").status == 200
     assert post_order(app, sample_order()).status == 201
     assert store.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != pid
+
+
+def test_inside_the_daemon_healthz_asks_the_doors_and_is_503_when_one_would_fail(api_settings, store):
+    """The web's own query is not enough: the issue saw 200 while every DATA
+    waited for a dead spool writer. Here the writer stops, then the event
+    loop the RCPT lookups run on."""
+    loop = asyncio.new_event_loop()
+    running = threading.Thread(target=loop.run_forever, daemon=True)
+    running.start()
+    spool = Spool(store)
+    app = make_app(api_settings, store, DoorProbes(spool, loop, store, seconds=1, reuse_seconds=0))
+    try:
+        answer = call(app, "GET", "/healthz")
+        assert answer.status == 200 and answer.json()["doors"] == {"spool": "ok", "recipients": "ok"}
+        spool.close()
+        answer = call(app, "GET", "/healthz")
+        assert answer.status == 503
+        assert answer.json()["database"] == "ok"      # the web's own connection is fine meanwhile
+        assert answer.json()["doors"] == {"spool": "unavailable", "recipients": "ok"}
+        loop.call_soon_threadsafe(loop.stop)
+        running.join(5)
+        assert call(app, "GET", "/healthz").json()["doors"] == {"spool": "unavailable", "recipients": "unavailable"}
+    finally:
+        if running.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            running.join(5)
+        loop.close()
 
 
 def test_an_order_posted_while_the_database_fails_is_503_and_taken_once_it_is_back(app, store, database_url,
