@@ -21,6 +21,7 @@ from pathlib import Path
 
 from daemon import logs
 from daemon.config import LogSettings, Settings
+from daemon.intake.health import DoorProbes
 from daemon.intake.imap import ImapDoor
 from daemon.intake.smtp import Listeners
 from daemon.intake.spool import Spool
@@ -88,7 +89,7 @@ async def _run(settings: Settings, config_path: Path) -> int:
     spool = Spool(store, on_commit=workers.wake)
     listeners = Listeners(settings, spool)
     imap = _ImapTask(settings, spool)
-    web = _web_server(settings, store)
+    web = _web_server(settings, store, DoorProbes(spool, asyncio.get_running_loop(), store))
     stop = asyncio.Event()
     _install_signals(stop, Reloader(config_path, settings, workers, web), notifier, store)
     try:
@@ -138,12 +139,13 @@ async def _watch(workers: WorkerPool) -> None:
         await asyncio.to_thread(workers.check)    # may read the store: not on the event loop
 
 
-def _web_server(settings: Settings, store):
-    """The status pages and dashboard, when `[web] listen` is set (binds its port at once)."""
+def _web_server(settings: Settings, store, doors: DoorProbes):
+    """The status pages and dashboard, when `[web] listen` is set (binds its port at once);
+    its /healthz asks the doors too."""
     if not settings.web.listen:
         return None
     from statuspage.server import WebServer
-    return WebServer(settings, store)
+    return WebServer(settings, store, doors=doors)
 
 
 class _ImapTask:

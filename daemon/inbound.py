@@ -9,7 +9,10 @@ it), each message in a savepoint of its own: one failing message is rolled
 back alone and moved to `quarantine` with the reason, never dropped. When
 the store fails instead (a lost connection, a lock held too long), the
 round is undone and tried again; a message in hand at such a failure five
-times is quarantined too.
+times is quarantined too. The claims of a round the store broke off are
+given back at once, over a fresh connection; while the store is still away,
+the worker keeps them and gives them back as soon as it answers again, so
+no mail waits out the claim's lease.
 Handling a message and marking it `done` commit together, so a crash in
 between leaves it claimed by a dead process; it is handed out again and
 handled with nothing applied twice (a message already handled, the same
@@ -39,15 +42,14 @@ from daemon.errors import MailRefused, Refused
 from daemon.inbound_mail import HEADER_END, InboundMail, parse_mail
 from daemon.raw_io import load_raw
 from daemon.routing import Context, route
-from daemon.store import InboundMessage, Store, first_line, utcnow
+from daemon.store import STORE_TROUBLE, InboundMessage, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.inbound")
 BATCH = 20                     # claimed with one statement: several workers share a burst
 GROUP_BYTES = 8 * 2**20        # parsed mails held at once (a big mail goes alone)
 TRANSACTION_SECONDS = 0.004    # a transaction takes messages for this long, then commits
 CLAIM_LEASE_MINUTES = 10
-# The store failing, not the message: the round is undone and tried again.
-STORE_TROUBLE = (pw.OperationalError, pw.InterfaceError)
+# The store failing (STORE_TROUBLE), not the message: the round is undone and tried again.
 STORE_TROUBLE_ATTEMPTS = 5     # ...but a message that fails so this often is quarantined
 STALE_CHECK_SECONDS = 60
 
@@ -57,8 +59,12 @@ def claimant() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def process_pending(store: Store, settings, *, limit: int = BATCH, stopping=lambda: False) -> int:
-    """Claim and handle up to `limit` new messages; returns how many were taken."""
+def process_pending(store: Store, settings, *, limit: int = BATCH, stopping=lambda: False,
+                    kept: set[int] | None = None) -> int:
+    """Claim and handle up to `limit` new messages; returns how many were taken.
+
+    `kept`: where claims go that could not be given back (the store failed
+    and is still away), for the caller to give back later."""
     claimed = claim_batch(store, limit)
     handled = 0
     try:
@@ -68,8 +74,9 @@ def process_pending(store: Store, settings, *, limit: int = BATCH, stopping=lamb
             process_claimed(store, settings, [message_id for message_id, _size in group])
             handled += len(group)
     finally:
-        if handled < len(claimed):      # stopping, or the store failed: give the rest back
-            release_claims(store, [message_id for message_id, _size in claimed[handled:]])
+        rest = [message_id for message_id, _size in claimed[handled:]]
+        if rest and not release_claims(store, rest) and kept is not None:   # stopping, or the store failed
+            kept.update(rest)
     return len(claimed)
 
 
@@ -92,16 +99,19 @@ def claim(message_id: int) -> bool:
                 .where((InboundMessage.id == message_id) & (InboundMessage.state == "new")).execute())
 
 
-def release_claims(store: Store, ids: list[int]) -> None:
-    """Hand claimed messages back (best effort: the lease hands them out anyway)."""
+def release_claims(store: Store, ids: list[int]) -> bool:
+    """Hand claimed messages back; False when the store failed (the lease hands them out anyway)."""
     if not ids:
-        return
+        return True
     try:
         with store.atomic():
             (InboundMessage.update(state="new", claimed_by="")
-             .where(InboundMessage.id.in_(ids) & (InboundMessage.state == "processing")).execute())
-    except Exception as exc:    # the store is down: the claims expire with their lease
-        log.warning("could not give back %d claimed message(s): %s", len(ids), first_line(exc))
+             .where(InboundMessage.id.in_(ids) & (InboundMessage.state == "processing")
+                    & (InboundMessage.claimed_by == claimant())).execute())
+    except Exception as exc:
+        log.warning("could not give back %d claimed message(s) yet: %s", len(ids), first_line(exc))
+        return False
+    return True
 
 
 def release_stale_claims(store: Store) -> int:
@@ -411,6 +421,7 @@ class InboundWorker:
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="inbound-worker", daemon=True)
         self._stale_checked = 0.0
+        self._kept: set[int] = set()     # claims the store failed to take back
 
     def start(self) -> None:
         released = release_dead_claims(self.store)
@@ -430,15 +441,25 @@ class InboundWorker:
         while not self._stop.is_set():
             self._wake.clear()
             try:
+                self._give_back_kept()
                 self._now_and_then()
-                taken = process_pending(self.store, self.settings, stopping=self._stop.is_set)
+                taken = process_pending(self.store, self.settings, stopping=self._stop.is_set, kept=self._kept)
+            except STORE_TROUBLE as exc:     # the store's next use reconnects (daemon/store.py)
+                log.warning("inbound worker: the store failed (%s); trying again in %ss",
+                            first_line(exc), self.idle_seconds)
+                taken = 0
             except Exception:
-                log.exception("inbound worker: store not usable; retrying")
-                self.store.db.close()
+                log.exception("inbound worker: round failed; trying again")
                 taken = 0
             if not taken:
                 self._wake.wait(self.idle_seconds)
+        self._give_back_kept()
         self.store.db.close()
+
+    def _give_back_kept(self) -> None:
+        if self._kept and release_claims(self.store, sorted(self._kept)):
+            log.info("gave back %d claimed message(s) once the store answered again", len(self._kept))
+            self._kept.clear()
 
     def _now_and_then(self) -> None:
         """Expired claims are looked for once a minute, not on every round."""

@@ -37,7 +37,7 @@ from daemon import filters, job_store, notify, orders, outbox, payment_schedule,
 from daemon.job_store import Outcome
 from daemon.config import Settings
 from daemon.errors import InputError
-from daemon.store import INTERNAL_KINDS, Event, Order, Store, utcnow
+from daemon.store import INTERNAL_KINDS, STORE_TROUBLE, Event, Order, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.jobs")
 SECTION_ROWS = 50
@@ -328,6 +328,8 @@ class Scheduler:
                 log.info("job %s due at %s was run by another daemon", name, due)
                 return
             run_job(self.settings, self.store, name, now)
+        except STORE_TROUBLE as exc:       # the database is away: its next use reconnects
+            log.warning("job %s: the store failed: %s", name, first_line(exc))
         except Exception:
             log.exception("job %s failed", name)
         finally:

@@ -23,7 +23,14 @@ event. Here they go out:
 - **Rate limit.** At most `per_recipient_per_hour` mails to one address per
   hour; more wait for a free slot, so a loop can never flood anyone. The
   owner's addresses, which get every customer reply forwarded, have their
-  own, higher `owner_per_hour`.
+  own, higher `owner_per_hour`. Alerts (`owner_alert`: a mail that could not
+  be delivered, a customer's address that bounced) are counted apart, each
+  against a budget of the same size: a burst of forwarded replies never
+  holds back the news that something failed.
+- **A failing store** (PostgreSQL restarting) is waited for: marking a
+  batch that went out, and giving back one claimed but not sent, are tried
+  again until the store answers (up to half the lease in the worker), not
+  left to the lease — a mail sent and not marked would go out twice.
 - **SMTP**: aiosmtplib, STARTTLS or implicit TLS, AUTH, up to
   `smtp_connections` connections at once, kept open between batches; the
   next batch is claimed and rendered while the current one is sent.
@@ -36,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import os
 import socket
@@ -54,7 +62,7 @@ from daemon.config import Settings
 from daemon.errors import OrdermailError, Refused
 from daemon.mime import BadAddress
 from daemon.orders import Content, Via
-from daemon.store import OutboxMessage, Store, newest, utcnow
+from daemon.store import STORE_TROUBLE, OutboxMessage, Store, first_line, newest, utcnow
 
 log = logging.getLogger("ordermail.outbox")
 BATCH = 100
@@ -63,7 +71,10 @@ MAX_BACKOFF_SECONDS = 3600
 SMTP_TIMEOUT = 30.0
 IDLE_CONNECTION_SECONDS = 50.0    # reuse a connection idle for less (servers drop them at ~60–300 s)
 HOUR = dt.timedelta(hours=1)
+PATIENCE_SECONDS = 30.0           # a pass waits so long for a failing store to take its marks
+WORKER_PATIENCE_SECONDS = LEASE.total_seconds() / 2    # the worker: it has nothing else to do meanwhile
 STATES = ("pending", "sending", "sent", "failed")
+ALERT_KINDS = frozenset({"owner_alert"})     # counted apart from other mail to the same address
 
 
 @dataclass(frozen=True)
@@ -94,21 +105,32 @@ def send_due(store: Store, settings: Settings, now: dt.datetime | None = None) -
 
 
 async def send_due_async(store: Store, settings: Settings, now, transport, *, stopping=lambda: False,
-                         executor: ThreadPoolExecutor | None = None) -> int:
+                         executor: ThreadPoolExecutor | None = None, patience: float = PATIENCE_SECONDS) -> int:
     """Drain what is due, batch by batch; returns how many mails were sent.
 
     The next batch is claimed and rendered in `executor` (a thread of its own,
     with its own database connection) while the current one is being sent:
     rendering is CPU, sending mostly waiting for the server, so they overlap.
+    `patience`: how long marking a batch and giving back a claimed one wait
+    for a store that fails (see `_until_stored`).
     """
     loop = asyncio.get_running_loop()
     own = executor is None
     executor = executor or ThreadPoolExecutor(1, thread_name_prefix="outbox-render")
 
+    def persist(work, *args):
+        return _until_stored(work, *args, patience=patience, stopping=stopping)
+
     def take():
         moment = now or utcnow()
         batch = claim_due(store, settings, moment)
-        return (batch, *prepare(settings, batch, moment)) if batch else None
+        if not batch:
+            return None
+        try:
+            return (batch, *prepare(settings, batch, moment))
+        except STORE_TROUBLE:
+            persist(release, [row.id for row in batch])
+            raise
 
     sent, upcoming = 0, None
     try:
@@ -118,19 +140,52 @@ async def send_due_async(store: Store, settings: Settings, now, transport, *, st
             delivering = asyncio.ensure_future(transport.deliver(mails))
             upcoming = None if stopping() else loop.run_in_executor(executor, take)
             results = results + await delivering
-            sent += finish(store, settings, batch, results, now or utcnow())
-            ready, upcoming = (await upcoming if upcoming else None), None
+            sent += persist(finish, store, settings, batch, results, now or utcnow())
+            ready, upcoming = (await _next_batch(upcoming) if upcoming else None), None
             if ready is None and not all(r.ok for r in results) and not stopping():
-                ready = await loop.run_in_executor(executor, take)   # alerts the failures just queued
+                # alerts the failures just queued
+                ready = await _next_batch(loop.run_in_executor(executor, take))
     finally:
-        if upcoming is not None:   # sending failed unexpectedly: hand the claimed batch back
-            taken = await upcoming
-            if taken:
-                release([row.id for row in taken[0]])
+        if upcoming is not None:   # the pass broke off: hand the batch claimed meanwhile back
+            taken = await asyncio.gather(upcoming, return_exceptions=True)   # failed: take gave it back
+            if taken[0] and not isinstance(taken[0], BaseException):
+                await loop.run_in_executor(executor, persist, release, [row.id for row in taken[0][0]])
         if own:
             await loop.run_in_executor(executor, store.db.close)
             executor.shutdown()
     return sent
+
+
+async def _next_batch(taking):
+    """The next batch taken; None when the store failed meanwhile: the pass
+    ends with what it sent (and marked), and the next pass takes the rest."""
+    try:
+        return await taking
+    except STORE_TROUBLE as exc:
+        log.warning("outbox: the store failed (%s); the rest waits for the next pass", first_line(exc))
+        return None
+
+
+def _until_stored(work, *args, patience: float, stopping=lambda: False):
+    """`work(*args)`, tried again while the store fails, for up to `patience` seconds.
+
+    What went out must be marked, and what was claimed handed back: else it
+    waits for its LEASE to run out, and a mail sent but not marked goes out
+    a second time. While the store is away there is nothing else to do; each
+    try reconnects (daemon/store.py). Given up on, it raises the store's error.
+    """
+    deadline = time.monotonic() + patience
+    for attempt, pause in enumerate(itertools.chain((0.5, 1, 2), itertools.repeat(5))):
+        try:
+            return work(*args)
+        except STORE_TROUBLE as exc:
+            if time.monotonic() + pause > deadline or stopping():
+                raise
+            if attempt == 0:
+                log.warning("outbox: the store failed (%s); keeps trying for up to %.0f s",
+                            first_line(exc), patience)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def release(row_ids: list[int]) -> None:
@@ -168,36 +223,55 @@ def _within_rate(settings: Settings, rows: list[OutboxMessage], now: dt.datetime
     for row in rows:
         limit = (settings.outbound.owner_per_hour if settings.owner.is_owner_address(row.recipient)
                  else settings.outbound.per_recipient_per_hour)
-        n, oldest = recent.setdefault(row.recipient, [0, None])
+        budget = _budget(row.recipient, row.kind)
+        n, oldest = recent.setdefault(budget, [0, None])
         if n >= limit:
             put_off[max((oldest + HOUR) if oldest else now, now + dt.timedelta(minutes=1)), limit].append(row.id)
             continue
-        recent[row.recipient] = [n + 1, oldest or now]
+        recent[budget] = [n + 1, oldest or now]
         taken.append(row)
     for (until, limit), row_ids in put_off.items():
         _put_off(row_ids, until, limit)
     return taken
 
 
-def _sent_within_the_hour(recipients: set[str], now: dt.datetime) -> dict[str, list]:
-    """Per address: [mails sent within the hour or being sent, the oldest sending time].
+def _budget(recipient: str, kind: str) -> tuple[str, bool]:
+    """What a mail counts against: its address's alerts, or all its other mail."""
+    return recipient, kind in ALERT_KINDS
+
+
+def _sent_within_the_hour(recipients: set[str], now: dt.datetime) -> dict[tuple[str, bool], list]:
+    """Per budget (address, alerts or not): [mails sent within the hour or
+    being sent, the oldest sending time].
 
     Two statements, each on an index that bounds it: the hour's mails by
     (recipient, sent_at), the ones being sent by state. One condition with
-    OR would walk every mail ever sent to the address."""
-    recent: dict[str, list] = {}
+    OR would walk every mail ever sent to the address. Alerts are told apart
+    by sums within each address's group: grouping by kind as well would
+    lead SQLite's planner to an index by kind, over every mail ever sent."""
+    recent: dict[tuple[str, bool], list] = {}
+    alert = OutboxMessage.kind.in_(ALERT_KINDS)
+
+    def oldest(of_alerts: bool):
+        sent_at = pw.Case(None, [(alert, OutboxMessage.sent_at if of_alerts else None)],
+                          None if of_alerts else OutboxMessage.sent_at)
+        return pw.fn.MIN(sent_at).python_value(OutboxMessage.sent_at.python_value)
     sent = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"),
-                                 pw.fn.MIN(OutboxMessage.sent_at).alias("oldest"))
+                                 pw.fn.SUM(pw.Case(None, [(alert, 1)], 0)).alias("alerts"),
+                                 oldest(False).alias("oldest"), oldest(True).alias("oldest_alert"))
             .where(OutboxMessage.recipient.in_(recipients) & (OutboxMessage.sent_at > now - HOUR)
                    & (OutboxMessage.state == "sent"))
             .group_by(OutboxMessage.recipient))
-    for row in sent:
-        recent[row.recipient] = [row.n, row.oldest]
-    sending = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"))
+    for row in sent.objects():
+        recent[row.recipient, False] = [row.n - row.alerts, row.oldest]
+        recent[row.recipient, True] = [row.alerts, row.oldest_alert]
+    sending = (OutboxMessage.select(OutboxMessage.recipient, pw.fn.COUNT(OutboxMessage.id).alias("n"),
+                                    pw.fn.SUM(pw.Case(None, [(alert, 1)], 0)).alias("alerts"))
                .where((OutboxMessage.state == "sending") & OutboxMessage.recipient.in_(recipients))
                .group_by(OutboxMessage.recipient))
-    for row in sending:
-        recent.setdefault(row.recipient, [0, None])[0] += row.n
+    for row in sending.objects():
+        recent.setdefault((row.recipient, False), [0, None])[0] += row.n - row.alerts
+        recent.setdefault((row.recipient, True), [0, None])[0] += row.alerts
     return recent
 
 
@@ -218,6 +292,8 @@ def prepare(settings: Settings, batch: list[OutboxMessage], now: dt.datetime):
             mails.append((row.id, notify.render(settings, row, now, loaded)))
         except (BadAddress, notify.TemplateMissing) as exc:
             results.append(Result(row.id, False, True, f"cannot be composed: {exc}"))
+        except STORE_TROUBLE:
+            raise                 # the store's trouble, not the row's: the batch is given back
         except Exception as exc:  # a bug or a broken store: retried, and given up on in time
             log.exception("outbox %s: composing failed", row.id)
             results.append(Result(row.id, False, False, f"composing failed: {type(exc).__name__}: {exc}"))
@@ -564,8 +640,8 @@ class OutboxWorker:
     async def _pass(self, transport, executor) -> None:
         try:
             await send_due_async(self.store, self.settings, None, transport, executor=executor,
-                                 stopping=lambda: self._stopping)
+                                 stopping=lambda: self._stopping, patience=WORKER_PATIENCE_SECONDS)
+        except STORE_TROUBLE as exc:     # the store's next use reconnects (daemon/store.py)
+            log.warning("outbox worker: the store failed (%s); trying again", first_line(exc))
         except Exception:
             log.exception("outbox worker: pass failed; trying again")
-            self.store.db.close()
-            await self._loop.run_in_executor(executor, self.store.db.close)

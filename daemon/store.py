@@ -5,6 +5,10 @@ content hash, inbound messages (raw bytes and state) and the outbox. The
 schema is versioned by numbered scripts in `daemon/migrations/`, applied on
 open, so an upgrade migrates an existing database. Driver errors are turned
 into `StoreUnavailable` here and nowhere else.
+
+A PostgreSQL connection the server dropped (a restart, a crash, an admin's
+pg_terminate_backend) is replaced here too, for every thread of every
+process at once: see `ReconnectingPostgresqlDatabase`.
 """
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import decimal
 import fcntl
 import json
 import os
+import re
 import secrets
+import select
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,11 +27,17 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee as pw
+import psycopg2
 from playhouse.migrations import Runner
 from psycopg2.extensions import ISOLATION_LEVEL_READ_COMMITTED
 
 from daemon.errors import StoreTooNew, StoreUnavailable
 
+# The store failing rather than a statement: a lost or refused connection, a
+# server shutting down, a lock or statement timeout. Try again later.
+STORE_TROUBLE = (pw.OperationalError, pw.InterfaceError)
+# Any failure of the database, ours included: what a door answers "try again later" to.
+DATABASE_ERRORS = (pw.DatabaseError, pw.InterfaceError, StoreUnavailable)
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",      # readers never block the writer
@@ -527,6 +539,92 @@ class Store:
         return ([m.name for m in rows if m.applied], [m.name for m in rows if not m.applied])
 
 
+_A_READ = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+
+
+class ReconnectingPostgresqlDatabase(pw.PostgresqlDatabase):
+    """peewee's PostgreSQL database, whose threads outlive the server's restarts.
+
+    peewee keeps one connection per thread and never replaces it: once the
+    server drops it, every later use in that thread fails ("connection
+    already closed"), and a thread that rolls back over it dies of the
+    InterfaceError. Here a dropped connection is noticed and replaced at
+    the one moment that is safe, before a transaction or a statement outside
+    one: nothing of the caller's is in it then, so nothing is lost or done
+    twice. Inside a transaction a lost connection fails the transaction (its
+    caller answers "try again later" or retries), and the rollback after it
+    ends the connection instead of failing again, so the caller sees the
+    error that happened. Retrying a transaction itself would not be safe: a
+    COMMIT whose answer was lost may have committed.
+
+    A lone read (a SELECT outside a transaction: the RCPT check's lookup)
+    whose connection is dropped under it is asked once more, on a fresh one.
+
+    Dropped: the driver says closed (after an error), or the server spoke
+    while the connection was idle. An idle connection's server says nothing
+    unless asked — nothing here LISTENs — except to say goodbye: "terminating
+    connection" and end of file, on a fast or immediate shutdown, a crash
+    (the kernel closes the socket) or pg_terminate_backend. Looking costs a
+    poll of the socket, no round trip. A server that vanished without
+    closing (a network cut) is found by the next statement's error; the use
+    after that reconnects.
+    """
+
+    def begin(self, *args, **kwargs):
+        self._replace_if_dropped()
+        super().begin(*args, **kwargs)
+
+    def execute_sql(self, sql, params=None):
+        if self.in_transaction():
+            return super().execute_sql(sql, params)
+        self._replace_if_dropped()
+        try:
+            return super().execute_sql(sql, params)
+        except STORE_TROUBLE:
+            # Dropped under a lone read (the server went down just then): a
+            # read can be asked twice, so once more on a fresh connection.
+            if not (_A_READ.match(sql) and self._dropped()):
+                raise
+            self._forget_connection()
+            return super().execute_sql(sql, params)
+
+    def rollback(self):
+        if not self.in_transaction():    # the end of a failed transaction, not a rollback within one
+            try:
+                if not self._dropped():
+                    super().rollback()
+                    return
+            except STORE_TROUBLE:
+                pass
+            self._forget_connection()    # the server rolls back what a closed connection held
+            return
+        super().rollback()
+
+    def _replace_if_dropped(self) -> None:
+        if self._dropped():
+            self._forget_connection()    # the caller's next step connects afresh
+
+    def _dropped(self) -> bool:
+        if self.is_closed():
+            return False
+        conn = self._state.conn
+        if conn.closed:
+            return True
+        try:
+            idle = select.poll()        # not select(): numbers past 1024 are common in a busy daemon
+            idle.register(conn.fileno(), select.POLLIN)
+            return bool(idle.poll(0))
+        except (OSError, ValueError, psycopg2.Error):     # no socket left to look at
+            return True
+
+    def _forget_connection(self) -> None:
+        try:
+            self._state.conn.close()
+        except Exception:   # the socket is gone already; closing is only tidying up
+            pass
+        self._state.reset()
+
+
 def open_store(url: str, migrate: bool = True, *, replayable: bool = False) -> Store:
     """Connect, bind the models and bring the schema up to date.
 
@@ -606,7 +704,7 @@ def database_for_url(url: str, replayable: bool = False) -> pw.Database:
     options = dict(parse_qsl(parts.query))
     # READ COMMITTED whatever the server's default: a statement sees what
     # committed before it began (the duplicate check after its lock relies on it).
-    return pw.PostgresqlDatabase(
+    return ReconnectingPostgresqlDatabase(
         unquote(parts.path.lstrip("/")), user=unquote(parts.username or "") or None,
         password=unquote(parts.password or "") or None, host=parts.hostname or None,
         port=parts.port or None, connect_timeout=int(options.pop("connect_timeout", 5)),

@@ -16,7 +16,10 @@
   503 while too many wait for verification (PayPal sends them again), 404
   while `[paypal] receiver_email` is "".
 - `GET /healthz`: 200 {database, inbound: {new, quarantined}, outbox:
-  {pending, failed}}; 503 {database: "unavailable"}.
+  {pending, failed}}; 503 {database: "unavailable"}. Inside `ordermail
+  serve` also doors: {spool, recipients}, each "ok" or "unavailable" — what
+  a DATA and an RCPT would meet now (daemon/intake/health.py); 503 when
+  one of them is unavailable.
 - `GET /metrics`: the Prometheus text format (401 without the bearer token
   when `[api] metrics_token` is set).
 
@@ -39,7 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from daemon import orders, paypal
 from daemon.errors import InputError, Refused
 from daemon.order_json import order_to_json
-from daemon.store import first_line
+from daemon.store import DATABASE_ERRORS, first_line
 from statuspage import metrics, signatures, webhooks
 from statuspage.throttle import Throttle, client_address
 
@@ -72,9 +75,8 @@ SHOPIFY = Shop("shopify", "shopify_secret", "X-Shopify-Hmac-Sha256", "X-Shopify-
 def register(app, context) -> None:
     settings, store = context.settings, context.store
     registry = metrics.registry_for(store)
-    answering = _answering(store)
 
-    @app.post("/api/orders", apply=[answering])
+    @app.post("/api/orders", apply=[_answering])
     def api_orders():
         secret = settings.api.secret
         if not secret:
@@ -120,12 +122,12 @@ def register(app, context) -> None:
         log.info("%s: order %s %s", shop.name, number, "marked paid" if paid.marked else "was paid already")
         return _json_response(200, {"number": number, "paid": True, **({} if paid.marked else {"duplicate": True})})
 
-    app.post("/hooks/woocommerce", callback=lambda: hook(WOOCOMMERCE), apply=[answering])
-    app.post("/hooks/shopify", callback=lambda: hook(SHOPIFY), apply=[answering])
+    app.post("/hooks/woocommerce", callback=lambda: hook(WOOCOMMERCE), apply=[_answering])
+    app.post("/hooks/shopify", callback=lambda: hook(SHOPIFY), apply=[_answering])
 
     ipn_clients = Throttle(IPN_PER_CLIENT_PER_HOUR)
 
-    @app.post("/hooks/paypal-ipn", apply=[answering])
+    @app.post("/hooks/paypal-ipn", apply=[_answering])
     def paypal_ipn():
         if not settings.paypal.receiver_email:
             return _error(404, "not found")
@@ -142,10 +144,14 @@ def register(app, context) -> None:
     @app.get("/healthz")
     def healthz():
         try:
-            return _json_response(200, metrics.health(store))
-        except metrics.DATABASE_ERRORS as exc:
+            document = metrics.health(store)
+        except DATABASE_ERRORS as exc:
             log.warning("healthz: database unavailable: %s", first_line(exc))
-            return _json_response(503, {"database": "unavailable"})
+            document = {"database": "unavailable"}
+        if context.doors is not None:
+            document["doors"] = context.doors.check()
+        healthy = document["database"] == "ok" and all(v == "ok" for v in document.get("doors", {}).values())
+        return _json_response(200 if healthy else 503, document)
 
     @app.get("/metrics")
     def prometheus():
@@ -171,27 +177,24 @@ ANSWERS = (
     (signatures.Unauthorized, 401, {"WWW-Authenticate": 'Signature realm="ordermail"'}),
     (InputError, 400, {}),
     (Refused, 409, {}),
-    *((kind, 503, {"Retry-After": "60"}) for kind in metrics.DATABASE_ERRORS),
+    *((kind, 503, {"Retry-After": "60"}) for kind in DATABASE_ERRORS),
 )
 CAUGHT = tuple(kind for kind, _, _ in ANSWERS)
 
 
-def _answering(store):
+def _answering(callback):
     """A decorator turning the typed outcomes of an intake route into their status and a one-line error."""
-    def decorate(callback):
-        @functools.wraps(callback)
-        def answer(*args, **kwargs):
-            try:
-                with metrics.reconnect_after_failure(store):
-                    return callback(*args, **kwargs)
-            except CAUGHT as exc:
-                status, headers = next((s, h) for kind, s, h in ANSWERS if isinstance(exc, kind))
-                if isinstance(exc, metrics.DATABASE_ERRORS):
-                    log.warning("%s: database unavailable: %s", bottle.request.path, first_line(exc))
-                    return _error(503, "the database is unavailable; try again later", headers)
-                return _error(status, first_line(exc), headers)
-        return answer
-    return decorate
+    @functools.wraps(callback)
+    def answer(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except CAUGHT as exc:
+            status, headers = next((s, h) for kind, s, h in ANSWERS if isinstance(exc, kind))
+            if isinstance(exc, DATABASE_ERRORS):
+                log.warning("%s: database unavailable: %s", bottle.request.path, first_line(exc))
+                return _error(503, "the database is unavailable; try again later", headers)
+            return _error(status, first_line(exc), headers)
+    return answer
 
 
 def _body(limit: int) -> bytes:

@@ -29,14 +29,14 @@ class WebContext:
     """What every route needs, passed in rather than imported."""
     settings: Settings
     store: Store
+    doors: object = None      # the mail doors' probes (daemon/intake/health.py) inside `ordermail serve`
 
 
-def make_app(settings: Settings, store: Store) -> bottle.Bottle:
+def make_app(settings: Settings, store: Store, doors=None) -> bottle.Bottle:
     from statuspage import api, pages   # the route modules import this one for WebContext
     app = bottle.Bottle(catchall=True)
-    context = WebContext(settings, store)
+    context = WebContext(settings, store, doors)
     app.add_hook("after_request", _security_headers)
-    app.install(_reconnecting(store))
     app.default_error_handler = _plain_error
     app.config[RELOAD_TEMPLATES] = pages.register(app, context).reload_templates
     api.register(app, context)
@@ -47,19 +47,6 @@ def reload_templates(app: bottle.Bottle) -> None:
     """SIGHUP in `ordermail serve`: the page templates and words read again.
     (Under gunicorn, its own HUP starts fresh workers, which read them anyway.)"""
     app.config[RELOAD_TEMPLATES]()
-
-
-def _reconnecting(store: Store):
-    """Every route: a connection the database server dropped is closed, so the
-    next request reconnects instead of failing for good."""
-    from statuspage.metrics import reconnect_after_failure
-
-    def decorate(callback):
-        def run(*args, **kwargs):
-            with reconnect_after_failure(store):
-                return callback(*args, **kwargs)
-        return run
-    return decorate
 
 
 def _security_headers() -> None:

@@ -20,16 +20,14 @@ of 50 KB ~0.27 s (the times sit behind the raw bytes in each row); the last
 """
 import bisect
 import collections
-import contextlib
 import logging
 
 import peewee as pw
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 
-from daemon.errors import StoreUnavailable
 from daemon.paypal import OUTCOMES as PAYPAL_OUTCOMES
-from daemon.store import InboundMessage, OutboxMessage, PaypalIpn, Store, first_line, utcnow
+from daemon.store import DATABASE_ERRORS, InboundMessage, OutboxMessage, PaypalIpn, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.web")
 COUNT_CAP = 100_000
@@ -41,15 +39,13 @@ INBOUND_STATES = ("new", "processing", "done", "duplicate", "quarantined")
 OUTBOX_STATES = ("pending", "sending", "sent", "failed")
 INBOUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 OUTBOX_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 120 * 3600)
-DATABASE_ERRORS = (pw.DatabaseError, pw.InterfaceError, StoreUnavailable)
 
 
 def health(store: Store) -> dict:
     """The /healthz document; raises one of DATABASE_ERRORS when the database fails."""
-    with reconnect_after_failure(store):
-        return {"database": "ok",
-                "inbound": {state: _count(InboundMessage, state) for state in ("new", "quarantined")},
-                "outbox": {state: _count(OutboxMessage, state) for state in ("pending", "failed")}}
+    return {"database": "ok",
+            "inbound": {state: _count(InboundMessage, state) for state in ("new", "quarantined")},
+            "outbox": {state: _count(OutboxMessage, state) for state in ("pending", "failed")}}
 
 
 def registry_for(store: Store) -> CollectorRegistry:
@@ -68,8 +64,7 @@ class StoreCollector:
     def collect(self):
         up = GaugeMetricFamily("ordermail_database_up", "1 when the database answered this scrape")
         try:
-            with reconnect_after_failure(self.store):
-                families = list(self._families())
+            families = list(self._families())
         except DATABASE_ERRORS as exc:
             log.warning("metrics: database unavailable: %s", first_line(exc))
             up.add_metric([], 0)
@@ -169,14 +164,3 @@ def _seconds_between(store: Store, start, end):
         return pw.fn.EXTRACT(pw.NodeList((pw.SQL("EPOCH FROM"), end - start)))
     return (pw.fn.julianday(end) - pw.fn.julianday(start)) * 86400.0
 
-
-@contextlib.contextmanager
-def reconnect_after_failure(store: Store):
-    """On a database error, drop this thread's connection so that the next request reconnects
-    (a connection the server closed stays broken in the driver until it is closed)."""
-    try:
-        yield
-    except DATABASE_ERRORS:
-        with contextlib.suppress(Exception):   # the connection is broken already; closing is best effort
-            store.db.close()
-        raise

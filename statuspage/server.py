@@ -17,9 +17,9 @@ log = logging.getLogger("ordermail.web")
 
 
 class WebServer:
-    def __init__(self, settings, store, *, threads: int = 16):
+    def __init__(self, settings, store, *, threads: int = 16, doors=None):
         host, _, port = settings.web.listen.rpartition(":")
-        self._app = make_app(settings, store)
+        self._app = make_app(settings, store, doors)
         self._server = create_server(self._app, host=host.strip("[]"), port=int(port),
                                      threads=threads, ident="ordermail")
         self._stopping = False

@@ -6,6 +6,7 @@ workers, on free loopback ports.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime as dt
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import io
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PG_URL, sample_order
 from daemon.config import ApiSettings, WebSettings
+from daemon.intake.health import DoorProbes
+from daemon.intake.spool import Spool
 from daemon.store import InboundMessage, Order, OutboxMessage, utcnow
 from daemonproc import free_port, gunicorn, wait_for_port
 from statuspage.app import SECURITY_HEADERS, make_app
@@ -453,16 +457,23 @@ def test_healthz_reports_the_database_and_queue_depths(app, store):
     assert answer.headers["Cache-Control"] == "no-store"
 
 
+def on_the_server(sql: str, *params):
+    conn = psycopg2.connect(PG_URL.split("?")[0])
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+    conn.close()
+
+
 def break_database(store, database_url: str, tmp_path: Path):
-    """Make the database fail for real; returns a function that mends it."""
+    """Make the database fail for real; returns a function that mends it.
+
+    On PostgreSQL the test's schema moves away (a dropped connection is no
+    failure: the store replaces it, see the test after the next)."""
     if store.backend == "postgresql":
-        pid = store.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
-        conn = psycopg2.connect(PG_URL.split("?")[0])
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        conn.close()
-        return lambda: None
+        schema = database_url.rsplit("search_path%3D", 1)[1]
+        on_the_server(f"ALTER SCHEMA {schema} RENAME TO {schema}_away")
+        return lambda: on_the_server(f"ALTER SCHEMA {schema}_away RENAME TO {schema}")
     path = Path(database_url.removeprefix("sqlite:///"))
     store.db.close()
     path.rename(tmp_path / "moved.db")
@@ -481,6 +492,45 @@ def test_healthz_is_503_while_the_database_fails_and_recovers(app, store, databa
     assert answer.status == 503 and answer.json() == {"database": "unavailable"}
     mend()
     assert call(app, "GET", "/healthz").status == 200
+
+
+def test_a_connection_the_database_server_dropped_is_replaced_before_the_next_request(app, store):
+    if store.backend == "sqlite":
+        pytest.skip("SQLite has no server to drop a connection")
+    assert call(app, "GET", "/healthz").status == 200      # this thread's connection, now idle
+    pid = store.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    on_the_server("SELECT pg_terminate_backend(%s)", pid)
+    time.sleep(0.2)                                          # the server has said goodbye
+    assert call(app, "GET", "/healthz").status == 200
+    assert post_order(app, sample_order()).status == 201
+    assert store.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != pid
+
+
+def test_inside_the_daemon_healthz_asks_the_doors_and_is_503_when_one_would_fail(api_settings, store):
+    """The web's own query is not enough: the issue saw 200 while every DATA
+    waited for a dead spool writer. Here the writer stops, then the event
+    loop the RCPT lookups run on."""
+    loop = asyncio.new_event_loop()
+    running = threading.Thread(target=loop.run_forever, daemon=True)
+    running.start()
+    spool = Spool(store)
+    app = make_app(api_settings, store, DoorProbes(spool, loop, store, seconds=1, reuse_seconds=0))
+    try:
+        answer = call(app, "GET", "/healthz")
+        assert answer.status == 200 and answer.json()["doors"] == {"spool": "ok", "recipients": "ok"}
+        spool.close()
+        answer = call(app, "GET", "/healthz")
+        assert answer.status == 503
+        assert answer.json()["database"] == "ok"      # the web's own connection is fine meanwhile
+        assert answer.json()["doors"] == {"spool": "unavailable", "recipients": "ok"}
+        loop.call_soon_threadsafe(loop.stop)
+        running.join(5)
+        assert call(app, "GET", "/healthz").json()["doors"] == {"spool": "unavailable", "recipients": "unavailable"}
+    finally:
+        if running.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            running.join(5)
+        loop.close()
 
 
 def test_an_order_posted_while_the_database_fails_is_503_and_taken_once_it_is_back(app, store, database_url,
@@ -534,8 +584,9 @@ def test_metrics_use_a_registry_of_their_own(app):
 
 def test_metrics_say_when_the_database_is_down(app, store, database_url, tmp_path):
     call(app, "GET", "/healthz")
-    break_database(store, database_url, tmp_path)
+    mend = break_database(store, database_url, tmp_path)
     assert scrape(app) == {("ordermail_database_up", ()): 0}
+    mend()
 
 
 def test_metrics_want_the_bearer_token_when_one_is_set(api_settings, store):

@@ -337,6 +337,34 @@ def test_the_owners_addresses_have_their_own_higher_hourly_limit(store, settings
                        ("erika@example.org", "rate limit: 2 mails to this address within an hour; waits")}
 
 
+def test_an_alert_goes_out_when_forwarded_replies_used_up_the_owners_hour(store, settings, sink_factory):
+    """A burst of customer replies, each forwarded, fills `owner_per_hour`; then a
+    notification fails with 550. The owner's alert must not wait behind the forwards,
+    which still wait for their hour; and alerts have a budget as big, not none."""
+    sink = sink_factory(rcpt=["550 5.1.1 <erika@example.org>: user unknown"])
+    settings = with_outbound(over_smtp(settings, sink.port), owner_per_hour=3)
+    orders.create_order(store, settings, sample_order(), now=NOW, quiet=True)
+    order_id = orders.Order.get().id
+    forwards = [dict(order=order_id, kind="reply_forward", recipient="owner@shop.example", data="{}",
+                     message_id=f"<forward-{n}@shop.example>", state="sent" if n < 3 else "pending",
+                     sent_at=later(minutes=-30) if n < 3 else None, next_attempt_at=NOW,
+                     created_at=later(minutes=-30)) for n in range(5)]
+    OutboxMessage.insert_many(forwards).execute()
+    orders.add_message(store, settings, "1042", Content(text="Ihr Paket"), via=Via(now=NOW))
+    assert outbox.send_due(store, settings, NOW) == 1              # not the forwards: the alert
+    alert, = alerts()
+    assert alert.state == "sent" and alert.data["error"].startswith("550")
+    told, = sink.mails()
+    assert told["To"] == "owner@shop.example" and told["Message-ID"] == alert.message_id
+    waiting = OutboxMessage.select().where((OutboxMessage.kind == "reply_forward") & (OutboxMessage.state == "pending"))
+    assert [r.next_attempt_at for r in waiting] == [later(minutes=30)] * 2    # their hour ends then
+    with store.atomic():
+        for n in range(4):
+            orders.queue_mail(settings, "owner_alert", "owner@shop.example", order=orders.Order.get(),
+                              data={"text": f"Hinweis {n}"}, now=NOW)
+    assert outbox.send_due(store, settings, later(minutes=1)) == 2   # 3 alerts an hour, like everything else
+
+
 def test_two_workers_at_once_never_send_the_same_row(store, settings, sink_factory):
     sink = sink_factory()
     settings = over_smtp(settings, sink.port)

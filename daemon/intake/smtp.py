@@ -20,11 +20,12 @@ from aiosmtpd.smtp import SMTP
 
 from daemon.addresses import Recipient, check_recipient
 from daemon.config import Settings
-from daemon.errors import AutoSubmittedCommand, MailRefused, ShuttingDown, TooLarge, smtp_reply
+from daemon.errors import AutoSubmittedCommand, MailRefused, ShuttingDown, StoreUnavailable, TooLarge, smtp_reply
 from daemon.inbound_mail import parse_mail
 from daemon.intake.connections import ConnectionLimits, ExemptNetworks, Gate
 from daemon.intake.rates import MessageRates
-from daemon.store import utcnow
+from daemon.intake.spool import ANSWER_WITHIN_SECONDS
+from daemon.store import DATABASE_ERRORS, first_line, utcnow
 
 log = logging.getLogger("ordermail.smtp")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -64,9 +65,13 @@ class Door:
             return TOO_MANY_RECIPIENTS
         try:
             recipient = await self.recipients.check(address)
+        except MailRefused as exc:
+            return smtp_reply(exc)
+        except DATABASE_ERRORS as exc:        # the store's trouble, not the address's: one line
+            log.warning("recipient check for %s: the store failed: %s", address, first_line(exc))
+            return smtp_reply(exc)
         except Exception as exc:
-            if not isinstance(exc, MailRefused):
-                log.exception("recipient check failed for %s", address)
+            log.exception("recipient check failed for %s", address)
             return smtp_reply(exc)
         envelope.rcpt_tos.append(address)
         if recipient.kind == "command":
@@ -112,11 +117,16 @@ class RecipientCache:
     waits for the database). An address found good is taken again without
     asking for a minute; the worker checks every recipient again when it
     handles the mail, so an order deleted meanwhile costs nothing: its mail
-    goes to the owner as unmatched. Refusals are not kept.
+    goes to the owner as unmatched. Refusals are not kept. A store that
+    fails or hangs is "try again later" (451) within `answer_within`; the
+    thread's connection, if the server dropped it, is replaced by the store
+    at its next lookup.
     """
 
-    def __init__(self, settings: Settings, *, seconds: float = 60.0, size: int = 10_000):
+    def __init__(self, settings: Settings, *, seconds: float = 60.0, size: int = 10_000,
+                 answer_within: float = ANSWER_WITHIN_SECONDS):
         self.settings, self.seconds, self.size = settings, seconds, size
+        self.answer_within = answer_within
         self._good: dict[tuple[str, dt.date], tuple[float, Recipient]] = {}
 
     async def check(self, address: str) -> Recipient:
@@ -126,7 +136,11 @@ class RecipientCache:
         kept = self._good.get(key)
         if kept is not None and kept[0] > time.monotonic():
             return kept[1]
-        recipient = await asyncio.to_thread(check_recipient, address, self.settings, today)
+        try:
+            async with asyncio.timeout(self.answer_within):
+                recipient = await asyncio.to_thread(check_recipient, address, self.settings, today)
+        except TimeoutError:
+            raise StoreUnavailable(f"no answer from the store within {self.answer_within:.0f} s") from None
         if len(self._good) >= self.size:     # bounded: start afresh rather than grow
             self._good.clear()
         self._good[key] = (time.monotonic() + self.seconds, replace(recipient, order=None))

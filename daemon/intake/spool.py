@@ -6,6 +6,14 @@ arrived meanwhile in one transaction (group commit): under load one fsync
 covers many messages, when idle a message is committed at once. A message
 that cannot be committed raises `StoreUnavailable` to every caller of its
 group, who answer "try again later" — nothing is acknowledged unstored.
+
+Every caller gets an answer, promptly: whatever a commit fails with, its
+group is told and the writer goes on with the next (its connection, if the
+server dropped it, is replaced by the store before the next transaction);
+a caller whose commit has not ended within `answer_within` seconds (a
+server that hangs) is told "try again later" too. A commit that ends after
+that still counts: the sender's second copy is then found a duplicate.
+`probe` asks the writer itself for a round trip, for /healthz.
 """
 from __future__ import annotations
 
@@ -23,9 +31,11 @@ import peewee as pw
 from daemon import compiled
 from daemon.errors import ShuttingDown, StoreUnavailable
 from daemon.inbound_mail import HEADER_END
-from daemon.store import InboundMessage, InboundRaw, Store, first_line, utcnow
+from daemon.store import DATABASE_ERRORS, InboundMessage, InboundRaw, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.spool")
+# A sender is answered within this (a client waits 10 minutes for DATA's answer).
+ANSWER_WITHIN_SECONDS = 60.0
 
 
 @dataclass
@@ -37,10 +47,18 @@ class _Pending:
     done: Future = field(default_factory=Future)
 
 
+@dataclass
+class _Probe:
+    """A round trip asked of the writer: it is alive, not stuck, and its connection works."""
+    done: Future = field(default_factory=Future)
+
+
 class Spool:
-    def __init__(self, store: Store, *, max_batch: int = 200, on_commit=None):
+    def __init__(self, store: Store, *, max_batch: int = 200, on_commit=None,
+                 answer_within: float = ANSWER_WITHIN_SECONDS):
         self._store = store
         self._max_batch = max_batch
+        self._answer_within = answer_within
         self._on_commit = on_commit or (lambda ids: None)
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._closing = False
@@ -49,7 +67,29 @@ class Spool:
 
     async def put(self, raw: bytes, *, channel: str, envelope_from: str, recipients: list[str]) -> int:
         """Commit one message; returns its id once it is durable."""
-        return await asyncio.wrap_future(self._submit(raw, channel, envelope_from, recipients))
+        committed = asyncio.wrap_future(self._submit(raw, channel, envelope_from, recipients))
+        committed.add_done_callback(_retrieved)
+        try:
+            async with asyncio.timeout(self._answer_within):
+                # shielded: a sender who stops waiting leaves the commit to end as it will
+                return await asyncio.shield(committed)
+        except TimeoutError:
+            log.error("the store did not commit a message within %.0f s", self._answer_within)
+            raise StoreUnavailable(f"no commit within {self._answer_within:.0f} s") from None
+
+    def probe(self, timeout: float) -> str | None:
+        """None when the writer commits as it should now; else what is wrong (any thread may ask)."""
+        if self._closing or not self._writer.is_alive():
+            return "the spool's writer is not running"
+        probe = _Probe()
+        self._queue.put(probe)
+        try:
+            probe.done.result(timeout)
+        except TimeoutError:
+            return f"the spool's writer did not answer within {timeout:.0f} s"
+        except Exception as exc:
+            return f"the spool's writer cannot reach the store: {first_line(exc)}"
+        return None
 
     def close(self) -> None:
         """Commit what is queued, then stop the writer."""
@@ -71,7 +111,16 @@ class Spool:
                 break
             batch = [first] + self._drain()
             stop = batch[-1] is None
-            self._commit([p for p in batch if p is not None])
+            # a future cancelled meanwhile has nobody waiting: nothing to commit or answer
+            taken = [p for p in batch if p is not None and p.done.set_running_or_notify_cancel()]
+            try:
+                self._commit([p for p in taken if isinstance(p, _Pending)])
+                self._answer_probes([p for p in taken if isinstance(p, _Probe)])
+            except Exception:       # a bug; still nobody waits for ever, and the writer goes on
+                log.exception("spool writer: unexpected failure")
+                for item in taken:
+                    if not item.done.done():
+                        item.done.set_exception(StoreUnavailable("internal error"))
             if stop:
                 break
         self._store.db.close()
@@ -89,19 +138,39 @@ class Spool:
         return batch
 
     def _commit(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
         try:
             with self._store.atomic(urgent=True):     # senders wait for this commit
                 ids = [store_message(p.raw, channel=p.channel, envelope_from=p.envelope_from,
                                      recipients=p.recipients) for p in batch]
-        except pw.DatabaseError as exc:
-            log.error("cannot commit %d message(s): %s", len(batch), first_line(exc))
-            self._store.db.close()   # reconnect on the next batch
+        except Exception as exc:     # whatever it was, each sender is answered and the writer goes on
+            log.error("cannot commit %d message(s): %s", len(batch), first_line(exc),
+                      exc_info=None if isinstance(exc, DATABASE_ERRORS) else exc)
             for pending in batch:
                 pending.done.set_exception(StoreUnavailable(first_line(exc)))
             return
         for pending, message_id in zip(batch, ids):
             pending.done.set_result(message_id)
         self._on_commit(ids)
+
+    def _answer_probes(self, probes: list[_Probe]) -> None:
+        if not probes:
+            return
+        try:
+            self._store.db.execute_sql("SELECT 1").fetchone()
+        except Exception as exc:
+            for probe in probes:
+                probe.done.set_exception(exc)
+            return
+        for probe in probes:
+            probe.done.set_result(None)
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """Reads the outcome of a commit nobody waits for any more (no "never retrieved" warning)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def store_message(raw: bytes, *, channel: str, envelope_from: str, recipients: list[str]) -> int:
