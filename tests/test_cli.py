@@ -118,6 +118,23 @@ def test_a_filter_that_does_not_parse_exits_2_naming_the_column(ordermail):
     assert_one_line_error(result, 2, "column 10")
 
 
+def test_a_filter_with_a_byte_that_is_not_utf8_exits_2_naming_the_column(ordermail):
+    # A Latin-1 "Müller" typed in a terminal that is not UTF-8: the byte reaches
+    # argv as a lone surrogate, which no database driver can send (found by fuzzing).
+    create(ordermail, number="1")
+    result = ordermail("orders", "list", "--filter", "customer:M\udcfcller")
+    assert_one_line_error(result, 2, "the filter is not UTF-8 text at column 11")
+
+
+def test_a_nul_in_a_list_command_is_a_refused_line_not_a_crash(ordermail):
+    # NUL cannot be sent to PostgreSQL; the owner's line gets its answer instead.
+    create(ordermail, number="1")
+    result = ordermail("command", "-", stdin="list customer:Eri\x00ka\nshow 1\n")
+    assert result.returncode == 2
+    assert "NOT DONE: a NUL character at column 13 cannot be in a filter" in result.stdout
+    assert "Erika Mustermann" in result.stdout          # the next line still ran
+
+
 def test_missing_configuration_is_one_line_and_exit_2(ordermail):
     result = ordermail("orders", "list", config=None)
     assert_one_line_error(result, 2, "no configuration: pass --config PATH or set ORDERMAIL_CONFIG")
