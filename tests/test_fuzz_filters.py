@@ -109,7 +109,7 @@ FIELD_VALUES = {
 
 def _field_is_valid(name: str, value: str) -> bool:
     """Values the language takes (the tree generator only draws those)."""
-    if not value.strip() or "\x00" in value:      # NUL: refused, see the soup property
+    if not value.strip() or "\x00" in value:      # NUL: dropped by the store, not by the oracle
         return False
     if name == "number":
         return filters.is_order_number(value.strip().lstrip("#"))
