@@ -136,6 +136,25 @@ def test_a_command_line_with_a_byte_that_is_not_utf8_is_done_and_logged_readably
     assert shown["status"]["cancelled"] and shown["events"][-1]["body"] == "besch\ufffddigt"
 
 
+def test_order_json_with_a_line_break_in_a_key_is_refused_on_one_line(ordermail):
+    # A key copied with its line break (found by fuzzing: the error broke in two).
+    order = sample_order("1") | {"total\n": "24.90"}
+    result = ordermail("order", "create", "--json", "-", stdin=json.dumps(order))
+    assert_one_line_error(result, 2, "order JSON: unknown field 'total\\n'")
+    item = sample_order("1")["items"][0] | {"price\r": "1.00"}
+    result = ordermail("order", "create", "--json", "-", stdin=json.dumps(sample_order("1", items=[item])))
+    assert_one_line_error(result, 2, "order JSON: items[0] has an unknown field 'price\\r'")
+
+
+def test_order_json_with_half_a_surrogate_pair_is_refused_naming_the_field(ordermail):
+    # "\ud83d" is JSON syntax but no character: an emoji cut in half by a shop
+    # plugin. It used to fail in the database driver (found by fuzzing).
+    text = json.dumps(sample_order("1", customer={"name": "Erika \ud83d", "email": "erika@example.org"}))
+    result = ordermail("order", "create", "--json", "-", stdin=text)
+    assert_one_line_error(result, 2, "order JSON: customer.name is not Unicode text (a lone \\ud83d)")
+    assert ordermail("order", "show", "1").returncode == 1
+
+
 def test_missing_configuration_is_one_line_and_exit_2(ordermail):
     result = ordermail("orders", "list", config=None)
     assert_one_line_error(result, 2, "no configuration: pass --config PATH or set ORDERMAIL_CONFIG")
