@@ -642,7 +642,9 @@ def _default_name(ctype: str) -> str:
 
 
 def _enclosed_message_id(part: Message, ctype: str, data: bytes) -> str | None:
-    payload = part.get_payload()
+    # not get_payload(): for 8-bit bytes it decodes with the declared charset,
+    # and a hostile one (idna) raised and cost us the file (found by fuzzing)
+    payload = part._payload
     if ctype in ("message/rfc822", "message/global") and isinstance(payload, list) and payload:
         value = payload[0].get("message-id")
     elif ctype.endswith("rfc822-headers"):

@@ -351,6 +351,22 @@ def test_attached_message_is_one_attachment_with_its_message_id():
     assert b"inner text" in attached.data
 
 
+def test_a_raw_8bit_file_with_a_charset_no_codec_can_replace_in_is_kept():
+    # A scanner's mail: a binary file sent as 8bit with a charset label the
+    # stdlib cannot decode with "replace" (idna). The file was dropped as
+    # "part skipped: UnicodeError" (found by fuzzing).
+    data = bytes(range(256))
+    raw = (b"From: scanner@example.org\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+           b"--B\r\nContent-Type: text/plain\r\n\r\nScan attached\r\n"
+           b"--B\r\nContent-Type: application/octet-stream; charset=idna\r\n"
+           b"Content-Disposition: attachment; filename=scan.bin\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           + data.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n--B--\r\n")
+    parsed = parse_mail(raw)
+    [attachment] = parsed.attachments
+    assert (attachment.filename, attachment.data) == ("scan.bin", data.replace(b"\r", b"").replace(b"\n", b""))
+    assert not any("skipped" in defect for defect in parsed.defects)
+
+
 def test_big_attachments_drop_their_bytes_but_can_be_fetched_again():
     raw = (MAILS / "reply_with_attachments.eml").read_bytes()
     parsed = parse_mail(raw, keep_attachment_bytes=60)
