@@ -917,7 +917,7 @@ def normalise_message_id(value: str) -> str | None:
 
 def message_ids(value: str) -> tuple[str, ...]:
     """Message-IDs in a header, each as "<id@host>" without inner whitespace."""
-    value = value or ""
+    value = _header_str(value)      # RFC 6532 ids are UTF-8; raw 8-bit bytes came as surrogates
     found = [re.sub(r"\s+", "", m) for m in _ID.findall(value)]
     if not found:   # bare ids from sloppy mailers
         found = [t.strip("<>,;\"'") for t in value.split() if "@" in t]
@@ -968,7 +968,7 @@ _ROBOT_SENDERS = frozenset({"mailer-daemon", "postmaster"})
 
 def _auto_reason(h: _Headers, subject: str, envelope: str | None) -> str | None:
     """Why this mail was sent by a machine, from the first sign found; None if by a person."""
-    value = h.first("auto-submitted").split(";")[0].strip().lower()
+    value = _header_str(h.first("auto-submitted")).split(";")[0].strip().lower()
     if value and value != "no":
         return f"Auto-Submitted: {value}"
     for name, label in (("x-autoreply", "X-Autoreply"), ("x-autorespond", "X-Autorespond"),

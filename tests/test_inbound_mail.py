@@ -280,6 +280,19 @@ def test_message_ids_are_normalised():
     assert parsed.references == ("<first@shop.example>", "<second@shop.example>")
 
 
+def test_internationalised_message_ids_are_read_as_utf8_text():
+    # RFC 6532: a server with a non-ASCII host name writes its ids in UTF-8.
+    # They came out as undecodable surrogates, which no database takes and no
+    # lookup finds (found by fuzzing).
+    raw = ("From: a@example.org\nMessage-ID: <1042@müller.de>\nIn-Reply-To: <x@bücher.example>\n"
+           "References: <a@b.example> <x@bücher.example>\nAuto-Submitted: auto-replied (Grüße)\n\nDanke\n")
+    parsed = parse_mail(raw.encode("utf-8"))
+    assert parsed.message_id == "<1042@müller.de>"
+    assert parsed.in_reply_to == ("<x@bücher.example>",)
+    assert parsed.references == ("<a@b.example>", "<x@bücher.example>")
+    assert parsed.auto_submitted == "Auto-Submitted: auto-replied (grüße)"
+
+
 def test_references_are_capped_keeping_first_and_latest():
     refs = " ".join(f"<r{i}@x.example>" for i in range(500))
     parsed = mail(f"From: a@example.com\nReferences: {refs}")
