@@ -45,7 +45,7 @@ import peewee as pw
 
 from daemon.errors import FilterSyntaxError
 from daemon.order_json import is_order_number
-from daemon.store import STATUS_FLAGS, Order
+from daemon.store import LONE_SURROGATE, STATUS_FLAGS, Order
 
 STATUS_WORDS = {
     "paid": "paid", "bezahlt": "paid",
@@ -63,9 +63,8 @@ ALL_MASKS = frozenset(range(16))
 _FIELD_LIST = ", ".join(f"{name}:" for name in FIELDS)
 _VOCABULARY = f"status words: {', '.join(STATUS_FLAGS)}; fields: {_FIELD_LIST}"
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# A lone surrogate: bytes that were not UTF-8 in argv, kept by
-# surrogateescape. Found by fuzzing: it reached the driver and failed there.
-_NOT_UTF8 = re.compile("[\ud800-\udfff]")
+# How a message shows characters one cannot see: \uXXXX.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _WORD_END = frozenset('()"')
 
 
@@ -180,9 +179,6 @@ def _escaped(char: str) -> str:
     return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
 
 
-_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
 def _error(message: str, index: int) -> _Token:
     return _Token("error", "", index + 1, message)
 
@@ -254,7 +250,7 @@ def parse(text: str) -> Node:
     """The syntax tree of a filter; raises FilterSyntaxError naming the column."""
     if len(text) > MAX_LENGTH:
         raise FilterSyntaxError(f"the filter is longer than {MAX_LENGTH} characters")
-    bad = _NOT_UTF8.search(text)
+    bad = LONE_SURROGATE.search(text)   # bytes in argv that were not UTF-8 (found by fuzzing)
     if bad:
         raise FilterSyntaxError(f"the filter is not UTF-8 text at column {bad.start() + 1}")
     return _Parser(_tokens(text)).parse()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.errors import InputError
-from daemon.store import INTERNAL_KINDS, Event, Order
+from daemon.store import INTERNAL_KINDS, LONE_SURROGATE, Event, Order
 
 # Order numbers are typed by the owner in commands: short, no spaces, and with
 # a digit, so that "paid 1042 1043" can tell numbers from words.
@@ -20,7 +20,6 @@ NUMBER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 EMAIL_RE = re.compile(r"[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 TOP_KEYS = {"number", "customer", "items", "total", "currency", "payment_method", "locale"}
 CENT = decimal.Decimal("0.01")
 MAX_AMOUNT = decimal.Decimal("999999999999.99")
@@ -104,7 +103,7 @@ def _text(value, field: str, limit: int, required: bool = True) -> str:
         raise InputError(f"order JSON: {field} must be a non-empty string")
     if len(value) > limit or any(c in value for c in "\r\n\0"):
         raise InputError(f"order JSON: {field} must be one line of at most {limit} characters")
-    surrogate = _SURROGATE.search(value)
+    surrogate = LONE_SURROGATE.search(value)
     if surrogate:   # JSON lets "\ud800" through; no text holds it (found by fuzzing)
         raise InputError(f"order JSON: {field} is not Unicode text (a lone \\u{ord(surrogate.group()):04x})")
     return value.strip()

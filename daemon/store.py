@@ -77,7 +77,9 @@ class MoneyField(pw.DecimalField):
         return None if value is None else value.quantize(decimal.Decimal("0.01"))
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# A lone surrogate: what Python keeps of bytes that were not UTF-8
+# (surrogateescape) or of half a JSON "\\ud83d" pair. No database takes it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _StorableText:
@@ -93,7 +95,7 @@ class _StorableText:
         value = super().db_value(value)
         if not isinstance(value, str) or value.isascii() and "\x00" not in value:
             return value
-        return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
+        return LONE_SURROGATE.sub("\ufffd", value.replace("\x00", ""))
 
 
 class CharField(_StorableText, pw.CharField):
