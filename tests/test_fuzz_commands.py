@@ -60,7 +60,7 @@ def commands_as_typed(draw):
             bool(said & commands.PREVIEW_WORDS))
 
 
-@examples(ci=300)
+@examples(ci=200)
 @given(commands_as_typed())
 def test_a_command_as_typed_parses_to_what_was_meant(command):
     line, verb, wanted, args, quiet, preview = command
@@ -80,7 +80,7 @@ soups = st.one_of(st.lists(st.sampled_from(FRAGMENTS), max_size=14).map(" ".join
                   st.text(max_size=40))
 
 
-@examples(ci=400)
+@examples(ci=300)
 @given(soups)
 def test_any_line_parses_or_gets_an_input_error(line):
     try:

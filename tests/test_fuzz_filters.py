@@ -221,7 +221,7 @@ _COLUMN = re.compile(r"at column (\d+)")
 _QUOTED_AT = re.compile(r"^(?:unknown word|unexpected|expected 'and' or 'or' before) '(.*)'.* at column (\d+)")
 
 
-@examples(ci=400)
+@examples(ci=300)
 @given(soups)
 def test_any_text_parses_or_gets_a_one_line_error_naming_a_column_inside_it(text):
     try:

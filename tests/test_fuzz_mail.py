@@ -376,7 +376,7 @@ def _comparable(mail: InboundMail) -> dict:
 
 # ---- properties ------------------------------------------------------------------------
 
-@examples(ci=150)
+@examples(ci=100)
 @given(clean_mails(), st.integers(1, 200), st.integers(1, 64))
 def test_a_clean_mail_gives_back_what_was_put_in(mail_parts, cut_min, chunk):
     raw, tree, name, address, subject = mail_parts
@@ -395,7 +395,7 @@ def test_a_clean_mail_gives_back_what_was_put_in(mail_parts, cut_min, chunk):
     assert _comparable(variant) == _comparable(mail)
 
 
-@examples(ci=250)
+@examples(ci=150)
 @given(quirky_mails(), st.integers(1, 200), st.integers(1, 64))
 def test_a_quirky_mail_parses_without_raising_and_keeps_its_promises(raw, cut_min, chunk):
     mail, variant = parse_variants(raw, cut_min, chunk)
@@ -441,7 +441,7 @@ LINE_SOUP = ["> quoted", ">", "-- ", "--", "____", "-----", "Sent from my iPhone
              "-Erika", "", " ", "\t", "\r", "\u00a0", "\u200b", "Danke!", "> > deeper", "Begin forwarded message:"]
 
 
-@examples(ci=300)
+@examples(ci=200)
 @given(st.one_of(st.text(max_size=300),
                  st.lists(st.one_of(st.sampled_from(LINE_SOUP), st.text(max_size=20)), max_size=25).map("\n".join)))
 def test_what_the_trimmer_keeps_is_a_part_of_any_text(text):

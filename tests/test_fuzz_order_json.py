@@ -100,7 +100,7 @@ def test_an_order_that_validates_comes_back_the_same_through_show_json(store, se
     assert [e["kind"] for e in shown["events"]] == ["created"]
 
 
-@examples(ci=300)
+@examples(ci=200)
 @given(orders_json)
 def test_an_address_that_validates_can_be_written_into_a_notification(data):
     new = parse_new_order(data, SETTINGS)
