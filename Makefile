@@ -1,12 +1,15 @@
 # ordermail — `make run` starts the daemon on the embedded default,
-# `make test` runs the whole suite. Both set up .venv on first use.
+# `make test` runs the whole suite, `make fuzz` the property-based tests
+# with FUZZ_EXAMPLES (100,000) examples each. All set up .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= var/ordermail.toml
 PYTEST_ARGS ?=
+FUZZ_EXAMPLES ?= 100000
+FUZZ_TESTS ?= tests/test_fuzz_*.py
 
-.PHONY: install run test bench clean
+.PHONY: install run test fuzz bench clean
 
 install: $(VENV)/.installed
 
@@ -24,8 +27,13 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Long (hours for all of them): run it in the background, or pick some with
+# FUZZ_TESTS=tests/test_fuzz_tokens.py, or fewer with FUZZ_EXAMPLES=10000.
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest $(FUZZ_TESTS) $(PYTEST_ARGS)
+
 bench: install
 	$(BIN)/python bench/orders_scale.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

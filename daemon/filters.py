@@ -45,7 +45,7 @@ import peewee as pw
 
 from daemon.errors import FilterSyntaxError
 from daemon.order_json import is_order_number
-from daemon.store import STATUS_FLAGS, Order
+from daemon.store import LONE_SURROGATE, STATUS_FLAGS, Order
 
 STATUS_WORDS = {
     "paid": "paid", "bezahlt": "paid",
@@ -63,6 +63,8 @@ ALL_MASKS = frozenset(range(16))
 _FIELD_LIST = ", ".join(f"{name}:" for name in FIELDS)
 _VOCABULARY = f"status words: {', '.join(STATUS_FLAGS)}; fields: {_FIELD_LIST}"
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# How a message shows characters one cannot see: \uXXXX.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _WORD_END = frozenset('()"')
 
 
@@ -165,6 +167,18 @@ def _tokens(text: str) -> list[_Token]:
         tokens.append(_Token("field", text[start:i], start + 1, node))
 
 
+def _shown(text: str) -> str:
+    """Text from the filter, quoted for a one-line message: line breaks and
+    other invisible characters written as \\uXXXX or \\UXXXXXXXX (found by
+    fuzzing: a quoted value with a line break broke the message in two)."""
+    return "'" + "".join(_escaped(c) if unicodedata.category(c) in _INVISIBLE else c
+                         for c in text) + "'"
+
+
+def _escaped(char: str) -> str:
+    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+
+
 def _error(message: str, index: int) -> _Token:
     return _Token("error", "", index + 1, message)
 
@@ -175,7 +189,7 @@ def _word_token(word: str, start: int) -> _Token:
         return _Token(OPERATORS[folded], word, start + 1)
     if folded in STATUS_WORDS:
         return _Token("status", word, start + 1, Status(STATUS_WORDS[folded]))
-    return _error(f"unknown word '{word}' at column {start + 1} ({_VOCABULARY})", start)
+    return _error(f"unknown word {_shown(word)} at column {start + 1} ({_VOCABULARY})", start)
 
 
 def _quoted(text: str, i: int) -> tuple[str, int]:
@@ -198,7 +212,7 @@ def _field(name: str, value: str, start: int, value_start: int) -> Field:
     field = name.casefold()
     at = f"at column {value_start + 1}"
     if field not in FIELDS:
-        raise FilterSyntaxError(f"unknown field '{name}:' at column {start + 1} (fields: {_FIELD_LIST})")
+        raise FilterSyntaxError(f"unknown field {_shown(name + ':')} at column {start + 1} (fields: {_FIELD_LIST})")
     if not value.strip():
         raise FilterSyntaxError(f"{field}: needs a value {at}, as in "
                                 f"{field}:{_EXAMPLES[field]}")
@@ -211,7 +225,7 @@ def _field(name: str, value: str, start: int, value_start: int) -> Field:
     if field == "number":
         number = value.strip().lstrip("#")
         if not is_order_number(number):
-            raise FilterSyntaxError(f"'{value}' is not an order number {at} (as in number:1042)")
+            raise FilterSyntaxError(f"{_shown(value)} is not an order number {at} (as in number:1042)")
         return Field(field, number)
     return Field(field, value.strip())          # method
 
@@ -226,7 +240,7 @@ def _date(field: str, value: str, at: str) -> dt.date:
             return dt.date.fromisoformat(value)
     except ValueError:
         pass
-    raise FilterSyntaxError(f"invalid date '{value}' for {field}: {at} "
+    raise FilterSyntaxError(f"invalid date {_shown(value)} for {field}: {at} "
                             f"(write a real day as YYYY-MM-DD, e.g. {_EXAMPLES[field]})")
 
 
@@ -236,6 +250,9 @@ def parse(text: str) -> Node:
     """The syntax tree of a filter; raises FilterSyntaxError naming the column."""
     if len(text) > MAX_LENGTH:
         raise FilterSyntaxError(f"the filter is longer than {MAX_LENGTH} characters")
+    bad = LONE_SURROGATE.search(text)   # bytes in argv that were not UTF-8 (found by fuzzing)
+    if bad:
+        raise FilterSyntaxError(f"the filter is not UTF-8 text at column {bad.start() + 1}")
     return _Parser(_tokens(text)).parse()
 
 
@@ -286,14 +303,13 @@ class _Parser:
     def _no_juxtaposition(self) -> None:
         token = self._peek()
         if token.kind in ("status", "field", "(", "not"):
-            raise FilterSyntaxError(f"expected 'and' or 'or' before '{token.text}' "
+            raise FilterSyntaxError(f"expected 'and' or 'or' before {_shown(token.text)} "
                                     f"at column {token.column}")
 
     def _not(self) -> Node:
         if self._peek().kind != "not":
             return self._atom()
-        self._take()
-        with self._deeper():
+        with self._deeper(self._take()):
             return Not(self._not())
 
     def _atom(self) -> Node:
@@ -304,7 +320,7 @@ class _Parser:
         if token.kind != "(":
             raise FilterSyntaxError(self._operand_expected(token))
         self.at += 1
-        with self._deeper():
+        with self._deeper(token):
             node = self._or()
         if self._peek().kind != ")":       # only the end is left: see _no_juxtaposition
             raise FilterSyntaxError(f"unclosed parenthesis at column {token.column}")
@@ -313,15 +329,16 @@ class _Parser:
 
     def _operand_expected(self, token: _Token) -> str:
         if self.at == 0:
-            return f"expected a status or field, not '{token.text}', at column {token.column}"
-        return (f"expected a status or field after '{self.tokens[self.at - 1].text}' "
+            return f"expected a status or field, not {_shown(token.text)}, at column {token.column}"
+        return (f"expected a status or field after {_shown(self.tokens[self.at - 1].text)} "
                 f"at column {token.column}")
 
     @contextlib.contextmanager
-    def _deeper(self):
+    def _deeper(self, token: _Token):
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise FilterSyntaxError(f"the filter nests deeper than {MAX_DEPTH} levels")
+            raise FilterSyntaxError(f"the filter nests deeper than {MAX_DEPTH} levels "
+                                    f"at column {token.column}")
         try:
             yield
         finally:

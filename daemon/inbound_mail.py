@@ -643,7 +643,9 @@ def _default_name(ctype: str) -> str:
 
 
 def _enclosed_message_id(part: Message, ctype: str, data: bytes) -> str | None:
-    payload = part.get_payload()
+    # not get_payload(): for 8-bit bytes it decodes with the declared charset,
+    # and a hostile one (idna) raised and cost us the file (found by fuzzing)
+    payload = part._payload
     if ctype in ("message/rfc822", "message/global") and isinstance(payload, list) and payload:
         value = payload[0].get("message-id")
     elif ctype.endswith("rfc822-headers"):
@@ -916,7 +918,7 @@ def normalise_message_id(value: str) -> str | None:
 
 def message_ids(value: str) -> tuple[str, ...]:
     """Message-IDs in a header, each as "<id@host>" without inner whitespace."""
-    value = value or ""
+    value = _header_str(value)      # RFC 6532 ids are UTF-8; raw 8-bit bytes came as surrogates
     found = [re.sub(r"\s+", "", m) for m in _ID.findall(value)]
     if not found:   # bare ids from sloppy mailers
         found = [t.strip("<>,;\"'") for t in value.split() if "@" in t]
@@ -967,7 +969,7 @@ _ROBOT_SENDERS = frozenset({"mailer-daemon", "postmaster"})
 
 def _auto_reason(h: _Headers, subject: str, envelope: str | None) -> str | None:
     """Why this mail was sent by a machine, from the first sign found; None if by a person."""
-    value = h.first("auto-submitted").split(";")[0].strip().lower()
+    value = _header_str(h.first("auto-submitted")).split(";")[0].strip().lower()
     if value and value != "no":
         return f"Auto-Submitted: {value}"
     for name, label in (("x-autoreply", "X-Autoreply"), ("x-autorespond", "X-Autorespond"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.errors import InputError
-from daemon.store import INTERNAL_KINDS, Event, Order
+from daemon.store import INTERNAL_KINDS, LONE_SURROGATE, Event, Order
 
 # Order numbers are typed by the owner in commands: short, no spaces, and with
 # a digit, so that "paid 1042 1043" can tell numbers from words.
@@ -54,7 +54,7 @@ def parse_new_order(data, settings: Settings) -> NewOrder:
         raise InputError("order JSON must be an object")
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
-        raise InputError(f"order JSON: unknown field '{unknown[0]}'")
+        raise InputError(f"order JSON: unknown field {unknown[0]!r}")   # repr: one line, whatever the key
     customer = data.get("customer")
     if not isinstance(customer, dict):
         raise InputError("order JSON: customer must be an object with name and email")
@@ -103,6 +103,9 @@ def _text(value, field: str, limit: int, required: bool = True) -> str:
         raise InputError(f"order JSON: {field} must be a non-empty string")
     if len(value) > limit or any(c in value for c in "\r\n\0"):
         raise InputError(f"order JSON: {field} must be one line of at most {limit} characters")
+    surrogate = LONE_SURROGATE.search(value)
+    if surrogate:   # JSON lets "\ud800" through; no text holds it (found by fuzzing)
+        raise InputError(f"order JSON: {field} is not Unicode text (a lone \\u{ord(surrogate.group()):04x})")
     return value.strip()
 
 
@@ -129,7 +132,7 @@ def _item(item, where: str) -> NewItem:
         raise InputError(f"order JSON: {where} must be an object")
     unknown = sorted(set(item) - {"sku", "name", "quantity", "unit_price"})
     if unknown:
-        raise InputError(f"order JSON: {where} has an unknown field '{unknown[0]}'")
+        raise InputError(f"order JSON: {where} has an unknown field {unknown[0]!r}")
     quantity = item.get("quantity")
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 1_000_000:
         raise InputError(f"order JSON: {where}.quantity must be a whole number of at least 1, not {quantity!r}")

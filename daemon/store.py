@@ -88,33 +88,43 @@ class MoneyField(pw.DecimalField):
         return None if value is None else value.quantize(decimal.Decimal("0.01"))
 
 
-class JSONTextField(pw.TextField):
-    """JSON kept as text: the same on SQLite and PostgreSQL."""
-
-    def db_value(self, value):
-        return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-    def python_value(self, value):
-        return None if value is None else json.loads(value)
+# A lone surrogate: what Python keeps of bytes that were not UTF-8
+# (surrogateescape) or of half a JSON "\\ud83d" pair. No database takes it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _WithoutNul:
-    """Text written without NUL characters: PostgreSQL stores no text holding
-    one (the whole statement fails), and no text shows them. Every text
-    column goes through here, whatever put a NUL in the value (a mail's
-    header or body, an owner's command, an order's JSON)."""
+class _StorableText:
+    """Text written without NUL characters and without lone surrogates:
+    PostgreSQL stores no text holding a NUL (the whole statement fails), and
+    no text shows one; a lone surrogate (bytes that were not UTF-8 on a
+    command line, kept by surrogateescape) cannot be encoded for either
+    database and becomes U+FFFD (found by fuzzing the owner's commands).
+    Every text column goes through here, whatever put such a character in
+    the value (a mail's header or body, an owner's command, an order's JSON)."""
 
     def db_value(self, value):
         value = super().db_value(value)
-        return value.replace("\x00", "") if isinstance(value, str) and "\x00" in value else value
+        if not isinstance(value, str) or value.isascii() and "\x00" not in value:
+            return value
+        return LONE_SURROGATE.sub("\ufffd", value.replace("\x00", ""))
 
 
-class CharField(_WithoutNul, pw.CharField):
+class CharField(_StorableText, pw.CharField):
     pass
 
 
-class TextField(_WithoutNul, pw.TextField):
+class TextField(_StorableText, pw.TextField):
     pass
+
+
+class JSONTextField(TextField):
+    """JSON kept as text: the same on SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else super().db_value(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
 
 
 class BytesField(pw.BlobField):

@@ -123,3 +123,20 @@ def ordermail(config_file):
         result.stderr = result.stderr.decode("utf-8", "replace")
         return result
     return run
+
+
+# ---- property-based tests (tests/fuzzing.py: profiles and counts) ----------------
+
+import fuzzing  # noqa: E402  (loads the hypothesis profile named by HYPOTHESIS_PROFILE)
+
+
+def pytest_collection_modifyitems(items):
+    fuzzing.count_examples(items)
+
+
+def pytest_runtest_call(item):
+    fuzzing.running(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    fuzzing.report(terminalreporter)

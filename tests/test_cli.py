@@ -118,6 +118,43 @@ def test_a_filter_that_does_not_parse_exits_2_naming_the_column(ordermail):
     assert_one_line_error(result, 2, "column 10")
 
 
+def test_a_filter_with_a_byte_that_is_not_utf8_exits_2_naming_the_column(ordermail):
+    # A Latin-1 "Müller" typed in a terminal that is not UTF-8: the byte reaches
+    # argv as a lone surrogate, which no database driver can send (found by fuzzing).
+    create(ordermail, number="1")
+    result = ordermail("orders", "list", "--filter", "customer:M\udcfcller")
+    assert_one_line_error(result, 2, "the filter is not UTF-8 text at column 11")
+
+
+def test_a_command_line_with_a_byte_that_is_not_utf8_is_done_and_logged_readably(ordermail):
+    # "beschädigt" from a Latin-1 terminal: the reason is kept with U+FFFD for
+    # the byte, not lost to an encoding error in the driver (found by fuzzing).
+    create(ordermail, number="1")
+    result = ordermail("command", "cancelled 1 besch\udce4digt")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(ordermail("order", "show", "1", "--format", "json").stdout)
+    assert shown["status"]["cancelled"] and shown["events"][-1]["body"] == "besch\ufffddigt"
+
+
+def test_order_json_with_a_line_break_in_a_key_is_refused_on_one_line(ordermail):
+    # A key copied with its line break (found by fuzzing: the error broke in two).
+    order = sample_order("1") | {"total\n": "24.90"}
+    result = ordermail("order", "create", "--json", "-", stdin=json.dumps(order))
+    assert_one_line_error(result, 2, "order JSON: unknown field 'total\\n'")
+    item = sample_order("1")["items"][0] | {"price\r": "1.00"}
+    result = ordermail("order", "create", "--json", "-", stdin=json.dumps(sample_order("1", items=[item])))
+    assert_one_line_error(result, 2, "order JSON: items[0] has an unknown field 'price\\r'")
+
+
+def test_order_json_with_half_a_surrogate_pair_is_refused_naming_the_field(ordermail):
+    # "\ud83d" is JSON syntax but no character: an emoji cut in half by a shop
+    # plugin. It used to fail in the database driver (found by fuzzing).
+    text = json.dumps(sample_order("1", customer={"name": "Erika \ud83d", "email": "erika@example.org"}))
+    result = ordermail("order", "create", "--json", "-", stdin=text)
+    assert_one_line_error(result, 2, "order JSON: customer.name is not Unicode text (a lone \\ud83d)")
+    assert ordermail("order", "show", "1").returncode == 1
+
+
 def test_missing_configuration_is_one_line_and_exit_2(ordermail):
     result = ordermail("orders", "list", config=None)
     assert_one_line_error(result, 2, "no configuration: pass --config PATH or set ORDERMAIL_CONFIG")

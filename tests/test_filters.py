@@ -136,6 +136,24 @@ def test_deep_nesting_and_very_long_filters_are_refused():
         parse(" or ".join(["paid"] * 300))
 
 
+def test_a_value_with_a_line_break_is_shown_escaped_in_a_one_line_message():
+    # A pasted date with its line break (found by fuzzing: the message broke in two).
+    with pytest.raises(FilterSyntaxError) as raised:
+        parse('paid and since:"2026-03-01\n"')
+    assert str(raised.value) == ("invalid date '2026-03-01\\u000a' for since: at column 16 "
+                                 "(write a real day as YYYY-MM-DD, e.g. 2026-03-01)")
+    with pytest.raises(FilterSyntaxError, match=r"before 'customer:\"a\\u2028b\"' at column 6"):
+        parse('paid customer:"a\u2028b"')
+
+
+def test_too_deep_nesting_names_the_column_where_it_goes_too_deep():
+    with pytest.raises(FilterSyntaxError) as raised:
+        parse("not " * 40 + "paid")
+    assert str(raised.value) == "the filter nests deeper than 32 levels at column 129"
+    with pytest.raises(FilterSyntaxError, match="32 levels at column 41$"):
+        parse("paid or " + "(" * 40 + "paid")
+
+
 def test_syntax_error_is_an_input_error_for_exit_code_2():
     with pytest.raises(FilterSyntaxError) as raised:
         parse("payed")

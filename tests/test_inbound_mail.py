@@ -280,6 +280,19 @@ def test_message_ids_are_normalised():
     assert parsed.references == ("<first@shop.example>", "<second@shop.example>")
 
 
+def test_internationalised_message_ids_are_read_as_utf8_text():
+    # RFC 6532: a server with a non-ASCII host name writes its ids in UTF-8.
+    # They came out as undecodable surrogates, which no database takes and no
+    # lookup finds (found by fuzzing).
+    raw = ("From: a@example.org\nMessage-ID: <1042@müller.de>\nIn-Reply-To: <x@bücher.example>\n"
+           "References: <a@b.example> <x@bücher.example>\nAuto-Submitted: auto-replied (Grüße)\n\nDanke\n")
+    parsed = parse_mail(raw.encode("utf-8"))
+    assert parsed.message_id == "<1042@müller.de>"
+    assert parsed.in_reply_to == ("<x@bücher.example>",)
+    assert parsed.references == ("<a@b.example>", "<x@bücher.example>")
+    assert parsed.auto_submitted == "Auto-Submitted: auto-replied (grüße)"
+
+
 def test_references_are_capped_keeping_first_and_latest():
     refs = " ".join(f"<r{i}@x.example>" for i in range(500))
     parsed = mail(f"From: a@example.com\nReferences: {refs}")
@@ -349,6 +362,22 @@ def test_attached_message_is_one_attachment_with_its_message_id():
     [attached] = parsed.attachments
     assert attached.content_type == "message/rfc822" and attached.message_id == "<inner@example.org>"
     assert b"inner text" in attached.data
+
+
+def test_a_raw_8bit_file_with_a_charset_no_codec_can_replace_in_is_kept():
+    # A scanner's mail: a binary file sent as 8bit with a charset label the
+    # stdlib cannot decode with "replace" (idna). The file was dropped as
+    # "part skipped: UnicodeError" (found by fuzzing).
+    data = bytes(range(256))
+    raw = (b"From: scanner@example.org\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+           b"--B\r\nContent-Type: text/plain\r\n\r\nScan attached\r\n"
+           b"--B\r\nContent-Type: application/octet-stream; charset=idna\r\n"
+           b"Content-Disposition: attachment; filename=scan.bin\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           + data.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n--B--\r\n")
+    parsed = parse_mail(raw)
+    [attachment] = parsed.attachments
+    assert (attachment.filename, attachment.data) == ("scan.bin", data.replace(b"\r", b"").replace(b"\n", b""))
+    assert not any("skipped" in defect for defect in parsed.defects)
 
 
 def test_big_attachments_drop_their_bytes_but_can_be_fetched_again():
