@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from daemon import inbound_mail
 from daemon.inbound_mail import InboundMail, attachment_data, parse_mail
 from daemon.trimming import trim_reply
+from daemon.trimming.shapes import INVISIBLE
 from fuzzing import examples
 
 
@@ -341,11 +342,17 @@ def _strings(mail: InboundMail):
             yield from (v for v in value if isinstance(v, str))
 
 
+def _visible_ends(line: str) -> str:
+    return line.rstrip().rstrip(INVISIBLE + " \t").lstrip(INVISIBLE)
+
+
 def assert_trimmed_is_part_of(text: str) -> None:
     """What the trimmer keeps is a part of the text: each kept line is a line
-    of it (without trailing blanks), in the same order; a text with anything
-    in it never becomes empty; `trimmed` says whether something was cut."""
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    of it (without trailing blanks, and without the invisible marks some
+    clients put at a line's ends, e.g. U+200B, U+1427), in the same order; a
+    text with anything visible in it never becomes empty; `trimmed` says
+    whether something was cut."""
+    lines = [_visible_ends(line) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     kept = trim_reply(text)
     if not kept.text:
         assert not any(line.strip() for line in lines)
