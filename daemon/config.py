@@ -116,11 +116,14 @@ class InboundSettings:
     connection_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")   # counted in the total only
     messages_per_sender_per_hour: int = 100    # SMTP/LMTP, by envelope sender; more hear 450 4.7.1
     messages_per_client_per_hour: int = 1000   # by client address, outside connection_limit_exempt
+    command_timeout_seconds: int = 300  # SMTP/LMTP: waiting for the next command (RFC 5321 4.5.3.2.7)
+    data_timeout_seconds: int = 600     # waiting for more of a message in DATA: idle time, not the total
     imap: ImapSettings = field(default_factory=ImapSettings)
 
     def __post_init__(self):
         _at_least_one("inbound", self, ("max_connections", "max_connections_per_client",
-                                        "messages_per_sender_per_hour", "messages_per_client_per_hour"))
+                                        "messages_per_sender_per_hour", "messages_per_client_per_hour",
+                                        "command_timeout_seconds", "data_timeout_seconds"))
         for network in self.connection_limit_exempt:
             try:
                 ipaddress.ip_network(network, strict=False)
