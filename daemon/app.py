@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 
+from daemon import config, order_numbers
 from daemon.config import Settings
 from daemon.intake.imap import ImapDoor
 from daemon.intake.smtp import Listeners
@@ -75,6 +76,8 @@ def _return_big_buffers_to_the_system() -> None:
 async def _run(settings: Settings) -> int:
     store = open_store(settings.database.url)
     log.info("store open: %s (%s)", redact(settings.database.url), store.backend)
+    for warning in startup_warnings(settings, store):
+        log.warning("%s", warning)
     workers = WorkerPool(settings, store)
     scheduler = Scheduler(settings, store)
     for problem in check_templates(settings):
@@ -94,7 +97,7 @@ async def _run(settings: Settings) -> int:
             web.start()
         scheduler.start()
         freeze_startup_objects()
-        log.info("ordermail ready; command address %s", settings.command_address)
+        log.info("ordermail ready; command address %s", settings.command_address_text())
         await stop.wait()
         log.info("stopping: refusing new mail, finishing what was taken")
         workers.no_restarts()
@@ -110,6 +113,15 @@ async def _run(settings: Settings) -> int:
         store.close()
     log.info("stopped")
     return 0
+
+
+def startup_warnings(settings: Settings, store) -> list[str]:
+    """What the daemon's start and `ordermail check` tell the owner: set-ups that
+    run but may not do what was meant, and order numbers that clash by case
+    (the index on them is made unique here once none is left)."""
+    found = config.warnings(settings)
+    clashes = order_numbers.settle_index(store.db)
+    return found + ([order_numbers.clash_warning(clashes)] if clashes else [])
 
 
 async def _watch(workers: WorkerPool) -> None:

@@ -175,8 +175,10 @@ def cmd_check(args, settings: Settings, store) -> int:
         raise ConfigError(f"mail template {problems[0]}")
     applied, pending = store.schema_status()
     orders_count = filters.count_orders("")
+    for warning in app.startup_warnings(settings, store):
+        print(f"ordermail: warning: {warning}", file=sys.stderr)
     print(f"configuration ok; database {store.backend} ok, schema {applied[-1]}, "
-          f"{orders_count} orders; command address {settings.command_address}")
+          f"{orders_count} orders; command address {settings.command_address_text()}")
     return 0
 
 

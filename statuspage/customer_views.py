@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from types import SimpleNamespace as View
 
-from daemon import notify
+from daemon import notify, order_numbers
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.store import Attachment, Blob, Event, Order
 from statuspage import links, views
@@ -86,7 +86,7 @@ def load_order(order_id: int) -> Order:
 
 def customer_order(email: str, number: str) -> Order | None:
     """One of this address's orders, by number."""
-    return Order.get_or_none((Order.customer_email == email) & (Order.number == number))
+    return Order.get_or_none((Order.customer_email == email) & order_numbers.matching(number))
 
 
 def public_file(order_id: int, attachment_id: int) -> tuple[Attachment, bytes] | None:
