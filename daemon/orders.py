@@ -251,9 +251,12 @@ def reissue_status_link(store, settings, number, *, mail: bool = True, via=Via()
 
 def record_bounce(store, settings, number, content: Content, data: dict, *, via=Via()) -> Change:
     """An internal `bounce` event; a permanent failure for the customer's
-    address flags it, and the owner is told once per order."""
+    address flags it, and the owner is told once per order — when the bounce
+    `counts` (it names a mail we sent to that address: mail_handlers)."""
     def apply(order, now):
         failed = (data.get("recipient") or order.customer_email).lower()
+        if not data.get("counts", True):
+            return data, f"{order.number}: bounce logged, not counted (it names no mail we sent to {failed})"
         if data.get("permanent") and failed == order.customer_email and order.email_bounced_at is None:
             order.email_bounced_at = now
             order.email_bounce = f"{data.get('status', '')} {content.text}".strip()[:300]

@@ -33,7 +33,7 @@ def order_page(settings: Settings, order: Order, renderer) -> tuple[str, View]:
         number=order.number, placed=notify.day(order.created_at, lang=lang),
         status_label=views.status_label(order, lang), steps=steps(order, lang, renderer),
         tracking=views.tracking(order), payment=payment(settings, order, lang),
-        items=views.items(order, lang), total=money(order.total),
+        items=views.items(order, lang), total=money(order.total), adjustment=views.adjustment(order, lang),
         refunded=money(order.refunded_amount) if order.refunded_amount else None,
         events=views.event_views(order, views.events(order, public=True), lang, file_url, renderer, owner=False),
         expires=notify.day(expiry, lang=lang) if expiry else None)

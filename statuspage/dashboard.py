@@ -100,7 +100,7 @@ def order_detail(settings: Settings, number: str, renderer, now) -> View:
     return View(
         number=order.number, customer=order.customer_name, email=order.customer_email,
         placed=renderer.when(order.created_at, lang=lang), badges=views.badges(order, lang),
-        total=notify.money(order.total, order.currency, lang=lang),
+        total=notify.money(order.total, order.currency, lang=lang), adjustment=views.adjustment(order, lang),
         refunded=notify.money(order.refunded_amount, order.currency, lang=lang) if order.refunded_amount else None,
         payment_label=method.label if method and method.label else order.payment_method,
         tracking=views.tracking(order), status_url=settings.status_url(order.status_token),

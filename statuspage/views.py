@@ -17,7 +17,7 @@ from types import SimpleNamespace as View
 from babel.numbers import format_decimal
 from markupsafe import Markup
 
-from daemon import compiled, notify
+from daemon import compiled, notify, order_json
 from daemon.richtext import sanitize_html, text_to_html
 from daemon.store import INTERNAL_KINDS, Attachment, Event, Order, OrderItem
 from statuspage.i18n import translator
@@ -36,6 +36,12 @@ def items(order: Order, lang: str) -> list[View]:
                          .order_by(OrderItem.position), order.id)
     return [View(name=i.name, sku=i.sku, quantity=i.quantity, price=money(i.unit_price),
                  line_total=money(i.unit_price * i.quantity)) for i in found]
+
+
+def adjustment(order: Order, lang: str) -> str | None:
+    """Shipping, fees and discounts: what the total differs from the items by (order_json.items_total)."""
+    difference = order_json.adjustment(order)
+    return notify.money(difference, order.currency, lang=lang) if difference else None
 
 
 def status_label(order: Order, lang: str) -> str:
