@@ -84,7 +84,7 @@ class _Unchanged(Exception):
 def find_order(number: str) -> Order:
     """The order `number` names, in any case (order_numbers says why)."""
     number = number.lstrip("#")
-    return order_numbers.pick(number, list(Order.select().where(order_numbers.matching(number)).limit(2)))
+    return order_numbers.pick(number, list(Order.select().where(order_numbers.matching(number))))
 
 
 def order_events(order: Order) -> list[Event]:
@@ -371,7 +371,7 @@ def _locked_order(store: Store, number: str) -> Order:
     locking = store.backend == "postgresql"
     number = number.lstrip("#")
     found = compiled.every(Order, "orders.locked", lambda: Order.select().where(order_numbers.matching(""))
-                           .limit(2).for_update(locking), order_numbers.folded(number), 2)
+                           .for_update(locking), order_numbers.folded(number))
     return order_numbers.pick(number, found)
 
 

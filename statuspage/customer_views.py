@@ -29,11 +29,12 @@ def order_page(settings: Settings, order: Order, renderer) -> tuple[str, View]:
     file_url = lambda attachment_id: renderer.url(f"/o/{order.status_token}/files/{attachment_id}")  # noqa: E731
     money = lambda amount: notify.money(amount, order.currency, lang=lang)  # noqa: E731
     expiry = links.expires_at(order, settings)
+    items = views.items(order, lang)
     page = View(
         number=order.number, placed=notify.day(order.created_at, lang=lang),
         status_label=views.status_label(order, lang), steps=steps(order, lang, renderer),
         tracking=views.tracking(order), payment=payment(settings, order, lang),
-        items=views.items(order, lang), total=money(order.total), adjustment=views.adjustment(order, lang),
+        items=items, total=money(order.total), adjustment=views.adjustment(order, items, lang),
         refunded=money(order.refunded_amount) if order.refunded_amount else None,
         events=views.event_views(order, views.events(order, public=True), lang, file_url, renderer, owner=False),
         expires=notify.day(expiry, lang=lang) if expiry else None)

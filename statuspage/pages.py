@@ -139,9 +139,8 @@ class Pages:
         sent = (_("If {email} may sign in to the dashboard, we have just sent a sign-in link to that address.",
                   email=address) if for_owner else
                 _("If there are orders for {email}, we have just sent a sign-in link to that address.", email=address))
-        return self._html("message.html", lang, heading=_("Check your mail"), link=None, lines=[
-            sent, _("The link works once, for 15 minutes. Nothing there? Look in the spam folder, or try again in "
-                    "a few minutes.")])
+        again = _("The link works once, for 15 minutes. Nothing there? Look in the spam folder, or try again in a few minutes.")
+        return self._html("message.html", lang, heading=_("Check your mail"), link=None, lines=[sent, again])
 
     def confirm_signin(self, token):
         """A page with one button: a link scanner that follows the mail's link does not use it up."""

@@ -89,7 +89,8 @@ class RefusalLog:
             self.others += 1
 
     def flush(self) -> None:
-        """Log what was refused since the first line, and start a quiet spell."""
+        """Log what was refused since the window's first line, and close the window
+        (the next refusal is logged at once and opens another)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -246,7 +246,8 @@ class _EnhancedCodes:
             content = await self._read_data()
         finally:
             self._phase = "commit"
-            self._reset_timeout(self.data_timeout)
+            if self.transport is not None:      # not for a session that is gone
+                self._reset_timeout(self.data_timeout)
         if content is None:
             status = TooLarge.smtp
         else:
@@ -255,7 +256,8 @@ class _EnhancedCodes:
         self._set_post_data_state()
         await self.push(status)
         self._phase = "command"
-        self._reset_timeout()
+        if self.transport is not None:
+            self._reset_timeout()
 
     async def _read_data(self) -> bytes | None:
         """The message up to the lone dot, dots unstuffed; None when over the limit.
