@@ -26,6 +26,7 @@ and a DKIM signature covers the bottom one while a reader may take the top.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32, default
@@ -86,7 +87,7 @@ def _from_problem(raw: bytes, sender: str) -> str:
     if len(values) != 1:
         return f"{len(values)} From headers (a command mail has exactly one)"
     try:
-        header = default.header_factory("From", str(values[0]))
+        header = default.header_factory("From", _unfolded(str(values[0])))
         addresses, defects = header.addresses, header.defects
         grouped = any(group.display_name is not None for group in header.groups)
     except Exception:       # the parser's own errors on a header it cannot read
@@ -98,6 +99,11 @@ def _from_problem(raw: bytes, sender: str) -> str:
     if defects or addresses[0].addr_spec.lower() != sender:
         return "the From header is malformed (its address is not plainly the owner's)"
     return ""
+
+
+def _unfolded(value: str) -> str:
+    """A header's value on one line (RFC 5322 2.2.3: a line break before white space is folding)."""
+    return re.sub(r"\r?\n(?=[ \t])", "", value)
 
 
 def aligned(domain: str, signer: str) -> bool:

@@ -94,6 +94,7 @@ def test_a_command_mail_names_one_sender_in_one_from_header(store, settings, cas
     [message] = InboundMessage.select()
     assert message.reason.startswith("owner mail: discarded, not answered:") and reason in message.reason
     assert not paid("1042")
-    clean = mail(to=settings.command_address, sender=OWNER, body="paid 1042")     # the same, written plainly
+    clean = _with_from(mail(to=settings.command_address, sender=OWNER, body="paid 1042"),   # as a mail client
+                       b"=?utf-8?q?Olga_=C3=9Cberall_Owner?=\r\n <owner@shop.example>")         # folds a long one
     pipe.deliver(store, settings, io.BytesIO(clean), [settings.command_address], "owner@shop.example")
     assert paid("1042")
