@@ -19,7 +19,7 @@ import os
 import signal
 from pathlib import Path
 
-from daemon import logs
+from daemon import config, logs, order_numbers
 from daemon.config import LogSettings, Settings
 from daemon.intake.health import DoorProbes
 from daemon.intake.imap import ImapDoor
@@ -82,6 +82,8 @@ async def _run(settings: Settings, config_path: Path) -> int:
     notifier.status("starting: opening the database")
     store = open_store(settings.database.url)
     log.info("store open: %s (%s)", redact(settings.database.url), store.backend)
+    for warning in startup_warnings(settings, store):
+        log.warning("%s", warning)
     workers = WorkerPool(settings, store)
     scheduler = Scheduler(settings, store)
     for problem in check_templates(settings):
@@ -102,7 +104,7 @@ async def _run(settings: Settings, config_path: Path) -> int:
         scheduler.start()
         await _workers_ready(workers)
         freeze_startup_objects()
-        log.info("ordermail ready; command address %s", settings.command_address)
+        log.info("ordermail ready; command address %s", settings.command_address_text())
         notifier.ready(await asyncio.to_thread(queue_status, store))
         notifier.start_watchdog()
         notifier.start_reporting(store)
@@ -130,6 +132,15 @@ async def _workers_ready(workers: WorkerPool) -> None:
     late = await asyncio.to_thread(workers.wait_until_ready, WORKERS_READY_SECONDS)
     if late:
         log.warning("%d worker process(es) not ready after %ss; mail waits for them", late, WORKERS_READY_SECONDS)
+
+
+def startup_warnings(settings: Settings, store) -> list[str]:
+    """What the daemon's start and `ordermail check` tell the owner: set-ups that
+    run but may not do what was meant, and order numbers that clash by case
+    (the index on them is made unique here once none is left)."""
+    found = config.warnings(settings)
+    clashes = order_numbers.settle_index(store.db)
+    return found + ([order_numbers.clash_warning(clashes)] if clashes else [])
 
 
 async def _watch(workers: WorkerPool) -> None:

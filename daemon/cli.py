@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from daemon import (app, cli_backup, cli_mail, cli_payments, cli_paypal, cli_web, commands, demo, errors, filters,
-                    inbound, inbound_views, notify, orders)
+                    inbound, inbound_views, notify, orders, user_numbers)
 from daemon.intake import pipe
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, InputError, OrdermailError
@@ -66,7 +66,8 @@ def build_parser() -> Parser:
         dest="orders_command", required=True, parser_class=Parser)
     lst = listing.add_parser("list", parents=[common], help="orders matching a filter, newest first")
     lst.add_argument("--filter", default="", metavar="EXPR", help="e.g. 'not paid and not cancelled'")
-    lst.add_argument("--limit", type=int, default=None, help="at most this many (0: all)")
+    lst.add_argument("--limit", type=user_numbers.argument(0, user_numbers.MAX_COUNT), default=None,
+                     help="at most this many (0: all)")
     lst.add_argument("--format", choices=("table", "json"), default="table")
 
     deliver = sub.add_parser("deliver", parents=[common], help="take one message from stdin (pipe delivery)")
@@ -79,13 +80,13 @@ def build_parser() -> Parser:
         dest="inbound_command", required=True, parser_class=Parser)
     inlist = inbound.add_parser("list", parents=[common], help="received messages, newest first")
     inlist.add_argument("--state", choices=("new", "processing", "done", "duplicate", "quarantined"))
-    inlist.add_argument("--limit", type=int, default=50)
+    inlist.add_argument("--limit", type=user_numbers.argument(1, user_numbers.MAX_COUNT), default=50)
     inlist.add_argument("--format", choices=("table", "json"), default="table")
     inshow = inbound.add_parser("show", parents=[common], help="one received message, with its raw text")
-    inshow.add_argument("id", type=int)
+    inshow.add_argument("id", type=user_numbers.argument())
     inshow.add_argument("--format", choices=("text", "json"), default="text")
     inretry = inbound.add_parser("retry", parents=[common], help="handle a message again")
-    inretry.add_argument("id", type=int)
+    inretry.add_argument("id", type=user_numbers.argument())
 
     command = sub.add_parser("command", parents=[common], help="run owner commands, as by mail")
     command.add_argument("text", help="one or more command lines, or - to read them from stdin")
@@ -188,8 +189,10 @@ def cmd_check(args, settings: Settings, store) -> int:
         raise ConfigError(f"mail template {problems[0]}")
     applied, pending = store.schema_status()
     orders_count = filters.count_orders("")
+    for warning in app.startup_warnings(settings, store):
+        print(f"ordermail: warning: {warning}", file=sys.stderr)
     print(f"configuration ok; database {store.backend} ok, schema {applied[-1]}, "
-          f"{orders_count} orders; command address {settings.command_address}")
+          f"{orders_count} orders; command address {settings.command_address_text()}")
     return 0
 
 
@@ -219,8 +222,6 @@ def print_order(order, settings: Settings, fmt: str) -> int:
 
 def cmd_orders_list(args, settings: Settings, store) -> int:
     limit = settings.limits.list_default_limit if args.limit is None else args.limit
-    if limit < 0:
-        raise InputError("--limit must be 0 (all) or more")
     found = filters.find_orders(args.filter, limit=(limit + 1) if limit else None)
     more = bool(limit) and len(found) > limit
     found = found[:limit] if limit else found

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from daemon import jobs, outbox
+from daemon import jobs, outbox, user_numbers
 from daemon.errors import InputError
 from daemon.store import OutboxMessage
 
@@ -24,10 +24,10 @@ def add_parsers(sub, common, parser_class) -> None:
         dest="outbox_command", required=True, parser_class=parser_class)
     lst = box.add_parser("list", parents=[common], help="outbox messages, newest first")
     lst.add_argument("--state", choices=outbox.STATES)
-    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--limit", type=user_numbers.argument(1, user_numbers.MAX_COUNT), default=50)
     lst.add_argument("--format", choices=("table", "json"), default="table")
     retry = box.add_parser("retry", parents=[common], help="send a failed or waiting message again now")
-    retry.add_argument("id", type=int)
+    retry.add_argument("id", type=user_numbers.argument())
 
     job = sub.add_parser("jobs", parents=[common], help="the scheduled jobs").add_subparsers(
         dest="jobs_command", required=True, parser_class=parser_class)
@@ -45,8 +45,6 @@ def cmd_outbox_list(args, settings, store) -> int:
 
 def listing(args, rows_of, to_json, to_table) -> int:
     """`… list [--state S] [--limit N] [--format table|json]`: the rows `rows_of(state, limit)` gives."""
-    if args.limit < 1:
-        raise InputError("--limit must be at least 1")
     rows = rows_of(args.state, args.limit)
     if args.format == "json":
         print(json.dumps({"messages": [to_json(r) for r in rows]}, ensure_ascii=False, indent=2))
@@ -92,11 +90,16 @@ def parse_now(text: str | None) -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     try:
         moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise InputError(f"--now {text!r} is not an ISO-8601 time like 2026-12-01T07:00") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if not NOW_RANGE[0] <= moment < NOW_RANGE[1]:      # jobs count days from it: keep away from year 9999
+        raise InputError(f"--now must be a time from {NOW_RANGE[0]:%Y} to {NOW_RANGE[1].year - 1}, not {text!r}")
     return moment
+
+
+NOW_RANGE = (dt.datetime(1970, 1, 1), dt.datetime(9000, 1, 1))
 
 
 def row_json(row: OutboxMessage) -> dict:

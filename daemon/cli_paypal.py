@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from daemon import paypal
+from daemon import paypal, user_numbers
 from daemon.cli_mail import listing
 from daemon.store import PaypalIpn
 
@@ -23,13 +23,13 @@ def add_parsers(payments, common, parser_class) -> None:
         dest="ipn_command", required=True, parser_class=parser_class)
     lst = ipn.add_parser("list", parents=[common], help="stored messages, newest first")
     lst.add_argument("--state", choices=paypal.STATES)
-    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--limit", type=user_numbers.argument(1, user_numbers.MAX_COUNT), default=50)
     lst.add_argument("--format", choices=("table", "json"), default="table")
     show = ipn.add_parser("show", parents=[common], help="one message: its fields and the body as posted")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=user_numbers.argument(1))
     show.add_argument("--format", choices=("text", "json"), default="text")
     retry = ipn.add_parser("retry", parents=[common], help="verify and settle a message again now")
-    retry.add_argument("id", type=int)
+    retry.add_argument("id", type=user_numbers.argument(1))
 
 
 def cmd_ipn(args, settings, store) -> int:

@@ -26,7 +26,7 @@ from daemon.errors import InputError, OrdermailError
 from daemon.order_json import is_order_number, parse_amount
 from daemon.order_text import order_detail, order_table
 from daemon.orders import Content, Via
-from daemon.store import Store
+from daemon.store import Order, Store
 
 VERBS = {
     "paid": "paid", "bezahlt": "paid",
@@ -45,6 +45,7 @@ PREVIEW_WORDS = frozenset({"preview", "vorschau"})
 CONFIRM_WORDS = frozenset({"confirm", "bestätigen", "bestaetigen"})
 TRACKING_WORDS = frozenset({"tracking", "sendungsnummer", "trackingnummer"})
 CARRIER_WORDS = frozenset({"carrier", "versanddienst", "paketdienst"})
+SHIPPING_LIMITS = {"tracking": Order.tracking_code.max_length, "carrier": Order.carrier.max_length}
 FULL_WORDS = frozenset({"full", "voll", "komplett"})
 AMOUNT_RE = re.compile(r"[€$£]?\d[\d.,]*(?:€|\$|£)?")
 MANY_ORDER_VERBS = frozenset({"paid", "shipped", "cancelled", "delete", "show"})
@@ -204,7 +205,11 @@ def _shipping_words(parsed: Parsed) -> tuple[str | None, str | None]:
             raise InputError(f"unexpected '{word}': write 'tracking CODE' or 'carrier NAME'")
         if not words:
             raise InputError(f"'{word}' needs a value")
-        found[key] = words.pop(0)[:100]
+        value, longest = words.pop(0), SHIPPING_LIMITS[key]
+        if len(value) > longest:       # never cut: a cut tracking code tracks another parcel, or none
+            raise InputError(f"a {key} {'code' if key == 'tracking' else 'name'} has at most {longest} characters; "
+                             f"this one has {len(value)}")
+        found[key] = value
     if found["tracking"] and len(parsed.numbers) > 1:
         raise InputError("a tracking code goes with one order; give one 'shipped' line per order")
     return found["tracking"], found["carrier"]

@@ -34,10 +34,11 @@ def _at_least_one(section: str, values, keys: tuple[str, ...]) -> None:
             raise ConfigError(f"[{section}] {key} must be at least 1, not {getattr(values, key)}")
 
 
-def _not_negative(section: str, values, keys: tuple[str, ...]) -> None:
+def _not_negative(section: str, values, keys: tuple[str, ...], zero: str = "never") -> None:
+    """`zero`: what 0 means for these keys, said in the error."""
     for key in keys:
         if getattr(values, key) < 0:
-            raise ConfigError(f"[{section}] {key} must be 0 (never) or more, not {getattr(values, key)}")
+            raise ConfigError(f"[{section}] {key} must be 0 ({zero}) or more, not {getattr(values, key)}")
 
 
 def _check_time(section: str, key: str, value: str) -> None:
@@ -138,12 +139,15 @@ class InboundSettings:
     messages_per_sender_per_hour: int = 100    # SMTP/LMTP, by envelope sender; more hear 450 4.7.1
     messages_per_client_per_hour: int = 1000   # by client address, outside connection_limit_exempt
     keep_raw_days: int = 0              # received mail's raw bytes are pruned after this many days; 0: kept
+    command_timeout_seconds: int = 300  # SMTP/LMTP: waiting for the next command (RFC 5321 4.5.3.2.7)
+    data_timeout_seconds: int = 600     # waiting for more of a message in DATA: idle time, not the total
     imap: ImapSettings = field(default_factory=ImapSettings)
 
     def __post_init__(self):
         _not_negative("inbound", self, ("keep_raw_days",))
         _at_least_one("inbound", self, ("max_connections", "max_connections_per_client",
-                                        "messages_per_sender_per_hour", "messages_per_client_per_hour"))
+                                        "messages_per_sender_per_hour", "messages_per_client_per_hour",
+                                        "command_timeout_seconds", "data_timeout_seconds"))
         for network in self.connection_limit_exempt:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -368,6 +372,19 @@ class LimitSettings:
     items_per_order_max: int = 500
     list_default_limit: int = 100
 
+    # What each bound may be: below the least, every order, file or message
+    # would be refused; above the most, the database's column cannot hold it
+    # (an item's position is a SMALLINT, a file's size an INTEGER).
+    RANGES = {"attachment_max_bytes": (1, 2**31 - 1), "event_body_max_chars": (1, 10**9),
+              "items_per_order_max": (1, 32_767), "list_default_limit": (0, 10**9)}
+
+    def __post_init__(self):
+        for key, (least, most) in self.RANGES.items():
+            value = getattr(self, key)
+            if not least <= value <= most:
+                raise ConfigError(f"[limits] {key} must be from {least} to {most}, not {value}"
+                                  + (" (0: all)" if key == "list_default_limit" else ""))
+
 
 DEFAULT_PAYMENT_METHODS = {
     "bank_transfer": PaymentMethod(
@@ -397,8 +414,15 @@ class Settings:
 
     @property
     def command_address(self) -> str:
+        """orders+cmd-SECRET@shop.example; "" when commands by mail are off (no secret)."""
+        if not self.owner.secret:
+            return ""
         local, _, domain = self.shop.address.partition("@")
         return f"{local}+cmd-{self.owner.secret}@{domain}"
+
+    def command_address_text(self) -> str:
+        """The command address as the owner is told it (check, demo, the daemon's start)."""
+        return self.command_address or "none (commands by mail are off: [owner] secret is empty)"
 
     def status_url(self, token: str) -> str:
         return f"{self.shop.base_url.rstrip('/')}/o/{token}"
@@ -548,6 +572,9 @@ def validate(settings: Settings) -> None:
     for address in settings.owner.addresses:
         if address.count("@") != 1:
             raise ConfigError(f"[owner] addresses: {address!r} is not a mail address")
+        if _is_shop_address(settings, address):
+            raise ConfigError(f"[owner] addresses: {address} is the shop's own address ([shop] address): "
+                              "mail forwarded to the owner would come back to the shop")
     if settings.outbound.mode not in ("smtp", "maildir"):
         raise ConfigError(f"[outbound] mode must be \"smtp\" or \"maildir\", not {settings.outbound.mode!r}")
     for key in ("smtp_listen", "lmtp_listen"):
@@ -557,11 +584,67 @@ def validate(settings: Settings) -> None:
         raise ConfigError("[inbound] max_message_bytes must be at least 1024")
     if not 1 <= settings.inbound.workers <= 32:
         raise ConfigError(f"[inbound] workers must be from 1 to 32, not {settings.inbound.workers}")
+    _not_negative("inbound", settings.inbound, ("reply_token_days",))
+    _not_negative("outbound", settings.outbound, ("attachments_max_bytes",), zero="nothing attached")
+    for section, values, key in (("inbound.imap", settings.inbound.imap, "port"),
+                                 ("outbound", settings.outbound, "smtp_port")):
+        if not 0 < getattr(values, key) < 65536:
+            raise ConfigError(f"[{section}] {key} must be from 1 to 65535, not {getattr(values, key)}")
     for entry in settings.api.payment_methods:
         ours = entry.partition("=")[2].strip()
         if ours and ours not in settings.payment:
             raise ConfigError(f"[api] payment_methods: {entry!r} names no [payment.{ours}] table")
     _check_database_url(settings.database.url)
+
+
+def _is_shop_address(settings: Settings, address: str) -> bool:
+    """orders@shop.example itself, or one of its plus addresses (orders+anything@), in any case."""
+    local, _, domain = address.lower().rpartition("@")
+    shop_local, _, shop_domain = settings.shop.address.lower().rpartition("@")
+    return domain == shop_domain and local.partition("+")[0] == shop_local
+
+
+def warnings(settings: Settings) -> list[str]:
+    """Set-ups that start but may not do what was meant, one line each naming the key.
+
+    `ordermail check` prints them and the daemon logs them at start. Chiefly:
+    where a command mail's proof of origin can be forged, or can never hold.
+    """
+    owner, inbound = settings.owner, settings.inbound
+    found = []
+    if owner.secret and not owner.addresses:
+        found.append("[owner] addresses is empty: nobody can give commands by mail, "
+                     "and unmatched mail and alerts reach nobody")
+    if owner.secret and not (owner.trusted_authserv_id or owner.verify_dkim):
+        found.append("[owner] secret: command mails are obeyed on the secret address and the From header "
+                     "alone, which anyone can write; set [owner] verify_dkim or trusted_authserv_id so a "
+                     "leaked address is not enough")
+    if owner.trusted_authserv_id and inbound.lmtp_listen and not _is_loopback(inbound.lmtp_listen):
+        found.append(f"[owner] trusted_authserv_id: anyone who reaches [inbound] lmtp_listen "
+                     f"{inbound.lmtp_listen} can write an Authentication-Results header as if your mail "
+                     "server had; listen on 127.0.0.1, or firewall it to that server")
+    if owner.trusted_authserv_id and inbound.smtp_listen and not owner.verify_dkim:
+        found.append("[owner] trusted_authserv_id: command mails taken by [inbound] smtp_listen are never "
+                     "vouched for by an Authentication-Results header (ordermail receives them itself, so "
+                     "the sender wrote every header); send them through LMTP, the pipe or IMAP behind a "
+                     "server that checks DKIM, or set [owner] verify_dkim")
+    return found
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:       # a host name: where it points is not ours to know
+        return False
+
+
+def _not_negative(section: str, values, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(values, key) < 0:
+            raise ConfigError(f"[{section}] {key} must be 0 or more, not {getattr(values, key)}")
 
 
 def _check_listen(value: str, key: str) -> None:

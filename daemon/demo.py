@@ -9,11 +9,10 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from daemon import orders
+from daemon import order_numbers, orders
 from daemon.config import Settings
 from daemon.errors import ConfigError
 from daemon.orders import Content, Via
-from daemon.store import Order
 
 CONFIG_TEMPLATE = """\
 # ordermail configuration for the embedded default, written by `ordermail init`.
@@ -74,13 +73,13 @@ def write_config(path: Path, *, force: bool = False) -> int:
 def seed(store, settings: Settings) -> str:
     """Create the demo orders once; return a summary with their status pages."""
     for data in DEMO_ORDERS:
-        if not Order.select().where(Order.number == data["number"]).exists():
+        if order_numbers.taken_as(data["number"]) is None:
             _create_demo_order(store, settings, data)
     lines = ["Demo orders:"]
     for data in DEMO_ORDERS:
         order = orders.find_order(data["number"])
         lines.append(f"  {order.number:<7} {order.customer_name:<18} {settings.status_url(order.status_token)}")
-    lines.append(f"Command address: {settings.command_address}")
+    lines.append(f"Command address: {settings.command_address_text()}")
     return "\n".join(lines)
 
 

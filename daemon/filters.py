@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
+from daemon import order_numbers
 from daemon.errors import FilterSyntaxError
 from daemon.order_json import is_order_number
 from daemon.store import LONE_SURROGATE, STATUS_FLAGS, Order
@@ -493,7 +494,7 @@ _FIELD_SQL = {
     "since": lambda day: Order.created_at >= _day_start(day),
     "until": _until,
     "method": lambda name: Order.payment_method == name,
-    "number": lambda number: Order.number == number,
+    "number": order_numbers.matching,
 }
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 from zoneinfo import ZoneInfo
@@ -318,7 +319,17 @@ class Scheduler:
     def stop(self) -> None:
         """Wait for a running job to end, then stop."""
         if self._scheduler.running:
+            self._wait_for_catch_up_to_be_handed_over()
             self._scheduler.shutdown(wait=True)
+
+    def _wait_for_catch_up_to_be_handed_over(self, seconds: float = 5.0) -> None:
+        """APScheduler removes a one-shot job just after handing it to a pool
+        thread; stopped in between (a daemon stopped right after its start),
+        that removal raises JobLookupError in its own thread, a traceback in
+        the log. So the stop waits until the catch-up job has left the store."""
+        deadline = time.monotonic() + seconds
+        while self._scheduler.get_job("catch-up") is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _run(self, name: str) -> None:
         try:

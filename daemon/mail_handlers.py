@@ -12,7 +12,8 @@ from daemon.store import Order, OutboxMessage
 
 def handle_bounce(ctx) -> str:
     bounce = ctx.bounce
-    order = _bounced_order(ctx)
+    sent = _returned_mail(ctx)
+    order = sent.order if sent is not None else _token_order(ctx)
     if order is None:
         return "kept; it answers no mail of ours"
     ctx.message.order = order
@@ -21,19 +22,33 @@ def handle_bounce(ctx) -> str:
         Content(subject=f"Delivery failed{': ' + bounce.status if bounce.status else ''}",
                 text=bounce.diagnostic),
         data={"status": bounce.status, "permanent": bounce.permanent, "recipient": bounce.recipient,
-              "original_message_id": bounce.original_message_id},
+              "original_message_id": bounce.original_message_id, "counts": _counts(bounce, sent)},
         via=Via(author="system", message_id=ctx.mail.message_id, now=ctx.now))
     return change.summary
 
 
-def _bounced_order(ctx) -> Order | None:
+def _returned_mail(ctx) -> OutboxMessage | None:
+    """Our mail that the bounce names (by the Message-ID it quotes), if it belongs to an order."""
     original = ctx.bounce.original_message_id
-    if original:
-        sent = OutboxMessage.get_or_none(OutboxMessage.message_id == original)
-        if sent is not None and sent.order_id is not None:
-            return sent.order
+    sent = OutboxMessage.get_or_none(OutboxMessage.message_id == original) if original else None
+    return sent if sent is not None and sent.order_id is not None else None
+
+
+def _token_order(ctx) -> Order | None:
     target = ctx.target
     return target.order if target is not None and target.how == "token" else None
+
+
+def _counts(bounce, sent: OutboxMessage | None) -> bool:
+    """Whether the bounce may flag an address: only when it names a mail we sent to that very address.
+
+    A reply or bounce address is in every mail we send (Reply-To, Return-Path):
+    anyone who saw one can send a delivery report to it. Only one that quotes
+    the Message-ID of our mail to the address it reports as failed is ours.
+    """
+    if sent is None:
+        return False
+    return (bounce.recipient or sent.recipient).lower() == sent.recipient.lower()
 
 
 def handle_auto_reply(ctx) -> str:

@@ -50,6 +50,7 @@ from daemon import girocode, mime, tokens
 from daemon.addresses import token_address
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.inbound_mail import HEADER_END
+from daemon.order_json import items_total
 from daemon.raw_io import load_raw
 from daemon.richtext import quotes_styled_for_mail, sanitize_html, text_to_html
 from daemon.store import Attachment, Blob, Event, Order, OrderItem, OutboxMessage
@@ -251,13 +252,17 @@ def order_view(settings: Settings, order, lang: str, items=None) -> View:
     total = money(order.total, currency, lang=lang)
     name = mime.clean(order.customer_name)
     carrier_name, tracking_url = tracking_link(order.carrier, order.tracking_code)
+    items = sorted(order.items if items is None else items, key=lambda i: i.position)
+    difference = order.total - items_total(items)
     return View(
         number=order.number, name=name, email=order.customer_email,
         items=[View(name=mime.clean(i.name), sku=i.sku, quantity=i.quantity,
                     price=money(i.unit_price, currency, lang=lang),
                     line_total=money(i.unit_price * i.quantity, currency, lang=lang))
-               for i in sorted(order.items if items is None else items, key=lambda i: i.position)],
+               for i in items],
         total=total, amount=order.total, currency=currency, created=day(order.created_at, lang=lang),
+        adjustment=money(difference, currency, lang=lang) if difference else None,
+        adjustment_label=ADJUSTMENT_LABELS[lang],
         status_url=settings.status_url(order.status_token),
         admin_url=dashboard_url(settings, f"number:{order.number}"),
         payment_method=order.payment_method,
@@ -336,6 +341,11 @@ def tracking_link(carrier: str | None, code: str | None) -> tuple[str | None, st
     name, url = known
     code = mime.clean(code)
     return name, url.format(code=quote(code, safe="")) if code else None
+
+
+# The line between the items and the total where they differ (order_json.items_total says why).
+ADJUSTMENT_LABELS = {"de": "Versand, Gebühren und Rabatte", "en": "Shipping, fees and discounts",
+                     "fr": "Livraison, frais et remises"}
 
 
 def money(amount, currency: str = "EUR", *, lang: str) -> str:

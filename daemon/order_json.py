@@ -17,7 +17,9 @@ from daemon.store import INTERNAL_KINDS, LONE_SURROGATE, Event, Order
 # Order numbers are typed by the owner in commands: short, no spaces, and with
 # a digit, so that "paid 1042 1043" can tell numbers from words.
 NUMBER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-EMAIL_RE = re.compile(r"[^@\s<>(),;:\"\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# No control characters (\x00-\x1f, \x7f-\x9f) in the local part: no mail system takes them,
+# and the notification would fail long after the order was accepted.
+EMAIL_RE = re.compile(r"[^@\s<>(),;:\"\[\]\\\x00-\x1f\x7f-\x9f]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 TOP_KEYS = {"number", "customer", "items", "total", "currency", "payment_method", "locale"}
@@ -43,6 +45,23 @@ class NewOrder:
     currency: str
     payment_method: str
     locale: str
+
+
+def items_total(items) -> decimal.Decimal:
+    """What the items add up to (quantity × unit price).
+
+    The order's total wins over it: the total is what the customer is asked
+    to pay, what payments are matched against and refunds bounded by. It
+    may differ — shipping, fees and taxes the items do not list, a discount
+    or coupon below — and then the difference is shown as a line of its own
+    wherever the items are (`adjustment`), so neither number is dropped.
+    """
+    return sum((item.unit_price * item.quantity for item in items), decimal.Decimal("0.00"))
+
+
+def adjustment(order: Order) -> decimal.Decimal:
+    """Total minus the items: shipping and fees (above 0), discounts (below 0)."""
+    return order.total - items_total(order.items)
 
 
 def is_order_number(text: str) -> bool:
@@ -169,7 +188,7 @@ def order_to_json(order: Order, settings: Settings, events: list[Event]) -> dict
         "items": [{"sku": item.sku, "name": item.name, "quantity": item.quantity,
                    "unit_price": str(item.unit_price)}
                   for item in order.items.order_by(order.items.model.position)],
-        "total": str(order.total), "currency": order.currency,
+        "total": str(order.total), "items_total": str(items_total(order.items)), "currency": order.currency,
         "payment_method": order.payment_method, "locale": order.locale,
         "status": order.status_words(),
         "status_url": settings.status_url(order.status_token),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from daemon.config import Settings
+from daemon.order_json import adjustment
 from daemon.store import INTERNAL_KINDS, Event, Order, OrderItem
 
 STATUS_ORDER = ("paid", "shipped", "cancelled", "refunded")
@@ -20,6 +21,10 @@ def order_detail(order: Order, events: list[Event], settings: Settings) -> str:
         f"Created:   {_when(order.created_at)}",
         f"Total:     {order.total} {order.currency} ({order.payment_method})",
     ]
+    difference = adjustment(order)
+    if difference:
+        lines.append(f"           the items add up to {order.total - difference} {order.currency}; the total counts "
+                     f"({difference:+} {order.currency} shipping, fees and discounts)")
     if order.refunded_amount is not None:
         lines.append(f"Refunded:  {order.refunded_amount} {order.currency}")
     if order.tracking_code or order.carrier:

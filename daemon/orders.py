@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import peewee as pw
 
-from daemon import compiled, filters
+from daemon import compiled, filters, order_numbers
 from daemon.config import Settings
-from daemon.errors import InputError, OrderNotFound, Refused
+from daemon.errors import InputError, Refused
 from daemon.order_json import parse_new_order
 from daemon.richtext import sanitize_html, text_to_html
 from daemon.store import (CANCELLED, EVENT_KINDS, PAID, REFUNDED, SHIPPED, Attachment, Blob,
@@ -83,10 +83,9 @@ class _Unchanged(Exception):
 # ---- reading ---------------------------------------------------------------
 
 def find_order(number: str) -> Order:
-    order = Order.get_or_none(Order.number == number.lstrip("#"))
-    if order is None:
-        raise OrderNotFound(number)
-    return order
+    """The order `number` names, in any case (order_numbers says why)."""
+    number = number.lstrip("#")
+    return order_numbers.pick(number, list(Order.select().where(order_numbers.matching(number))))
 
 
 def order_events(order: Order) -> list[Event]:
@@ -102,6 +101,7 @@ def create_order(store: Store, settings: Settings, data, *, quiet: bool = False,
     customer_key, surname_key = filters.name_keys(new.customer_name)
     try:
         with store.atomic():
+            _refuse_taken_number(new.number)
             order = Order.create(
                 number=new.number or _next_number(), customer_name=new.customer_name,
                 customer_email=new.customer_email, customer_key=customer_key,
@@ -118,6 +118,13 @@ def create_order(store: Store, settings: Settings, data, *, quiet: bool = False,
     return order
 
 
+def _refuse_taken_number(number: str | None) -> None:
+    """A number that exists in any case is refused (the unique index may be missing: order_numbers)."""
+    existing = order_numbers.taken_as(number) if number else None
+    if existing is not None:
+        raise Refused(f"order {number} exists already" + (f" (as {existing})" if existing != number else ""))
+
+
 def _next_number() -> str:
     """The next free number, counted in the caller's transaction."""
     while True:
@@ -125,7 +132,7 @@ def _next_number() -> str:
         if not updated:
             Counter.create(name="order_number", value=FIRST_ORDER_NUMBER)
         number = str(Counter.get_by_id("order_number").value)
-        if not Order.select().where(Order.number == number).exists():
+        if order_numbers.taken_as(number) is None:
             return number
 
 
@@ -283,9 +290,12 @@ def reissue_status_link(store, settings, number, *, mail: bool = True, via=Via()
 
 def record_bounce(store, settings, number, content: Content, data: dict, *, via=Via()) -> Change:
     """An internal `bounce` event; a permanent failure for the customer's
-    address flags it, and the owner is told once per order."""
+    address flags it, and the owner is told once per order — when the bounce
+    `counts` (it names a mail we sent to that address: mail_handlers)."""
     def apply(order, now):
         failed = (data.get("recipient") or order.customer_email).lower()
+        if not data.get("counts", True):
+            return data, f"{order.number}: bounce logged, not counted (it names no mail we sent to {failed})"
         if data.get("permanent") and failed == order.customer_email and order.email_bounced_at is None:
             order.email_bounced_at = now
             order.email_bounce = f"{data.get('status', '')} {content.text}".strip()[:300]
@@ -429,11 +439,10 @@ def _change(store, settings, number, kind, content, via, apply) -> Change:
 def _locked_order(store: Store, number: str) -> Order:
     # FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction already serialises
     locking = store.backend == "postgresql"
-    order = compiled.get(Order, "orders.locked", lambda: Order.select().where(Order.number == "")
-                         .for_update(locking), number.lstrip("#"))
-    if order is None:
-        raise OrderNotFound(number)
-    return order
+    number = number.lstrip("#")
+    found = compiled.every(Order, "orders.locked", lambda: Order.select().where(order_numbers.matching(""))
+                           .for_update(locking), order_numbers.folded(number))
+    return order_numbers.pick(number, found)
 
 
 def _already_logged(order: Order, kind: str, message_id: str) -> bool:

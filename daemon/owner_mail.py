@@ -50,7 +50,7 @@ def is_owner_mail(ctx) -> bool:
 
 
 def handle(ctx) -> str:
-    verdict = check_owner(ctx.mail, ctx.message.raw, ctx.settings)
+    verdict = check_owner(ctx.mail, ctx.message.raw, ctx.settings, ctx.message.channel)
     if not verdict.ok:
         return _discard(ctx, verdict.reason)
     known = _known_mail(ctx)

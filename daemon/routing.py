@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
 
-from daemon import compiled, mail_handlers, owner_mail, replies, tokens
+from daemon import compiled, mail_handlers, order_numbers, owner_mail, replies, tokens
 from daemon.addresses import Recipient
 from daemon.bounces import Bounce
 from daemon.config import Settings
@@ -121,7 +121,8 @@ def _by_subject(mail: InboundMail) -> Target | None:
     if not mail.from_address:
         return None
     for number in ORDER_IN_SUBJECT.findall(mail.subject):
-        order = compiled.get(Order, "routing.by_number", lambda: Order.select().where(Order.number == ""), number)
-        if order is not None and order.customer_email == mail.from_address:
-            return Target(order, "subject", tokens.CUSTOMER_REPLY)
+        for order in compiled.every(Order, "routing.by_number", lambda: Order.select().where(
+                order_numbers.matching("")), order_numbers.folded(number)):
+            if order.customer_email == mail.from_address:
+                return Target(order, "subject", tokens.CUSTOMER_REPLY)
     return None

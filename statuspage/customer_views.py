@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 from types import SimpleNamespace as View
 
-from daemon import girocode, notify
-from daemon.config import Settings
+from daemon import girocode, notify, order_numbers
+from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.store import Attachment, Blob, Event, Order
 from statuspage import links, views
 from statuspage.i18n import translator
@@ -24,11 +24,12 @@ def order_page(settings: Settings, order: Order, renderer) -> tuple[str, View]:
     file_url = lambda attachment_id: renderer.url(f"/o/{order.status_token}/files/{attachment_id}")  # noqa: E731
     money = lambda amount: notify.money(amount, order.currency, lang=lang)  # noqa: E731
     expiry = links.expires_at(order, settings)
+    items = views.items(order, lang)
     page = View(
         number=order.number, placed=notify.day(order.created_at, lang=lang),
         status_label=views.status_label(order, lang), steps=steps(order, lang, renderer),
         tracking=views.tracking(order), payment=payment(settings, order, lang, renderer),
-        items=views.items(order, lang), total=money(order.total),
+        items=items, total=money(order.total), adjustment=views.adjustment(order, items, lang),
         refunded=money(order.refunded_amount) if order.refunded_amount else None,
         events=views.event_views(order, views.events(order, public=True), lang, file_url, renderer, owner=False),
         expires=notify.day(expiry, lang=lang) if expiry else None)
@@ -91,7 +92,7 @@ def load_order(order_id: int) -> Order:
 
 def customer_order(email: str, number: str) -> Order | None:
     """One of this address's orders, by number."""
-    return Order.get_or_none((Order.customer_email == email) & (Order.number == number))
+    return Order.get_or_none((Order.customer_email == email) & order_numbers.matching(number))
 
 
 def public_file(order_id: int, attachment_id: int) -> tuple[Attachment, bytes] | None:

@@ -97,15 +97,16 @@ def order_detail(settings: Settings, number: str, renderer, now) -> View:
     order = orders.find_order(number)
     file_url = lambda attachment_id: renderer.url(f"/admin/files/{attachment_id}")  # noqa: E731
     method = settings.payment.get(order.payment_method)
+    items = views.items(order, lang)
     return View(
         number=order.number, customer=order.customer_name, email=order.customer_email,
         placed=renderer.when(order.created_at, lang=lang), badges=views.badges(order, lang),
-        total=notify.money(order.total, order.currency, lang=lang),
+        total=notify.money(order.total, order.currency, lang=lang), adjustment=views.adjustment(order, items, lang),
         refunded=notify.money(order.refunded_amount, order.currency, lang=lang) if order.refunded_amount else None,
         payment_label=method.label if method and method.label else order.payment_method,
         tracking=views.tracking(order), status_url=settings.status_url(order.status_token),
         expired=links.is_expired(order, settings, now), actions=actions(settings, order, lang),
-        items=views.items(order, lang),
+        items=items,
         events=views.event_views(order, views.events(order, public=False), lang, file_url, renderer, owner=True))
 
 

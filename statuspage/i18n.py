@@ -33,6 +33,17 @@ MESSAGES: dict[str, dict[str, str | tuple[str, str]]] = {
               "Anmelden: Er gilt einmal, 15 Minuten lang. Ein Passwort brauchen Sie nicht.",
         "fr": "Saisissez l’adresse e-mail utilisée pour votre commande. Nous vous envoyons un lien de connexion : "
               "il fonctionne une seule fois, pendant 15 minutes. Pas besoin de mot de passe."},
+    "Enter the shop owner's e-mail address. We will send you a link that signs you in: it works once, "
+    "for 15 minutes. No password needed.": {
+        "de": "Geben Sie die E-Mail-Adresse des Shop-Inhabers ein. Wir schicken Ihnen einen Link zum Anmelden: "
+              "Er gilt einmal, 15 Minuten lang. Ein Passwort brauchen Sie nicht.",
+        "fr": "Saisissez l’adresse e-mail du propriétaire de la boutique. Nous vous envoyons un lien de "
+              "connexion : il fonctionne une seule fois, pendant 15 minutes. Pas besoin de mot de passe."},
+    "If {email} may sign in to the dashboard, we have just sent a sign-in link to that address.": {
+        "de": "Falls {email} sich am Dashboard anmelden darf, haben wir soeben einen Anmelde-Link an diese "
+              "Adresse geschickt.",
+        "fr": "Si {email} peut se connecter au tableau de bord, nous venons d’envoyer un lien de connexion à "
+              "cette adresse."},
     "Your e-mail address": {"de": "Ihre E-Mail-Adresse", "fr": "Votre adresse e-mail"},
     "Send me a sign-in link": {"de": "Anmelde-Link schicken", "fr": "M’envoyer un lien de connexion"},
     "Please enter an e-mail address like name@example.org.": {
@@ -100,6 +111,7 @@ MESSAGES: dict[str, dict[str, str | tuple[str, str]]] = {
     "Quantity": {"de": "Menge", "fr": "Quantité"},
     "Price": {"de": "Preis", "fr": "Prix"},
     "Total": {"de": "Summe", "fr": "Total"},
+    "Shipping, fees and discounts": {"de": "Versand, Gebühren und Rabatte", "fr": "Livraison, frais et remises"},
     "Refunded": {"de": "Erstattet", "fr": "Remboursée"},
     "History": {"de": "Verlauf", "fr": "Historique"},
     "Questions? Reply to any of our e-mails about this order.": {

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import bottle
 from bottle import request, response
 
+from daemon import user_numbers
 from daemon.errors import FilterSyntaxError, OrderNotFound
 from daemon.store import utcnow
 from statuspage import customer_views, dashboard, i18n, links, signin, web_store
@@ -60,13 +61,13 @@ class Pages:
 
     def install(self, app: bottle.Bottle) -> None:
         for method, path, callback in (
-            ("GET", "/o/<token>", self.order), ("GET", "/o/<token>/files/<file_id:int>", self.order_file),
+            ("GET", "/o/<token>", self.order), ("GET", "/o/<token>/files/<file_id>", self.order_file),
             ("GET", "/o/<token>/girocode.svg", self.order_girocode),
             ("GET", "/account", self.account), ("POST", "/account", self.ask_for_link),
             ("GET", "/signin/<token>", self.confirm_signin), ("POST", "/signin", self.use_signin),
             ("POST", "/account/link", self.new_status_link), ("POST", "/signout", self.sign_out),
             ("GET", "/admin", self.admin), ("GET", "/admin/orders.csv", self.admin_csv),
-            ("GET", "/admin/orders/<number>", self.admin_order), ("GET", "/admin/files/<file_id:int>", self.admin_file),
+            ("GET", "/admin/orders/<number>", self.admin_order), ("GET", "/admin/files/<file_id>", self.admin_file),
             ("GET", "/static/<name>", self.static), ("GET", "/favicon.ico", self.favicon),
         ):
             app.route(path, method, callback)
@@ -105,7 +106,8 @@ class Pages:
         link, miss = self._link_or_miss(token)
         if miss is not None:
             return miss
-        found = customer_views.public_file(link.id, file_id)
+        file_id = user_numbers.whole_number(file_id, 1)
+        found = customer_views.public_file(link.id, file_id) if file_id is not None else None
         return self._file(*found) if found else self._not_found()
 
     def order_girocode(self, token):
@@ -147,16 +149,20 @@ class Pages:
         if self.signin_requests.blocked(client):
             return self._too_many(self.signin_requests, client)
         self.signin_requests.hit(client)
-        typed = request.forms.email[:300]
+        typed, next_path = request.forms.email[:300], request.forms.next
         address = signin.normal_address(typed)
         _ = i18n.translator(lang)
+        for_owner = _for_owner(next_path)
         if address is None:
-            return self._signin_page(_("Your orders"), status=400, address=typed,
+            heading = _("Sign in to the dashboard") if for_owner else _("Your orders")
+            return self._signin_page(heading, status=400, address=typed, next_path=next_path,
                                      error=_("Please enter an e-mail address like name@example.org."))
-        signin.request_link(self.store, self.settings, address, lang=lang, next_path=request.forms.next, now=utcnow())
-        return self._html("message.html", lang, heading=_("Check your mail"), link=None, lines=[
-            _("If there are orders for {email}, we have just sent a sign-in link to that address.", email=address),
-            _("The link works once, for 15 minutes. Nothing there? Look in the spam folder, or try again in a few minutes.")])
+        signin.request_link(self.store, self.settings, address, lang=lang, next_path=next_path, now=utcnow())
+        sent = (_("If {email} may sign in to the dashboard, we have just sent a sign-in link to that address.",
+                  email=address) if for_owner else
+                _("If there are orders for {email}, we have just sent a sign-in link to that address.", email=address))
+        again = _("The link works once, for 15 minutes. Nothing there? Look in the spam folder, or try again in a few minutes.")
+        return self._html("message.html", lang, heading=_("Check your mail"), link=None, lines=[sent, again])
 
     def confirm_signin(self, token):
         """A page with one button: a link scanner that follows the mail's link does not use it up."""
@@ -205,7 +211,7 @@ class Pages:
             return refused
         q, sort = request.query.q, self._sort()
         try:
-            view = dashboard.dashboard(self.settings, q, sort, _int(request.query.page), self.renderer)
+            view = dashboard.dashboard(self.settings, q, sort, _page(request.query.page), self.renderer)
             status = 200
         except FilterSyntaxError as exc:
             view, status = dashboard.failed(q, sort, str(exc)), 400
@@ -239,7 +245,8 @@ class Pages:
         refused = self._unless_owner()
         if refused is not None:
             return refused
-        found = dashboard.any_file(file_id)
+        file_id = user_numbers.whole_number(file_id, 1)
+        found = dashboard.any_file(file_id) if file_id is not None else None
         return self._file(*found, cache="private, no-store") if found else self._not_found()
 
     def _unless_owner(self):
@@ -314,7 +321,8 @@ class Pages:
     def _signin_page(self, heading: str, *, status: int = 200, next_path: str = "", address: str = "",
                      error: str = "", lang: str | None = None) -> str:
         return self._html("signin.html", lang or self._lang(), status=status, heading=heading,
-                          csrf=self._csrf_token(), next_path=signin.safe_next(next_path), address=address, error=error)
+                          csrf=self._csrf_token(), next_path=signin.safe_next(next_path), address=address, error=error,
+                          for_owner=_for_owner(next_path))
 
     def _expired_form(self, lang: str) -> str:
         _ = i18n.translator(lang)
@@ -402,8 +410,14 @@ def _matches(tag: str) -> bool:
     return any(part.strip().removeprefix("W/") == tag for part in wanted.split(",")) or wanted.strip() == "*"
 
 
-def _int(text: str) -> int:
-    return int(text) if text.isdigit() and len(text) < 7 else 1
+def _for_owner(next_path: str) -> bool:
+    """Whether a sign-in form leads to the owner's dashboard (its words differ from a customer's)."""
+    path = signin.safe_next(next_path)
+    return path == "/admin" or path.startswith(("/admin/", "/admin?"))
+
+
+def _page(text: str) -> int:
+    return user_numbers.whole_number(text, 1, 999_999) or 1
 
 
 def _disposition(kind: str, filename: str) -> str:

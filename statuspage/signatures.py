@@ -26,6 +26,7 @@ import time
 
 import peewee as pw
 
+from daemon import user_numbers
 from daemon.store import Counter, Store
 
 WINDOW_SECONDS = 300
@@ -91,9 +92,10 @@ def check_ordermail(secret: str, body: bytes, headers, now: float | None = None)
 
 
 def _stamped(stamp: str, body: bytes, now: float) -> bytes:
-    if not stamp.strip().isdigit():
+    seconds = user_numbers.whole_number(stamp.strip())
+    if seconds is None:
         raise Unauthorized(f"{TIMESTAMP_HEADER} must be unix seconds")
-    if abs(now - int(stamp)) > WINDOW_SECONDS:
+    if abs(now - seconds) > WINDOW_SECONDS:
         raise Unauthorized(f"{TIMESTAMP_HEADER} is more than {WINDOW_SECONDS} s away from our clock")
     return stamp.strip().encode("ascii") + b"." + body
 

@@ -8,6 +8,7 @@ CSP would block them anyway, and they would tell a stranger who reads.
 """
 from __future__ import annotations
 
+import decimal
 import functools
 import html
 import re
@@ -36,7 +37,13 @@ def items(order: Order, lang: str) -> list[View]:
     found = compiled.run(OrderItem, "items", lambda: OrderItem.select().where(OrderItem.order == 0)
                          .order_by(OrderItem.position), order.id)
     return [View(name=i.name, sku=i.sku, quantity=i.quantity, price=money(i.unit_price),
-                 line_total=money(i.unit_price * i.quantity)) for i in found]
+                 line_total=money(i.unit_price * i.quantity), amount=i.unit_price * i.quantity) for i in found]
+
+
+def adjustment(order: Order, items: list[View], lang: str) -> str | None:
+    """Shipping, fees and discounts: what the total differs from its `items` by (order_json.items_total)."""
+    difference = order.total - sum((item.amount for item in items), decimal.Decimal("0.00"))
+    return notify.money(difference, order.currency, lang=lang) if difference else None
 
 
 def status_label(order: Order, lang: str) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import decimal
 from dataclasses import dataclass
 
-from daemon import orders
+from daemon import order_numbers, orders
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.errors import InputError, Refused
 from daemon.order_json import is_order_number
@@ -212,7 +212,7 @@ def take_paid(store: Store, settings: Settings, mapped: Mapped, *, source: str) 
 
 def _same_order(number, data: dict) -> Order | None:
     """The order of this number, if it exists; Refused if it is another customer's."""
-    order = Order.get_or_none(Order.number == number) if isinstance(number, str) else None
+    order = Order.get_or_none(order_numbers.matching(number)) if isinstance(number, str) else None
     if order is None:
         return None
     email = str((data.get("customer") or {}).get("email") or "").strip().lower()

@@ -1,6 +1,8 @@
 """Configuration: the contract's TOML, every mistake named by its key."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import ROOT
@@ -55,6 +57,24 @@ def test_settings_are_frozen():
     ({"log": {"format": "xml"}}, '[log] format must be "text" or "json", not \'xml\''),
     ({"log": {"level": "verbose"}}, "[log] level must be one of debug, info, warning, error, not 'verbose'"),
     ({"log": {"fiel": ""}}, "unknown key [log] fiel"),
+    ({"inbound": {"data_timeout_seconds": 0}}, "[inbound] data_timeout_seconds must be at least 1, not 0"),
+    ({"inbound": {"command_timeout_seconds": -5}}, "[inbound] command_timeout_seconds must be at least 1"),
+    # limits that would refuse every order, file or message, or that the database cannot hold
+    ({"limits": {"items_per_order_max": -1}}, "[limits] items_per_order_max must be from 1 to 32767, not -1"),
+    ({"limits": {"items_per_order_max": 0}}, "[limits] items_per_order_max must be from 1 to 32767, not 0"),
+    ({"limits": {"items_per_order_max": 40000}}, "[limits] items_per_order_max must be from 1 to 32767"),
+    ({"limits": {"attachment_max_bytes": 0}}, "[limits] attachment_max_bytes must be from 1 to 2147483647"),
+    ({"limits": {"attachment_max_bytes": 2**31}}, "[limits] attachment_max_bytes must be from 1"),
+    ({"limits": {"event_body_max_chars": -100}}, "[limits] event_body_max_chars must be from 1"),
+    ({"limits": {"list_default_limit": -1}}, "[limits] list_default_limit must be from 0 to 1000000000, not -1 (0: all)"),
+    ({"inbound": {"reply_token_days": -1}}, "[inbound] reply_token_days must be 0 (never) or more, not -1"),
+    ({"payment": {"cash": {"cancel_after_days": -3}}}, "[payment.cash] cancel_after_days must be 0 (never) or more"),
+    ({"outbound": {"smtp_port": 0}}, "[outbound] smtp_port must be from 1 to 65535, not 0"),
+    # an owner address that is the shop's own: every forward would come back to the shop
+    ({"owner": {"addresses": ["owner@shop.example", "Orders@Shop.Example"]}},
+     "[owner] addresses: Orders@Shop.Example is the shop's own address ([shop] address)"),
+    ({"owner": {"addresses": ["orders+owner@shop.example"]}},
+     "[owner] addresses: orders+owner@shop.example is the shop's own address"),
 ])
 def test_mistakes_are_named_by_their_key(raw, message):
     with pytest.raises(ConfigError) as raised:
@@ -89,3 +109,44 @@ def test_a_ca_file_must_be_a_file_and_needs_tls(tmp_path, section, key, tls_on, 
 def test_configured_payment_methods_replace_the_defaults():
     settings = settings_from_dict({"payment": {"invoice": {"label": "Rechnung"}}})
     assert set(settings.payment) == {"invoice"}
+
+
+def test_the_shops_address_in_another_domain_may_be_the_owners():
+    settings = settings_from_dict({"owner": {"addresses": ["orders@owner.example", "orders.team@shop.example"]}})
+    assert settings.owner.addresses == ("orders@owner.example", "orders.team@shop.example")
+
+
+# ---- what `ordermail check` tells beside errors -----------------------------------------------
+
+def _check(ordermail, tmp_path, settings, owner: str, inbound: str = ""):
+    path = tmp_path / "check.toml"
+    path.write_text(f"[owner]\naddresses = [\"owner@shop.example\"]\n{owner}\n[inbound]\n{inbound}\n"
+                    f"[database]\nurl = {json.dumps(settings.database.url)}\n", encoding="utf-8")
+    result = ordermail("check", config=path)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, [line for line in result.stderr.splitlines() if line]
+
+
+def test_an_empty_secret_says_commands_are_off_instead_of_printing_a_broken_address(ordermail, tmp_path, settings):
+    out, warnings = _check(ordermail, tmp_path, settings, 'secret = ""')
+    assert "orders+cmd-" not in out
+    assert out.strip().endswith("command address none (commands by mail are off: [owner] secret is empty)")
+    assert warnings == []
+
+
+def test_check_warns_where_a_commands_proof_can_be_forged_or_never_hold(ordermail, tmp_path, settings):
+    secret = 'secret = "s3cret-command-key-0123"'
+    _out, warnings = _check(ordermail, tmp_path, settings, secret)
+    assert warnings == ["ordermail: warning: [owner] secret: command mails are obeyed on the secret address and "
+                        "the From header alone, which anyone can write; set [owner] verify_dkim or "
+                        "trusted_authserv_id so a leaked address is not enough"]
+    _out, warnings = _check(ordermail, tmp_path, settings, secret + '\ntrusted_authserv_id = "mx.shop.example"',
+                            'smtp_listen = "0.0.0.0:25"\nlmtp_listen = "0.0.0.0:2424"')
+    assert len(warnings) == 2
+    assert warnings[0].startswith("ordermail: warning: [owner] trusted_authserv_id: anyone who reaches "
+                                  "[inbound] lmtp_listen 0.0.0.0:2424 can write an Authentication-Results header")
+    assert warnings[1].startswith("ordermail: warning: [owner] trusted_authserv_id: command mails taken by "
+                                  "[inbound] smtp_listen are never vouched for")
+    _out, warnings = _check(ordermail, tmp_path, settings, secret + '\ntrusted_authserv_id = "mx.shop.example"',
+                            'smtp_listen = ""\nlmtp_listen = "127.0.0.1:2424"')
+    assert warnings == []                                   # Postfix in front, on loopback: sound

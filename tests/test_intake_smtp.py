@@ -324,10 +324,10 @@ def corpus_files() -> list[Path]:
     return sorted(p for f in folders for p in (CORPORA / f).glob("*") if p.is_file() and "LICENSE" not in p.name)
 
 
+@pytest.mark.skipif(not corpus_files(), reason=f"mail corpora not found at {CORPORA} "
+                    "(they come with the project's shared folder)")       # before a daemon is started for nothing
 def test_every_corpus_message_gets_a_clean_outcome_over_smtp(daemon):
     files = corpus_files()
-    if not files:
-        pytest.skip(f"mail corpora not found at {CORPORA} (they come with the project's shared folder)")
     answers = {}
     with smtp(daemon) as client:
         for path in files:

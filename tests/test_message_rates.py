@@ -71,12 +71,26 @@ def test_one_client_gets_its_share_whatever_senders_it_names():
 
 def test_bounces_the_owner_and_postfix_in_front_are_not_counted_where_they_must_not_be():
     rates, clock = counted()
-    take(rates, "<>", "127.0.0.1", 10)                   # null sender, exempt client: never held up
+    take(rates, "<>", "127.0.0.1", 10)                   # null sender, exempt client: a higher limit
     take(rates, "owner@shop.example", "127.0.0.1", 10)   # the owner's commands
     take(rates, "erika@example.org", "127.0.0.1", 3)     # behind Postfix the sender still counts
     assert rates.refusal("erika@example.org", "127.0.0.1") is not None
     take(rates, "<>", "192.0.2.7", 5)                    # a bounce storm from one client is bounded
     assert rates.refusal("<>", "192.0.2.7") is not None
+
+
+def test_writing_the_null_sender_or_the_owners_address_does_not_get_past_the_limit():
+    """Anyone can write MAIL FROM:<> or the owner's address: each is counted, at ten times the limit."""
+    rates, clock = counted(per_sender=3)
+    take(rates, "<>", "127.0.0.1", 30)
+    assert rates.refusal("<>", "127.0.0.2") == (
+        "450 4.7.1 Too many messages from the null sender this hour, try again later")
+    take(rates, "Owner@Shop.Example", "127.0.0.1", 30)
+    assert rates.refusal("owner@shop.example", "127.0.0.1") == (
+        "450 4.7.1 Too many messages from owner@shop.example this hour, try again later")
+    assert rates.refusal("erika@example.org", "127.0.0.1") is None    # each is a sender of its own
+    clock.now += 3600
+    take(rates, "<>", "127.0.0.1")
 
 
 def test_memory_stays_bounded_under_a_flood_of_senders(monkeypatch):
@@ -127,6 +141,21 @@ def test_the_doors_answer_450_over_a_senders_limit_smtp_and_lmtp_counted_togethe
             client.sendmail("max@example.org", [to], mail(to=to, sender="max@example.org", body="Von Max"))
             client.sendmail("owner@shop.example", ["orders@shop.example"],
                             mail(to="orders@shop.example", sender="owner@shop.example", body="note"))
+    finally:
+        assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_the_doors_count_the_null_sender_and_the_owners_address_too(store, settings, tmp_path, reply_to_order):
+    daemon = Daemon(tmp_path, settings.database.url, messages_per_sender_per_hour=2).start()
+    to = reply_to_order
+    try:
+        with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=10) as client:
+            for sender in ("<>", "owner@shop.example"):
+                for n in range(20):
+                    assert client.sendmail(sender, [to], mail(to=to, body=f"Flut {n}")) == {}
+                assert client.mail(sender)[0] == 450
+                client.rset()
     finally:
         assert daemon.stop() == 0
     assert "Traceback" not in daemon.log_text()

@@ -168,8 +168,11 @@ def test_only_proven_owner_mail_commands_through_the_daemon(proving_daemon, sett
     vouched = mail(to=address, sender=OWNER, subject="c", body="paid 1043",
                    headers={"Authentication-Results": "mx.shop.example; dmarc=pass header.from=shop.example"})
     signed = _signed(mail(to=address, sender=OWNER, subject="d", body="shipped 1043"), private)
-    for raw in (injected, broken, vouched, signed):
+    for raw in (injected, broken):
         send(proving_daemon, raw, address)
+    with smtplib.LMTP("127.0.0.1", proving_daemon.lmtp_port, timeout=30) as client:   # the header's writer in front
+        client.sendmail("owner@shop.example", [address], vouched)
+    send(proving_daemon, signed, address)
     wait_for_mail(proving_daemon, lambda m: m["Subject"] == "Re: d" and "1043 marked shipped" in text_of(m))
     assert not Order.get(Order.number == "1042").status_words()["paid"]
     assert Order.get(Order.number == "1043").status_words() == {

@@ -159,6 +159,30 @@ def test_a_bounce_of_our_notification_lands_on_the_order(store, settings, order)
     assert [e.kind for e in log_of()].count("bounce") == 2
 
 
+def _report(failed: str, quoted_id: str | None) -> bytes:
+    quoted = f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {quoted_id}\r\n" if quoted_id else ""
+    return ("From: MAILER-DAEMON@mx.example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
+            "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+            f"Final-Recipient: rfc822; {failed}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            f"{quoted}--B--\r\n").encode()
+
+
+def test_a_forged_bounce_at_a_reply_address_does_not_flag_the_customer(store, settings, order, reply_to):
+    """A reply address is in every mail we send: anyone can write a delivery report to it."""
+    elsewhere = orders.queue_mail(settings, "status_link", "someone@example.net", order=order).message_id
+    for forged in (_report("erika@example.org", None),                          # names no mail of ours
+                   _report("erika@example.org", "<made-up@shop.example>"),      # names one we never sent
+                   _report("erika@example.org", elsewhere)):                    # ours, but to someone else
+        message = deliver(store, settings, forged, [reply_to], sender="")
+        assert message.state == "done" and "bounce logged, not counted" in message.reason
+    assert [e.kind for e in log_of()].count("bounce") == 3                       # kept for the owner to see
+    assert orders.find_order("1042").email_bounced_at is None and forwards("owner_alert") == []
+    ours = OutboxMessage.get((OutboxMessage.order == order) & (OutboxMessage.kind == "created")).message_id
+    deliver(store, settings, _report("erika@example.org", ours), [reply_to], sender="")   # the real one counts
+    assert orders.find_order("1042").email_bounced_at is not None
+
+
 def test_mail_that_matches_nothing_is_kept_and_forwarded(store, settings):
     message = deliver(store, settings, mail(to="orders@shop.example", sender="new@customer.example",
                                             subject="Haben Sie auch Tassen?"))

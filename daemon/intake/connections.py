@@ -31,7 +31,7 @@ class ConnectionLimits:
         self.exempt = ExemptNetworks(exempt)
         self.open = 0
         self.by_client: Counter[str] = Counter()
-        self._refused, self._logged_at = 0, 0.0
+        self.refusals = RefusalLog()
 
     def admit(self, client: str) -> str | None:
         """Count a new session from `client` (an IP address), or say why not."""
@@ -54,13 +54,62 @@ class ConnectionLimits:
                 del self.by_client[client]
 
     def _refuse(self, client: str, reason: str) -> str:
-        # One log line a minute at most: a flood of connections must not flood the log too.
-        self._refused += 1
-        if time.monotonic() - self._logged_at >= REFUSALS_LOGGED_EVERY_SECONDS:
-            log.warning("connection from %s refused: %s (%d refused since the last such line)",
-                        client or "an unknown client", reason.lower(), self._refused)
-            self._refused, self._logged_at = 0, time.monotonic()
+        self.refusals.count(client, reason)
         return reason
+
+
+class RefusalLog:
+    """Refused connections, logged without flooding the log.
+
+    The first refusal after a quiet spell is logged at once; those that
+    follow within `window` seconds are summed up in one line when it ends
+    (or when the listener stops), so a burst of 103 says 103, not 1.
+    """
+    MAX_REASONS = 100       # distinct reasons kept per window: a flood from many clients stays bounded
+
+    def __init__(self, window: float = REFUSALS_LOGGED_EVERY_SECONDS, clock=time.monotonic):
+        self.window, self.clock = window, clock
+        self.pending: Counter[str] = Counter()
+        self.others = 0           # refusals whose reason did not fit into `pending`
+        self._window_ends: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def count(self, client: str, reason: str) -> None:
+        now = self.clock()
+        if self._window_ends is not None and now >= self._window_ends:
+            self.flush()
+        if self._window_ends is None:
+            log.warning("connection from %s refused: %s (more within %d s are summed up in one line)",
+                        client or "an unknown client", reason.lower(), self.window)
+            self._window_ends = now + self.window
+            self._flush_later()
+        elif len(self.pending) < self.MAX_REASONS or reason.lower() in self.pending:
+            self.pending[reason.lower()] += 1
+        else:
+            self.others += 1
+
+    def flush(self) -> None:
+        """Log what was refused since the window's first line, and close the window
+        (the next refusal is logged at once and opens another)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        total = sum(self.pending.values()) + self.others
+        if total:
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in self.pending.most_common(5))
+            rest = total - sum(count for _, count in self.pending.most_common(5))
+            log.warning("%d more connection(s) refused within %d s (%s%s)", total, self.window, reasons,
+                        f", other reasons: {rest}" if rest else "")
+        self.pending.clear()
+        self.others = 0
+        self._window_ends = None
+
+    def _flush_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:       # no event loop (a test's direct call): the next refusal or flush() logs
+            return
+        self._timer = loop.call_later(self.window, self.flush)
 
 
 class ExemptNetworks:

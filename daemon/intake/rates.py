@@ -10,11 +10,14 @@ shows the reason. The window slides over the last hour in 5-minute steps.
 Sessions checked at once are counted as their messages are taken, so a
 client with several connections may go past a limit by their number.
 
-Not counted: the null sender (bounces of our own mail are bounded by what we
-send) and the owner's addresses by sender; clients in
-`connection_limit_exempt` (Postfix in front) by client, as for the
-connection limits. The counts live in the daemon's memory: a restart starts
-them afresh, and several daemons count each on their own.
+The null sender and the owner's addresses are counted too, each on its own,
+with ten times the limit: an envelope sender is whatever the client writes,
+so exempting them let anyone past the limit by writing `MAIL FROM:<>` or the
+owner's address; the real ones (bounces of our own mail, the owner's
+commands and answers) are few, and one that hears 450 is retried. Not
+counted by client: clients in `connection_limit_exempt` (Postfix in front),
+as for the connection limits. The counts live in the daemon's memory: a
+restart starts them afresh, and several daemons count each on their own.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from daemon.intake.connections import ExemptNetworks
 WINDOW_SECONDS = 3600.0
 BUCKET_SECONDS = 300.0    # counted in 5-minute buckets: at most 12 numbers per sender or client
 MAX_TRACKED = 50_000      # senders and clients remembered at once: memory stays bounded (a few MB)
+OWNER_OR_NULL_FACTOR = 10   # the null sender's and each owner address's limit, in per-sender limits
 
 
 class MessageRates:
@@ -65,7 +69,11 @@ class MessageRates:
 
     def _keys(self, sender: str, client: str):
         sender = (sender or "").lower()
-        if sender and sender != "<>" and sender not in self.owners:
+        if sender == "<>":
+            yield "sender <>", self.per_sender * OWNER_OR_NULL_FACTOR, "the null sender"
+        elif sender in self.owners:
+            yield f"sender {sender}", self.per_sender * OWNER_OR_NULL_FACTOR, sender
+        elif sender:
             yield f"sender {sender}", self.per_sender, sender
         if client and not self.exempt.contains(client):
             who = _client_key(client)

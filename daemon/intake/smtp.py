@@ -165,10 +165,46 @@ class _EnhancedCodes:
     loses the mail; memory stays bounded by the size limit.
     """
 
-    def __init__(self, *args, line_length_limit: int, **kwargs):
+    def __init__(self, *args, line_length_limit: int, data_timeout: float, **kwargs):
         self.line_length_limit = line_length_limit
+        self.data_timeout = data_timeout
         self.released = lambda: None      # the connection gate sets what frees this session's place
+        self._phase = "command"           # what the session waits for: command, data, or our commit
+        self._active_at = 0.0             # when the client last sent anything (the loop's clock)
         super().__init__(*args, **kwargs)
+
+    def data_received(self, data: bytes) -> None:
+        self._active_at = self.loop.time()
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        """Idle too long: say 421 and close (aiosmtpd closes without a word).
+
+        While a message arrives, the time counts from the last bytes that
+        came, not from DATA: a 25 MB mail at 2 KB/s takes hours and is fine
+        as long as it keeps coming (RFC 5321 4.5.3.2: timeouts are per block).
+        A deadline is looked at when it passes rather than moved for every
+        piece that arrives.
+        """
+        if self.transport is None:
+            return
+        reading = self._phase == "data"
+        limit = self.data_timeout if self._phase != "command" else self._timeout_duration
+        idle = self.loop.time() - self._active_at
+        if reading and idle < limit:
+            self._timeout_handle = self.loop.call_later(limit - idle, self._timeout_cb)
+            return
+        peer = self.session.peer[0] if isinstance(self.session.peer, tuple) else "a local client"
+        if reading:
+            log.warning("SMTP session from %s closed: no data for %d s in the middle of a message "
+                        "(421 sent; the sender retries)", peer, limit)
+        elif self._phase == "commit":
+            log.warning("SMTP session from %s closed: the message was not stored within %d s (421 sent)",
+                        peer, limit)
+        else:
+            log.info("SMTP session from %s closed: no command for %d s (421 sent)", peer, limit)
+        self.transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+        self.transport.close()
 
     def connection_lost(self, error) -> None:
         try:
@@ -218,15 +254,24 @@ class _EnhancedCodes:
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        content = await self._read_data()
+        self._active_at, self._phase = self.loop.time(), "data"
+        self._reset_timeout(self.data_timeout)
+        try:
+            content = await self._read_data()
+        finally:
+            self._phase = "commit"
+            if self.transport is not None:      # not for a session that is gone
+                self._reset_timeout(self.data_timeout)
         if content is None:
-            self._set_post_data_state()
-            await self.push(TooLarge.smtp)
-            return
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+            status = TooLarge.smtp
+        else:
+            self.envelope.content = self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push(status)
+        self._phase = "command"
+        if self.transport is not None:
+            self._reset_timeout()
 
     async def _read_data(self) -> bytes | None:
         """The message up to the lone dot, dots unstuffed; None when over the limit.
@@ -406,11 +451,16 @@ class Listeners:
         protocol = LMTPDoor if lmtp else SMTPDoor
         loop = asyncio.get_running_loop()
 
+        inbound = self.settings.inbound
+
         def session():
+            # The banner names the host and ordermail, not the library and its version.
             return protocol(door, hostname=self.settings.shop.domain, loop=loop,
-                            data_size_limit=self.settings.inbound.max_message_bytes,
-                            line_length_limit=self.settings.inbound.max_message_bytes + 2,
-                            enable_SMTPUTF8=True, timeout=300)
+                            ident="LMTP ordermail" if lmtp else "ESMTP ordermail",
+                            data_size_limit=inbound.max_message_bytes,
+                            line_length_limit=inbound.max_message_bytes + 2,
+                            enable_SMTPUTF8=True, timeout=inbound.command_timeout_seconds,
+                            data_timeout=inbound.data_timeout_seconds)
 
         def factory():
             return Gate(door.limits, session, self.settings.shop.domain)
@@ -424,6 +474,7 @@ class Listeners:
         """Refuse new mail (421), let messages in DATA finish committing, close."""
         for door in self.doors:
             door.accepting = False
+            door.limits.refusals.flush()
         for server in self.servers:
             server.close()
         deadline = asyncio.get_running_loop().time() + drain_seconds
