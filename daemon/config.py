@@ -641,12 +641,6 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
-def _not_negative(section: str, values, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        if getattr(values, key) < 0:
-            raise ConfigError(f"[{section}] {key} must be 0 or more, not {getattr(values, key)}")
-
-
 def _check_listen(value: str, key: str) -> None:
     if not value:
         return

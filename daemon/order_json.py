@@ -19,7 +19,11 @@ from daemon.store import INTERNAL_KINDS, LONE_SURROGATE, Event, Order
 NUMBER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 # No control characters (\x00-\x1f, \x7f-\x9f) in the local part: no mail system takes them,
 # and the notification would fail long after the order was accepted.
-EMAIL_RE = re.compile(r"[^@\s<>(),;:\"\[\]\\\x00-\x1f\x7f-\x9f]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# A plain dot-atom address (RFC 5322 atext): what every smarthost takes
+# without SMTPUTF8. A quoted or non-ASCII local part would validate here and
+# then fail in every notification, so it is refused at the door instead.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+EMAIL_RE = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 TOP_KEYS = {"number", "customer", "items", "total", "currency", "payment_method", "locale"}
@@ -133,7 +137,8 @@ def _email(value) -> str:
         raise InputError("order JSON: customer.email is missing")
     address = value.strip()
     if len(address) > 254 or not EMAIL_RE.fullmatch(address):
-        raise InputError(f"order JSON: customer.email {value!r} is not a mail address")
+        raise InputError(f"order JSON: customer.email {value!r} is not a mail address "
+                         "(a plain one like name@example.org)")
     local, _, domain = address.rpartition("@")
     return f"{local}@{domain}".lower()
 

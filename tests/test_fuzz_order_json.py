@@ -144,10 +144,6 @@ def test_any_json_validates_or_gets_an_input_error_naming_the_field(data):
         assert message.startswith("order JSON") and "\n" not in message.replace("\\n", ""), message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 17, finding 5 (fixed by another helper): an address with a control character or a "
-    "non-ASCII local part validates, and then no notification can be written to it. Remove this "
-    "mark when the order JSON refuses such addresses (this property then passes)."))
 @examples(ci=50)
 @given(orders_json, st.text(min_size=1, max_size=6))
 def test_any_address_that_validates_can_be_written_into_a_notification(data, local):
