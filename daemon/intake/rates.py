@@ -91,7 +91,10 @@ class MessageRates:
         """Exchange the counts with the database now and every SHARE_SECONDS, until cancelled."""
         shared_rates.bind(store)
         while True:
-            await self.share(store)
+            try:
+                await self.share(store)
+            except Exception:     # never the end of sharing: the counts stay in memory meanwhile
+                log.exception("sharing the message counts failed")
             await asyncio.sleep(SHARE_SECONDS)
 
     async def share(self, store: Store) -> None:

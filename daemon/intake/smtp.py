@@ -117,9 +117,11 @@ class RecipientCache:
 
     A check looks the order up in the store (in a thread: the event loop never
     waits for the database). An address found good is taken again without
-    asking for a minute; the worker checks every recipient again when it
-    handles the mail, so an order deleted meanwhile costs nothing: its mail
-    goes to the owner as unmatched. Refusals are not kept. A store that
+    asking for a minute, so for a minute it may be taken for an order that
+    was deleted meanwhile — by this daemon or another one on the database.
+    The worker checks every recipient again when it handles the mail, so
+    that costs nothing: the mail goes to the owner as unmatched, its raw
+    bytes kept. Refusals are not kept. A store that
     fails or hangs is "try again later" (451) within `answer_within`; the
     thread's connection, if the server dropped it, is replaced by the store
     at its next lookup.
