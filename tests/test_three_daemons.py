@@ -3,7 +3,7 @@
 `test_three_daemons_through_a_crash_and_a_database_restart`: three daemons
 (tests/daemonproc.py) on one database of a private cluster (tests/private_pg.py,
 restarted by the test; never the shared server), each sending through the
-smarthost — an aiosmtpd sink on loopback that counts Message-IDs. REPLIES
+smarthost — an aiosmtpd sink on loopback, whose Message-IDs are counted. REPLIES
 customer replies go to their three SMTP ports from several clients at once;
 a client retries a "try again later", or a door that does not answer, 0.5 s
 later at the next daemon, as a mail server does with several MX hosts.
@@ -35,8 +35,6 @@ the burst; a few hundred make a quick run while working on this.
 from __future__ import annotations
 
 import datetime as dt
-import email.parser
-import email.policy
 import os
 import re
 import threading
@@ -45,7 +43,6 @@ from collections import Counter, deque
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from conftest import sample_order
 from daemon import job_store, jobs, orders, tokens
@@ -56,6 +53,7 @@ from daemon.orders import Content, Via
 from daemon.store import CANCELLED, Event, InboundMessage, Order, OutboxMessage, open_store, utcnow
 from daemonproc import Daemon, free_port, wait_for_port, wait_until
 from private_pg import private_pg, private_pg_cluster  # noqa: F401  (fixtures)
+from test_outbox import Sink
 from test_pg_restart import Reply, send
 
 REPLIES = int(os.environ.get("ORDERMAIL_TEST_REPLIES", "3000"))
@@ -66,44 +64,17 @@ LANDING_SECONDS = 600      # after the burst, for every reply to be handled and 
 DAILY_JOBS = ("payment-reminders", "auto-cancel", "retention", "owner-digest")
 
 
-class CountingSink:
-    """aiosmtpd on 127.0.0.1 counting the Message-IDs it takes; answers DATA
-    from `script` first (a 451 for the first ten, say), then 250."""
-
-    def __init__(self, port: int | None = None, script=()):
-        self.port = port or free_port()
-        self.script = list(script)
-        self.taken: Counter = Counter()
-        self.refused = 0
-        self._lock = threading.Lock()
-        self._controller = None
-        self._headers = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-
-    async def handle_DATA(self, server, session, envelope):
-        message_id = self._headers.parsebytes(envelope.content)["Message-ID"]
-        with self._lock:
-            if self.script:
-                self.refused += 1
-                return self.script.pop(0)
-            self.taken[message_id] += 1
-        return "250 2.0.0 Message accepted"
-
-    def start(self) -> "CountingSink":
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, ready_timeout=60)
-        self._controller.start()
-        return self
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
+def started_sink(port: int | None = None, refuse: int = 0) -> Sink:
+    """The smarthost: aiosmtpd on loopback keeping what it takes (tests/test_outbox.py),
+    answering 451 to the first `refuse` mails."""
+    return Sink(port, data=["451 4.3.0 Try again later"] * refuse, ready_timeout=60).start()
 
 
 @pytest.fixture
 def sink():
-    counting = CountingSink().start()
-    yield counting
-    counting.stop()
+    taking = started_sink()
+    yield taking
+    taking.stop()
 
 
 def smarthost(port: int, **more) -> str:
@@ -273,9 +244,10 @@ def test_three_daemons_through_a_crash_and_a_database_restart(private_pg, tmp_pa
 
         # every notification sent, each Message-ID once (but the ones the crash broke off: at most twice)
         queued = {row.message_id for row in OutboxMessage.select(OutboxMessage.message_id)}
-        assert set(sink.taken) == queued
-        twice = {mid for mid, n in sink.taken.items() if n > 1}
-        assert twice <= in_flight and max(sink.taken.values()) <= 2, (len(twice), len(in_flight))
+        sent = Counter(sink.message_ids())
+        assert set(sent) == queued
+        twice = {mid for mid, n in sent.items() if n > 1}
+        assert twice <= in_flight and max(sent.values()) <= 2, (len(twice), len(in_flight))
         forwards = OutboxMessage.select().where(OutboxMessage.kind == "reply_forward").count()
         assert forwards == REPLIES
 
@@ -334,10 +306,10 @@ def test_a_smarthost_outage_with_two_daemons_sending(private_pg, tmp_path):  # n
         # away for several retry periods (1, 2, 4 s: three attempts each) ...
         wait_until(lambda: min(row.attempts for row in messages.clone()) >= 3, 90)
         # ... then back, answering 451 to the first ten
-        sink = CountingSink(port, script=["451 4.3.0 Try again later"] * 10).start()
+        sink = started_sink(port, refuse=10)
         wait_until(lambda: all(row.state == "sent" for row in messages.clone()), 180)
-        assert sink.refused == 10
-        assert sink.taken == Counter({message_id: 1 for message_id in queued})
+        assert sink.data_script == []                                   # the ten 451s were given
+        assert Counter(sink.message_ids()) == Counter({message_id: 1 for message_id in queued})
         for daemon in daemons:               # both daemons were trying to send them
             assert re.search(r"outbox \d+: (cannot reach|451)", daemon.log_text()), daemon.log
     finally:
