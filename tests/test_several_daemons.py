@@ -4,6 +4,7 @@
   an ordermail older than the schema refuses to start, in one line;
 - scheduled runs: each due time claimed by one daemon; a run whose daemon
   died, or whose store failed under it, is taken over; one that ended is not;
+- the outbox: what a worker that died was sending goes out again at once;
 - message counts: the doors of two daemons hold a sender to one limit;
 - the RCPT check's memory: a reply taken for an order deleted meanwhile
   (by another process) is not lost, it goes to the owner as unmatched.
@@ -13,6 +14,7 @@ tests/test_three_daemons.py.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import smtplib
 import subprocess
@@ -24,15 +26,16 @@ import peewee as pw
 import pytest
 
 from conftest import ROOT, sample_order
-from daemon import job_store, jobs, orders, tokens
+from daemon import job_store, jobs, orders, outbox, tokens
 from daemon.addresses import token_address
 from daemon.claimants import claimant
 from daemon.intake import shared_rates
 from daemon.intake.connections import ExemptNetworks
 from daemon.intake.rates import MessageRates
-from daemon.store import MIGRATIONS_DIR, Event, InboundMessage, OutboxMessage, open_store, utcnow
+from daemon.store import MIGRATIONS_DIR, Event, InboundMessage, OutboxMessage, open_store
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
+from test_outbox import crash_between_send_and_mark, order_with_mail, over_smtp, sink_factory  # noqa: F401  (a fixture)
 
 NOW = dt.datetime(2026, 11, 27, 5, 0)          # 06:00 in Berlin, the jobs' time
 
@@ -163,6 +166,20 @@ def test_a_job_that_fails_is_recorded_and_not_run_again_until_its_next_due_time(
     assert len(calls) == 2
 
 
+# ---- the outbox ----------------------------------------------------------------------------------
+
+def test_mails_a_dead_worker_was_sending_go_out_again_when_the_next_worker_starts(store, settings, sink_factory):  # noqa: F811
+    sink = sink_factory()
+    settings = over_smtp(settings, sink.port)
+    row = order_with_mail(store, settings)
+    crash_between_send_and_mark(settings)            # SIGKILLed after the server took it, before marking
+    assert OutboxMessage.get_by_id(row.id).state == "sending"
+    assert outbox.release_dead_claims(store) == 1    # what a worker starting on this host does first
+    assert outbox.send_due(store, settings) == 1     # due now, not when the 15-minute lease ends
+    assert sink.message_ids() == [row.message_id] * 2                   # once more, the same mail
+    assert outbox.release_dead_claims(store) == 0
+
+
 # ---- message counts ---------------------------------------------------------------------------
 
 class Clock:
@@ -191,7 +208,6 @@ def take(rates: MessageRates, times: int, sender="erika@example.org", client="19
 
 
 def test_two_daemons_hold_a_sender_to_one_limit_and_a_restart_keeps_the_count(store):
-    import asyncio
     clock = Clock()
     first, second = daemons_counting(store, 2, clock)
     take(first, 4)
@@ -216,7 +232,6 @@ def test_two_daemons_hold_a_sender_to_one_limit_and_a_restart_keeps_the_count(st
 
 
 def test_counts_taken_while_the_store_fails_are_shared_once_it_is_back(store, monkeypatch):
-    import asyncio
     clock = Clock()
     first, second = daemons_counting(store, 2, clock, per_sender=4)
     take(first, 4)
