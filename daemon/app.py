@@ -89,7 +89,7 @@ async def _run(settings: Settings, config_path: Path) -> int:
     for problem in check_templates(settings):
         log.warning("mail template %s; the built-in one is used instead", problem)
     spool = Spool(store, on_commit=workers.wake)
-    listeners = Listeners(settings, spool)
+    listeners = Listeners(settings, spool, store)
     imap = _ImapTask(settings, spool)
     web = _web_server(settings, store, DoorProbes(spool, asyncio.get_running_loop(), store))
     stop = asyncio.Event()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import socket
 import threading
 import time
@@ -38,6 +37,7 @@ import peewee as pw
 from daemon import compiled
 from daemon.addresses import Recipient, check_recipient
 from daemon.bounces import find_bounce
+from daemon.claimants import claimant, claimant_gone as _claimant_gone
 from daemon.errors import MailRefused, Refused
 from daemon.inbound_mail import HEADER_END, InboundMail, parse_mail
 from daemon.raw_io import load_raw
@@ -52,11 +52,6 @@ CLAIM_LEASE_MINUTES = 10
 # The store failing (STORE_TROUBLE), not the message: the round is undone and tried again.
 STORE_TROUBLE_ATTEMPTS = 5     # ...but a message that fails so this often is quarantined
 STALE_CHECK_SECONDS = 60
-
-
-def claimant() -> str:
-    """Who holds a claim: this host and process (read at call time: a worker may be a child)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def process_pending(store: Store, settings, *, limit: int = BATCH, stopping=lambda: False,
@@ -134,24 +129,6 @@ def release_dead_claims(store: Store) -> int:
     with store.atomic():
         return (InboundMessage.update(state="new", claimed_by="")
                 .where((InboundMessage.state == "processing") & InboundMessage.claimed_by.in_(dead)).execute())
-
-
-def _claimant_gone(claimed_by: str) -> bool:
-    """The claim's process ran on this host and runs no longer."""
-    host, _, pid = claimed_by.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _groups(claimed: list[tuple[int, int]]):

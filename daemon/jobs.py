@@ -17,11 +17,18 @@
 
 Times are the server's local time. `ordermail jobs run NAME --now ISO` runs
 one as if the clock said so. Each run is recorded (table job_run), and what
-the daily jobs did is logged for the digest (job_log). On start, a daily job
-whose last run is older than its last due time runs once — a run missed
-while the daemon was down is caught up, but only one, however long it was
-down. With several daemons on one database, a scheduled run first claims
-its due time (`job_store.claim`): one daemon runs it.
+the daily jobs did is logged for the digest (job_log).
+
+The daily jobs are run by one look, at once on start and then at the start
+of every minute (`run_due`): each daily job whose last due time passed
+without a run since runs once, in the order of `JOBS` — on time, and a run
+missed while the daemon was down is caught up, but only one, however long
+it was down. With several daemons on one database, each run first claims
+its due time (`job_store.claim`): exactly one daemon runs it, and a run
+whose daemon died, or whose store failed under it, is taken over by a
+later look. The every-minute jobs are not claimed: every daemon runs them,
+and that is safe because they only send and verify rows that each pass
+claims for itself (with SKIP LOCKED and a lease).
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ import peewee as pw
 
 from daemon import filters, job_store, notify, orders, outbox, payment_schedule, paypal_verifier, retention
 from daemon.job_store import Outcome
+from daemon.claimants import claimant
 from daemon.config import Settings
 from daemon.errors import InputError
 from daemon.store import INTERNAL_KINDS, STORE_TROUBLE, Event, Order, Store, first_line, utcnow
@@ -243,20 +251,41 @@ def previous_due(job: Job, settings: Settings, now: dt.datetime, tz: dt.tzinfo) 
 
 
 def catch_up(settings: Settings, store: Store, now: dt.datetime, tz: dt.tzinfo) -> list[str]:
-    """Run once each daily job whose last due time passed without a run; returns their names."""
+    """On start: a row for every job (a run is never due before its job was
+    known here), then `run_due`."""
     job_store.bind(store)
     job_store.ensure([j.name for j in JOBS], now)
+    return run_due(settings, store, now, tz)
+
+
+def run_due(settings: Settings, store: Store, now: dt.datetime, tz: dt.tzinfo) -> list[str]:
+    """Run once each daily job whose last due time passed without a run since,
+    if this process claims that due time; returns the names of those run.
+
+    A failing job is recorded and its run ends; a failing store ends the look,
+    and the claims it left are taken up again by the next one."""
+    job_store.bind(store)
     known, ran = job_store.runs(), []
     for job in JOBS:
         due = previous_due(job, settings, now, tz) if job.catch_up else None
         record = known.get(job.name)
-        last = (record.last_run_at or record.created_at) if record else now
-        if due is not None and last < due and job_store.claim(job.name, due):
-            try:
-                run_job(settings, store, job.name, now)
-            except Exception:
-                log.exception("catching up job %s failed", job.name)
-            ran.append(job.name)
+        if due is None or record is None:
+            continue
+        if record.last_due_at == due:
+            if not job_store.abandoned(record, now, claimant()):
+                continue            # run, or being run by another daemon
+        elif (record.last_run_at or record.created_at) >= due:
+            continue                # run by hand since, or the job is newer than its due time
+        if not job_store.claim(job.name, due, now):
+            continue
+        try:
+            run_job(settings, store, job.name, now)
+        except STORE_TROUBLE:
+            raise
+        except Exception:
+            log.exception("job %s failed", job.name)
+        job_store.finished(job.name, due)
+        ran.append(job.name)
     return ran
 
 
@@ -290,12 +319,14 @@ def local_zone() -> dt.tzinfo:
 # ---- the scheduler ----------------------------------------------------------------------
 
 class Scheduler:
-    """APScheduler's BackgroundScheduler running `JOBS`; catches up once on start."""
+    """APScheduler's BackgroundScheduler: the every-minute jobs, and the look
+    for due daily jobs (`run_due`) at once and at the start of every minute."""
 
     def __init__(self, settings: Settings, store: Store, *, tz: dt.tzinfo | None = None):
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
         self.settings, self.store, self.tz = settings, store, tz or local_zone()
+        self._started = False
         self._scheduler = BackgroundScheduler(
             timezone=self.tz, executors={"default": ThreadPoolExecutor(2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 600})
@@ -305,14 +336,12 @@ class Scheduler:
         from apscheduler.triggers.interval import IntervalTrigger
         for job in JOBS:
             if job.daily_at is None:
-                trigger = IntervalTrigger(seconds=job.every_seconds, timezone=self.tz)
-            elif job.daily_at(self.settings):
-                hour, minute = job.daily_at(self.settings).split(":")
-                trigger = CronTrigger(hour=int(hour), minute=int(minute), timezone=self.tz)
-            else:
-                continue
-            self._scheduler.add_job(self._run, trigger, args=[job.name], id=job.name, name=job.name)
-        self._scheduler.add_job(self._catch_up, id="catch-up", name="catch-up")   # once, at once
+                self._scheduler.add_job(self._run, IntervalTrigger(seconds=job.every_seconds, timezone=self.tz),
+                                        args=[job.name], id=job.name, name=job.name)
+        # One APScheduler job for all daily jobs: never two looks at once in
+        # this process (`job_store.abandoned` relies on it), and the jobs in order.
+        self._scheduler.add_job(self._daily, CronTrigger(minute="*", timezone=self.tz), id="daily", name="daily",
+                                next_run_time=dt.datetime.now(self.tz))
         self._scheduler.start()
         log.info("scheduler started: %s", ", ".join(f"{j.name} ({j.schedule(self.settings)})" for j in JOBS))
 
@@ -333,12 +362,7 @@ class Scheduler:
 
     def _run(self, name: str) -> None:
         try:
-            now, job = utcnow(), find_job(name)
-            due = previous_due(job, self.settings, now, self.tz)
-            if due is not None and not job_store.claim(name, due):
-                log.info("job %s due at %s was run by another daemon", name, due)
-                return
-            run_job(self.settings, self.store, name, now)
+            run_job(self.settings, self.store, name, utcnow())
         except STORE_TROUBLE as exc:       # the database is away: its next use reconnects
             log.warning("job %s: the store failed: %s", name, first_line(exc))
         except Exception:
@@ -346,12 +370,18 @@ class Scheduler:
         finally:
             self.store.db.close()   # this pool thread's connection
 
-    def _catch_up(self) -> None:
+    def _daily(self) -> None:
         try:
+            if self._started:
+                run_due(self.settings, self.store, utcnow(), self.tz)
+                return
             ran = catch_up(self.settings, self.store, utcnow(), self.tz)
+            self._started = True
             if ran:
                 log.info("caught up missed runs: %s", ", ".join(ran))
+        except STORE_TROUBLE as exc:
+            log.warning("daily jobs: the store failed: %s; looking again in a minute", first_line(exc))
         except Exception:
-            log.exception("catching up missed jobs failed")
+            log.exception("daily jobs: the look for due runs failed")
         finally:
             self.store.db.close()

@@ -14,7 +14,10 @@ event. Here they go out:
   again.
 - **At least once.** A crash after the server took a mail and before the row
   is marked sends it again after the lease — with the same Message-ID, fixed
-  at queue time, so clients and our own threading see one mail.
+  at queue time, so clients and our own threading see one mail. A claim
+  names its worker (`claimed_by`, daemon/claimants.py): the rows of a worker
+  that died on this host are handed out again as soon as the next worker
+  starts here, without waiting for the lease.
 - **Backoff.** A 4xx answer or no connection waits `retry_base_seconds`,
   doubling per attempt up to an hour (or the base, if larger); a 5xx answer
   is final. After `give_up_after_hours` the row fails, the order gets an
@@ -58,6 +61,7 @@ import aiosmtplib
 import peewee as pw
 
 from daemon import notify, orders
+from daemon.claimants import claimant, claimant_gone, this_host
 from daemon.config import Settings
 from daemon.errors import OrdermailError, Refused
 from daemon.mime import BadAddress
@@ -204,9 +208,22 @@ def claim_due(store: Store, settings: Settings, now: dt.datetime, limit: int = B
             query = query.for_update(skip_locked=True)
         rows = _within_rate(settings, list(query), now)
         if rows:
-            (OutboxMessage.update(state="sending", next_attempt_at=now + LEASE)
+            (OutboxMessage.update(state="sending", next_attempt_at=now + LEASE, claimed_by=claimant())
              .where(OutboxMessage.id.in_([r.id for r in rows])).execute())
     return rows
+
+
+def release_dead_claims(store: Store) -> int:
+    """Rows being sent by worker processes of this host that no longer run (a
+    crash): pending again. Those that reached the server go out once more."""
+    dead = [row.claimed_by for row in OutboxMessage.select(OutboxMessage.claimed_by).distinct()
+            .where((OutboxMessage.state == "sending") & OutboxMessage.claimed_by.startswith(this_host()))
+            if claimant_gone(row.claimed_by)]
+    if not dead:
+        return 0
+    with store.atomic():
+        return (OutboxMessage.update(state="pending", next_attempt_at=utcnow())
+                .where((OutboxMessage.state == "sending") & OutboxMessage.claimed_by.in_(dead)).execute())
 
 
 def _release_stale(now: dt.datetime) -> None:
@@ -601,6 +618,9 @@ class OutboxWorker:
         self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)
 
     def start(self) -> None:
+        released = release_dead_claims(self.store)
+        if released:
+            log.warning("outbox: %d mail(s) claimed by a process that died are sent again", released)
         self._thread.start()
 
     def wake(self, *_ignored) -> None:

@@ -16,6 +16,7 @@ import datetime as dt
 import decimal
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -289,6 +290,7 @@ class OutboxMessage(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     sent_at = pw.DateTimeField(null=True)
     data = JSONTextField(default=dict)
+    claimed_by = CharField(max_length=100, null=True)   # host:pid while sending (daemon/claimants.py)
 
     class Meta:
         indexes = ((("state", "next_attempt_at"), False),)
@@ -664,13 +666,54 @@ def open_store(url: str, migrate: bool = True, *, replayable: bool = False) -> S
 
 
 def migrate_schema(store: Store) -> list[str]:
-    """Apply pending migrations; refuse a database from a newer version."""
-    runner = Runner(store.db, str(MIGRATIONS_DIR))
-    unknown = [m.name for m in runner.status() if m.path is None]
-    if unknown:
-        raise StoreTooNew(f"database has migration {unknown[0]} that this ordermail does not know; "
-                          "upgrade ordermail")
-    return runner.up()
+    """Apply pending migrations; refuse a database from a newer version.
+
+    Several processes may open a fresh or an old database at once (daemons
+    on several machines, gunicorn's workers, `ordermail check` before
+    `serve`): one migrates, the others wait for it under `_migrating` and
+    then find nothing left to do. The schema is looked at only once the lock
+    is held, so a daemon older than a schema that a newer one is bringing in
+    just then refuses to start too.
+    """
+    with _migrating(store):
+        runner = Runner(store.db, str(MIGRATIONS_DIR))
+        rows = runner.status()
+        unknown = [m.name for m in rows if m.path is None]
+        if unknown:
+            known = [m.name for m in rows if m.path is not None]
+            raise StoreTooNew(f"the database's schema is newer than this ordermail: it has migration "
+                              f"{unknown[-1]}, this ordermail knows up to {known[-1] if known else 'none'}; "
+                              "upgrade ordermail")
+        return runner.up()
+
+
+# The first key of the migrations' advisory lock ("om" "mi"); the second is
+# the schema's name, hashed: ordermails in other schemas of the same
+# database do not wait for each other. Two keys never meet the one-key
+# locks of daemon/inbound.py.
+MIGRATION_LOCK = 0x6F6D6D69
+
+
+@contextmanager
+def _migrating(store: Store):
+    """Hold the one lock for migrating: a PostgreSQL advisory lock of the
+    session, or SQLite's writer lock (daemon/store.py WriterLock), which
+    every process opening the file shares."""
+    if store.backend == "sqlite":
+        with store.writer.held():
+            yield
+        return
+    db, key = store.db, "hashtext(coalesce(current_schema(), ''))"
+    if not db.execute_sql(f"SELECT pg_try_advisory_lock(%s, {key})", (MIGRATION_LOCK,)).fetchone()[0]:
+        logging.getLogger("ordermail").info("waiting for another process to finish migrating the database")
+        db.execute_sql(f"SELECT pg_advisory_lock(%s, {key})", (MIGRATION_LOCK,))
+    try:
+        yield
+    finally:
+        try:
+            db.execute_sql(f"SELECT pg_advisory_unlock(%s, {key})", (MIGRATION_LOCK,))
+        except STORE_TROUBLE:       # the connection is gone, and the lock with it
+            pass
 
 
 def _lock_path(db: pw.Database) -> str | None:

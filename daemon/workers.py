@@ -14,7 +14,8 @@ reload: "R", the `[log]` settings as JSON, a newline (the child opens its
 log anew and reads the mail templates again). The pipe's end
 means the daemon is gone — stopped, or killed with SIGKILL — and the child
 finishes the group in hand and exits, so no orphan keeps working. A child
-that dies is started again; what it had claimed is handed out again.
+that dies is started again; what it had claimed (received mail, outbox
+rows) is handed out again at once.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import time
 from daemon.config import LogSettings, Settings
 from daemon.errors import ConfigError
 from daemon.inbound import InboundWorker, release_dead_claims
+from daemon import outbox
 from daemon.outbox import OutboxWorker
 from daemon.paypal_verifier import PaypalVerifier
 from daemon.store import open_store
@@ -170,11 +172,14 @@ class WorkerProcess:
     def _take_back_claims(self) -> None:
         try:
             released = release_dead_claims(self.store)
+            resent = outbox.release_dead_claims(self.store)
         except Exception as exc:   # the store is down: the new child's start tries again
             log.warning("could not take back the dead worker's claims: %s", exc)
             return
         if released:
             log.warning("took back %d message(s) the dead worker had claimed", released)
+        if resent:
+            log.warning("took back %d outbox mail(s) the dead worker was sending; they are sent again", resent)
 
     def close(self) -> None:
         """Close the pipe: the child finishes what it holds and exits."""

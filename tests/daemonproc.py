@@ -82,6 +82,13 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return b"X"
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -95,7 +102,7 @@ class Daemon:
     def __init__(self, tmp_path: Path, database_url: str, extra: str = "", owner_extra: str = "",
                  max_message_bytes: int = 1048576, inbound_extra: str = "",
                  messages_per_sender_per_hour: int = 1_000_000, outbound_extra: str = "",
-                 web: bool = False, web_listen: str = ""):
+                 web: bool = False, web_listen: str = "", shop_extra: str = ""):
         """`messages_per_sender_per_hour`: tests and benchmarks send hundreds of
         mails from one address; the limit's own tests set it low. `*_extra`:
         more lines of that section; `extra`: whole sections after [web].
@@ -109,7 +116,7 @@ class Daemon:
         self.maildir = tmp_path / "outbox"
         self.config.write_text(
             "[shop]\nname = \"Teeladen\"\naddress = \"orders@shop.example\"\n"
-            "base_url = \"https://shop.example/status\"\nlocale = \"de\"\n"
+            "base_url = \"https://shop.example/status\"\nlocale = \"de\"\n" + shop_extra +
             "[owner]\naddresses = [\"owner@shop.example\"]\nsecret = \"s3cret-command-key-0123\"\n"
             + owner_extra +
             f"[database]\nurl = {json.dumps(database_url)}\n"
@@ -150,6 +157,20 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
+
+    def crash(self) -> list[int]:
+        """SIGKILL the daemon and its worker processes at once — a machine that
+        dies, or a cgroup killed whole — and reap them; returns their pids."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        pids = [self.process.pid, *self.worker_pids()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        for pid in pids[1:]:        # the children are reaped by init once their parent is gone
+            wait_until(lambda: not Path(f"/proc/{pid}").exists() or b"Z" in _state(pid), 30)
+        return pids
 
     def worker_pids(self) -> list[int]:
         """The daemon's worker process (not multiprocessing's resource tracker), from /proc."""

@@ -290,9 +290,9 @@ def test_a_run_missed_while_down_is_caught_up_once_and_claimed_once(place, store
     assert jobs.catch_up(settings, store, at(8) + dt.timedelta(minutes=1), utc) == []
     # a second daemon that starts at the same moment finds the due time claimed
     due = jobs.previous_due(jobs.find_job("auto-cancel"), settings, at(9), utc)
-    assert job_store.claim("auto-cancel", due) is True
-    assert job_store.claim("auto-cancel", due) is False
-    assert job_store.claim("auto-cancel", due + dt.timedelta(days=1)) is True
+    assert job_store.claim("auto-cancel", due, at(9)) is True
+    assert job_store.claim("auto-cancel", due, at(9), by="elsewhere:1") is False
+    assert job_store.claim("auto-cancel", due + dt.timedelta(days=1), at(10), by="elsewhere:1") is True
 
 
 def test_jobs_list_shows_the_new_jobs_at_the_shops_time(ordermail, shop):

@@ -8,6 +8,7 @@ LMTP answers once per recipient, as Postfix's lmtp transport expects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -33,6 +34,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(rf"[ \t]*<(?P<address>{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*")
 MAX_RECIPIENTS = 100
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+SHARE_STOP_SECONDS = 5.0     # the last exchange of the message counts, on stop
 
 
 class Door:
@@ -115,9 +117,11 @@ class RecipientCache:
 
     A check looks the order up in the store (in a thread: the event loop never
     waits for the database). An address found good is taken again without
-    asking for a minute; the worker checks every recipient again when it
-    handles the mail, so an order deleted meanwhile costs nothing: its mail
-    goes to the owner as unmatched. Refusals are not kept. A store that
+    asking for a minute, so for a minute it may be taken for an order that
+    was deleted meanwhile — by this daemon or another one on the database.
+    The worker checks every recipient again when it handles the mail, so
+    that costs nothing: the mail goes to the owner as unmatched, its raw
+    bytes kept. Refusals are not kept. A store that
     fails or hangs is "try again later" (451) within `answer_within`; the
     thread's connection, if the server dropped it, is replaced by the store
     at its next lookup.
@@ -427,23 +431,29 @@ class LMTPDoor(_EnhancedCodes, LMTP):
 
 
 class Listeners:
-    """The SMTP and LMTP servers that are configured; started and stopped together."""
+    """The SMTP and LMTP servers that are configured; started and stopped together.
 
-    def __init__(self, settings: Settings, spool):
+    `store`: where the message counts are shared with other daemons (none: kept in memory only)."""
+
+    def __init__(self, settings: Settings, spool, store=None):
         self.settings = settings
         self.spool = spool
+        self.store = store
         self.doors: list[Door] = []
         self.servers: list[asyncio.AbstractServer] = []
         inbound = settings.inbound
         self.rates = MessageRates(inbound.messages_per_sender_per_hour, inbound.messages_per_client_per_hour,
                                   ExemptNetworks(inbound.connection_limit_exempt),
                                   settings.owner.addresses)     # one count for both doors
+        self._sharing: asyncio.Task | None = None
 
     async def start(self) -> None:
         inbound = self.settings.inbound
         for listen, lmtp in ((inbound.smtp_listen, False), (inbound.lmtp_listen, True)):
             if listen:
                 await self._start_one(listen, lmtp)
+        if self.doors and self.store is not None:
+            self._sharing = asyncio.create_task(self.rates.keep_shared(self.store), name="share-rates")
 
     async def _start_one(self, listen: str, lmtp: bool) -> None:
         host, _, port = listen.rpartition(":")
@@ -480,3 +490,7 @@ class Listeners:
         deadline = asyncio.get_running_loop().time() + drain_seconds
         while any(d.in_flight for d in self.doors) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
+        if self._sharing is not None:       # the last counts go to the other daemons (and the next start)
+            self._sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self.rates.share(self.store), SHARE_STOP_SECONDS)
