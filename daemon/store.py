@@ -105,7 +105,8 @@ class _WithoutNul:
     header or body, an owner's command, an order's JSON)."""
 
     def db_value(self, value):
-        value = super().db_value(value)
+        if type(value) is not str:              # a str goes through the parent unchanged
+            value = super().db_value(value)
         return value.replace("\x00", "") if isinstance(value, str) and "\x00" in value else value
 
 
