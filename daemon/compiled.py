@@ -195,9 +195,10 @@ def insert_many(model, rows: list[dict]) -> None:
     for size in _pieces(len(rows), ROWS_PER_INSERT):
         sql, spots = _statement(db, ("insert_many", model, columns, size),
                                 lambda: _build_insert(db, model, dict.fromkeys(columns), size))
-        chunk = [{**fixed, **row, **{name: default() for name, default in made}}
-                 for row in rows[done:done + size]]
-        db.execute_sql(sql, [field.db_value(chunk[row][field.name]) for row, field in spots])
+        chunk = rows[done:done + size]
+        if fixed or made:
+            chunk = [{**fixed, **row, **{name: default() for name, default in made}} for row in chunk]
+        db.execute_sql(sql, [convert(chunk[row][name]) for row, name, convert in spots])
         done += size
 
 
@@ -254,23 +255,22 @@ def _insert(model, data: dict):
         data.pop(meta.primary_key.name, None)   # the database numbers the row
     db = meta.database
     sql, spots = _statement(db, ("insert", model, frozenset(data)), lambda: _build_insert(db, model, data, 1))
-    cursor = db.execute_sql(sql, [field.db_value(data[field.name]) for _row, field in spots])
+    cursor = db.execute_sql(sql, [convert(data[name]) for _row, name, convert in spots])
     # PostgreSQL: INSERT … RETURNING the key (peewee adds it); SQLite: the rowid
     return cursor.fetchone()[0] if db.returning_clause else cursor.lastrowid
 
 
 def _build_insert(db, model, data, rows: int):
-    """INSERT of `rows` rows; the parameters as (row, field). One row keeps
-    peewee's RETURNING of the key on PostgreSQL (`_insert` reads it), several
-    return nothing."""
+    """INSERT of `rows` rows; the parameters as (row, field name, db_value).
+    One row keeps peewee's RETURNING of the key on PostgreSQL (`_insert`
+    reads it), several return nothing."""
     fields = _fields(model, data)
     width = len(fields)
     query = model.insert_many([[_stand_in(row * width + i) for i in range(width)] for row in range(rows)],
                               fields=fields)
     if rows > 1:
         query = query.returning()
-    sql, spots = _in_order(db, query, [(row, field) for row in range(rows) for field in fields])
-    return sql, spots
+    return _in_order(db, query, [(row, field.name, field.db_value) for row in range(rows) for field in fields])
 
 
 def _build_update(db, model, values, keys: int | None = None):

@@ -503,18 +503,23 @@ def _apply(order: Order, kind: str, via: Via, ask: _Ask, writes: "_Writes"):
 
 def _locked_orders(store: Store, numbers: list[str]) -> dict[str, Order]:
     """The orders by number (without '#'); OrderNotFound for the first one missing."""
-    # FOR UPDATE on PostgreSQL, in id order; SQLite's IMMEDIATE transaction already serialises
+    # FOR UPDATE on PostgreSQL, in id order (two batches never wait for each other crosswise);
+    # SQLite's IMMEDIATE transaction already serialises
     locking = store.backend == "postgresql"
     wanted = list(dict.fromkeys(number.lstrip("#") for number in numbers))
     found = {}
     for chunk in compiled.padded(wanted):
-        for order in compiled.every(Order, ("orders.locked", len(chunk)), lambda: Order.select().where(
-                Order.number.in_([""] * len(chunk))).order_by(Order.id).for_update(locking), *chunk):
+        for order in compiled.every(Order, ("orders.locked", len(chunk)), lambda: _locking(Order.select().where(
+                Order.number.in_([""] * len(chunk))), locking), *chunk):
             found[order.number] = order
     missing = next((number for number in numbers if number.lstrip("#") not in found), None)
     if missing is not None:
         raise OrderNotFound(missing)
     return found
+
+
+def _locking(query, locking: bool):
+    return query.order_by(Order.id).for_update() if locking else query
 
 
 def _locked_order(store: Store, number: str) -> Order:
