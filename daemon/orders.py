@@ -77,12 +77,12 @@ class Change:
     notified: bool = False
     data: dict = field(default_factory=dict)
     event_id: int | None = None
-    prior: dict = field(default_factory=dict, repr=False)   # when done: the order's values under its lock
+    prior: tuple = field(default=(), repr=False)   # when done: the STATE_FIELDS under the order's lock
 
     @property
     def before(self) -> dict:
         """The order's `snapshot` before this change, for undo (empty if nothing changed)."""
-        return _state(self.prior) if self.prior else {}
+        return _state(dict(zip(STATE_FIELDS, self.prior))) if self.prior else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,7 +489,7 @@ def _apply(order: Order, kind: str, via: Via, ask: _Ask, writes: "_Writes"):
     if via.message_id and via.author != "owner" and _already_logged(order, kind, via.message_id):
         return Change(order.number, False, f"{order.number}: already done by this mail; nothing changed")
     now = via.now or utcnow()
-    prior = dict(order.__data__)
+    prior = tuple(map(order.__data__.get, STATE_FIELDS))
     try:
         data, summary = ask.apply(order, now)
     except _Unchanged as unchanged:
