@@ -21,7 +21,7 @@ they name are looked up together, each credit is decided, then the notes go
 to the orders and the payments are booked, each in one call of the domain
 service's batch form, and the credits are remembered with multi-row
 INSERTs — a few statements per hundred credits instead of several each,
-and memory bounded by the batch whatever the file's size.
+and the candidates of one batch in memory, not the whole file's.
 
 Debits, reversals and entries not yet booked are passed over. Every credit
 is remembered in statement_entry with its outcome, so the same statement,
