@@ -15,9 +15,12 @@ datetime — what the field's db_value would make of them. `name` is unique
 per model. `build` runs once per database: the SQL it makes may depend on
 the backend (FOR UPDATE on PostgreSQL only), on nothing else it captures.
 
-Writes (`insert`, `create`, `update`, `save_dirty`) need no `build`: their
+Writes (`insert`, `create`, `update`) need no `build`: their
 SQL follows from the model and the set of columns, and values are converted
-by each field's db_value exactly as `Model.create` / `save` do.
+by each field's db_value exactly as `Model.create` / `save` do. Their batch
+forms (`insert_many`, `update_many`: a bank statement's thousands of rows)
+write a few dozen or hundred rows per statement; `new_keys` draws the ids of
+rows about to be inserted, so that rows written together can name each other.
 
 Threads share the cache (peewee's connections are per thread, SQL text is
 not); a lock guards it, and it goes with its database object.
@@ -61,10 +64,22 @@ def _own_fields(model, name, build, params):
     return sql, fields
 
 
-def _instance(model, fields, row):
+def _instance(model, readers, row):
     instance = model(__no_default__=True)   # as peewee makes one of a row: no defaults, nothing dirty
-    instance.__data__ = {field.name: field.python_value(value) for field, value in zip(fields, row)}
+    instance.__data__ = {name: None if value is None and keeps_none else convert(value)
+                         for (name, convert, keeps_none), value in zip(readers, row)}
     return instance
+
+
+def _readers(fields) -> tuple:
+    """(name, python_value, whether it leaves None as None) per column: a NULL,
+    common in a wide row, then costs no call."""
+    def keeps_none(field):
+        try:
+            return field.python_value(None) is None
+        except Exception:
+            return False
+    return tuple((field.name, field.python_value, keeps_none(field)) for field in fields)
 
 
 def first_row(model, name, build, *params) -> tuple | None:
@@ -99,7 +114,7 @@ def _select(model, name, build, params) -> tuple[str, tuple | None]:
         sql, stand_ins = db.get_sql_context().sql(query).query()
         columns = getattr(query, "_returning", None) or ()
         own = all(isinstance(c, pw.Field) and c.model is model for c in columns)
-        return sql, len(stand_ins), (tuple(columns) if columns and own else None)
+        return sql, len(stand_ins), (_readers(columns) if columns and own else None)
 
     sql, count, fields = _statement(db, (model, name), make)
     if len(params) != count:
@@ -108,6 +123,11 @@ def _select(model, name, build, params) -> tuple[str, tuple | None]:
 
 
 # ---- writes ----------------------------------------------------------------
+
+# Rows of one multi-row INSERT: times a table's dozen columns, within the 999
+# parameters of SQLite builds before 3.32; more rows per statement gain little.
+ROWS_PER_INSERT = 64
+
 
 def insert(model, **values):
     """INSERT one row as `model.create(**values)` would (the model's defaults
@@ -139,13 +159,94 @@ def update(model, pk, **values) -> int:
     return db.rows_affected(db.execute_sql(sql, params))
 
 
-def save_dirty(instance) -> int:
-    """Save only the fields assigned since the instance was loaded or saved
-    (peewee's dirty set; a dict or list changed in place is not seen)."""
-    values = {name: instance.__data__.get(name) for name in instance._dirty}
-    values.pop(instance._meta.primary_key.name, None)
-    instance._dirty.clear()
-    return update(type(instance), instance._pk, **values) if values else 0
+def update_many(model, pks, **values) -> int:
+    """UPDATE these columns to the same values in every row whose primary key
+    is one of `pks`: one statement per few hundred rows; the rows changed."""
+    db = model._meta.database
+    pk_field = model._meta.primary_key
+    changed = 0
+    for chunk in padded(list(dict.fromkeys(pks))):
+        sql, fields = _statement(db, ("update_many", model, frozenset(values), len(chunk)),
+                                 lambda: _build_update(db, model, values, len(chunk)))
+        keys = iter(chunk)
+        params = [pk_field.db_value(next(keys)) if field is None else field.db_value(values[field.name])
+                  for field in fields]
+        changed += db.rows_affected(db.execute_sql(sql, params))
+    return changed
+
+
+def insert_many(model, rows: list[dict]) -> None:
+    """INSERT the rows as `insert` would each (the defaults of the columns
+    they leave out filled in, values through db_value), ROWS_PER_INSERT to a
+    statement. Every row names the same columns; its primary key drawn by
+    `new_keys`, or none does (the database numbers them)."""
+    if not rows:
+        return
+    meta, db = model._meta, model._meta.database
+    given = frozenset(rows[0])
+    if any(row.keys() != given for row in rows):
+        raise ValueError(f"the rows of one {model.__name__}.insert_many name the same columns")
+    if meta.primary_key.name in given and any(row[meta.primary_key.name] is None for row in rows):
+        raise ValueError(f"{model.__name__}.insert_many: a primary key is None")
+    fixed = {name: value for name, value in meta._default_by_name.items() if name not in given}
+    made = [(name, default) for name, default in meta._default_callable_list if name not in given]
+    columns = frozenset([*given, *fixed, *(name for name, _ in made)])
+    done = 0
+    for size in _pieces(len(rows), ROWS_PER_INSERT):
+        sql, spots = _statement(db, ("insert_many", model, columns, size),
+                                lambda: _build_insert(db, model, dict.fromkeys(columns), size))
+        chunk = rows[done:done + size]
+        if fixed or made:
+            chunk = [{**fixed, **row, **{name: default() for name, default in made}} for row in chunk]
+        db.execute_sql(sql, [convert(chunk[row][name]) for row, name, convert in spots])
+        done += size
+
+
+def new_keys(model, count: int) -> list[int]:
+    """Primary keys for `count` rows about to be inserted, drawn before:
+    rows written together can then name each other (a mail its event) without
+    relying on the order RETURNING gives, which neither database promises.
+
+    PostgreSQL: the column's sequence. SQLite: the numbers after the largest,
+    as SQLite itself would give them (the table has no AUTOINCREMENT); only
+    in a write transaction, which holds the one write lock, so no one else
+    takes them meanwhile."""
+    if count <= 0:
+        return []
+    db, meta = model._meta.database, model._meta
+    table, column = meta.table_name, meta.primary_key.column_name
+    if db.returning_clause:      # PostgreSQL
+        cursor = db.execute_sql("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                                (table, column, count))
+        return [key for (key,) in cursor.fetchall()]
+    if not db.in_transaction():
+        raise RuntimeError("new_keys on SQLite needs the write transaction the rows go in")
+    (largest,) = db.execute_sql(f'SELECT max("{column}") FROM "{table}"').fetchone()
+    first = (largest or 0) + 1
+    return list(range(first, first + count))
+
+
+def padded(values: list, most: int = 512):
+    """`values` in chunks of at most `most`, each filled up to a power of two
+    with its last value again: an IN (…) list of a few sizes, each built once
+    (a value twice in IN changes nothing)."""
+    for start in range(0, len(values), most):
+        chunk = values[start:start + most]
+        size = 1 << (len(chunk) - 1).bit_length()
+        yield chunk + [chunk[-1]] * (size - len(chunk))
+
+
+def _pieces(count: int, most: int):
+    """`count` as sums of `most` and then powers of two: a few statement sizes, each built once."""
+    while count >= most:
+        yield most
+        count -= most
+    bit = 1 << max(count.bit_length() - 1, 0)
+    while count:
+        if count & bit:
+            yield bit
+            count -= bit
+        bit >>= 1
 
 
 def _insert(model, data: dict):
@@ -153,25 +254,36 @@ def _insert(model, data: dict):
     if meta.auto_increment and data.get(meta.primary_key.name) is None:
         data.pop(meta.primary_key.name, None)   # the database numbers the row
     db = meta.database
-    sql, fields = _statement(db, ("insert", model, frozenset(data)), lambda: _build_insert(db, model, data))
-    cursor = db.execute_sql(sql, [field.db_value(data[field.name]) for field in fields])
+    sql, spots = _statement(db, ("insert", model, frozenset(data)), lambda: _build_insert(db, model, data, 1))
+    cursor = db.execute_sql(sql, [convert(data[name]) for _row, name, convert in spots])
     # PostgreSQL: INSERT … RETURNING the key (peewee adds it); SQLite: the rowid
     return cursor.fetchone()[0] if db.returning_clause else cursor.lastrowid
 
 
-def _build_insert(db, model, data):
+def _build_insert(db, model, data, rows: int):
+    """INSERT of `rows` rows; the parameters as (row, field name, db_value).
+    One row keeps peewee's RETURNING of the key on PostgreSQL (`_insert`
+    reads it), several return nothing."""
     fields = _fields(model, data)
-    query = model.insert_many([[_stand_in(i) for i in range(len(fields))]], fields=fields)
-    return _in_order(db, query, fields)
+    width = len(fields)
+    query = model.insert_many([[_stand_in(row * width + i) for i in range(width)] for row in range(rows)],
+                              fields=fields)
+    if rows > 1:
+        query = query.returning()
+    return _in_order(db, query, [(row, field.name, field.db_value) for row in range(rows) for field in fields])
 
 
-def _build_update(db, model, values):
+def _build_update(db, model, values, keys: int | None = None):
+    """UPDATE … WHERE pk = ? (`keys` None) or pk IN (`keys` parameters); None in
+    the parameters' fields stands for a primary key."""
     fields = _fields(model, values)
     if not fields:
         raise ValueError(f"an UPDATE of {model.__name__} needs a column")
-    query = (model.update({field: _stand_in(i) for i, field in enumerate(fields)})
-             .where(model._meta.primary_key == _stand_in(len(fields))))
-    return _in_order(db, query, [*fields, None])   # None: the primary key
+    pk = model._meta.primary_key
+    where = (pk == _stand_in(len(fields)) if keys is None
+             else pk.in_([_stand_in(len(fields) + i) for i in range(keys)]))
+    query = model.update({field: _stand_in(i) for i, field in enumerate(fields)}).where(where)
+    return _in_order(db, query, [*fields, *([None] * (keys or 1))])
 
 
 def _fields(model, names) -> list:

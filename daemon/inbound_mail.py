@@ -381,13 +381,35 @@ def _b64_count(raw: bytes, start: int, end: int) -> int:
                for at in range(start, end, step))
 
 
-def _leaves(msg: Message, defects: list[str]):
-    """Yield (kind, part, content type) in document order, iteratively; kind is
+def _leaves(msg: Message, defects: list[str]) -> list[tuple[str, Message, str]]:
+    """(kind, part, content type) of every leaf in document order; kind is
     "text", "html" or "attachment".
 
     Attached messages (message/*) are one attachment each: their insides are
-    not the customer's text.
+    not the customer's text. A text part with a file name shown inline is a
+    file when the mail has a text part without a name to be its body: Apple
+    Mail sends every attached file inline (a .txt or .csv, an MT940 .sta as
+    text/plain), before or after the text typed, and Outlook and others
+    their pictures; a bank statement must not be read as the mail's text.
+    Without such a part (a one-part mail whose text carries a name, mailers
+    that name every part) the first of them is the body, the rest files.
     """
+    leaves = list(_walk(msg, defects))
+    has_body = any(kind in ("text", "html") for kind, _, _ in leaves)
+    settled, body_named = [], has_body
+    for kind, part, ctype in leaves:
+        if kind in NAMED_TEXT:
+            kind, body_named = ("attachment" if body_named else NAMED_TEXT[kind]), True
+        settled.append((kind, part, ctype))
+    return settled
+
+
+# A text part shown inline with a file name: the body, or a file (see _leaves).
+NAMED_TEXT = {"named text": "text", "named html": "html"}
+
+
+def _walk(msg: Message, defects: list[str]):
+    """Yield (kind, part, content type) in document order, iteratively (kind as `_kind`)."""
     stack, seen = [(msg, 0)], 0
     while stack:
         part, depth = stack.pop()
@@ -415,19 +437,24 @@ def _ctype(part: Message) -> str:
 
 
 def _kind(part: Message, ctype: str) -> str:
+    """"container", "attachment", "text", "html", or "named text"/"named html"
+    (shown inline, with a file name: `_leaves` decides)."""
     maintype = ctype.split("/")[0]
     if maintype == "multipart" and part.is_multipart():
         return "container"
     disposition = _disposition(part)
-    # a text part is the body when shown inline, or when nothing says it is a file
-    is_body = disposition == "inline" or not (disposition or _filename(part))
-    if maintype == "message" or not is_body:
+    if maintype == "message" or disposition not in ("", "inline"):
         return "attachment"
     if ctype == "text/html":
-        return "html"
-    if ctype == "text/plain" or maintype == "multipart":   # multipart without boundary
-        return "text"
-    return "attachment"
+        kind = "html"
+    elif ctype == "text/plain" or maintype == "multipart":   # multipart without boundary
+        kind = "text"
+    else:
+        return "attachment"
+    if not _filename(part):
+        return kind
+    # a name and no disposition: a file; shown inline: a file unless it is the only text
+    return "named " + kind if disposition == "inline" else "attachment"
 
 
 def _disposition(part: Message) -> str:

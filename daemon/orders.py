@@ -4,7 +4,9 @@ Each change locks the order, checks the shop's rules, writes its event,
 updates the order's flags and queues the customer's notification (an outbox
 row) in one transaction — so a crash leaves all of it or none of it. The CLI,
 mail commands, PayPal and the scheduler all call these functions; nothing
-else writes orders or events.
+else writes orders or events. A change to one order is a batch of one: the
+batch forms (`mark_paid_many`, `add_events`, for a bank statement's
+thousands of credits) take the same path, `_changes`, with the same rules.
 
 Rules a shop owner expects:
 - repeating a status that already holds (paid on a paid order) changes
@@ -21,6 +23,7 @@ import decimal
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Callable
 
 import peewee as pw
 
@@ -65,7 +68,7 @@ class Via:
     now: object = None              # a datetime; None means the clock
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """The answer to one change: done, or nothing changed (and why)."""
     number: str
@@ -74,6 +77,21 @@ class Change:
     notified: bool = False
     data: dict = field(default_factory=dict)
     event_id: int | None = None
+    prior: tuple = field(default=(), repr=False)   # when done: the STATE_FIELDS under the order's lock
+
+    @property
+    def before(self) -> dict:
+        """The order's `snapshot` before this change, for undo (empty if nothing changed)."""
+        return _state(dict(zip(STATE_FIELDS, self.prior))) if self.prior else {}
+
+
+@dataclass(frozen=True, slots=True)
+class PerOrder:
+    """One order of a batch call: its number, what its event keeps in its data,
+    and what was written with it."""
+    number: str
+    data: dict | None = None
+    content: Content = Content()
 
 
 class _Unchanged(Exception):
@@ -111,8 +129,9 @@ def create_order(store: Store, settings: Settings, data, *, quiet: bool = False,
             for position, item in enumerate(new.items):
                 OrderItem.create(order=order, position=position, sku=item.sku, name=item.name,
                                  quantity=item.quantity, unit_price=item.unit_price)
-            event = _log(order, "created", Via(author="system", quiet=quiet, now=now), Content(), {}, now)
-            _notify(settings, order, event, now)
+            writes = _Writes(settings)
+            writes.log(order, "created", Via(author="system", quiet=quiet, now=now), Content(), {}, now)
+            writes.flush()
     except pw.IntegrityError:
         raise Refused(f"order {new.number} exists already") from None
     return order
@@ -141,14 +160,22 @@ def _next_number() -> str:
 def mark_paid(store, settings, number, *, content=Content(), via=Via(), data=None) -> Change:
     """`data`: where the payment came from, kept in the event (PayPal's txn_id, a shop's hook,
     a bank statement's entry reference)."""
-    def apply(order, now):
-        if order.has(PAID):
-            raise _Unchanged(f"{order.number} was already paid on {_day(order.paid_at)}; nothing changed")
-        order.status |= PAID
-        order.paid_at = now
-        hint = " (note: it is cancelled)" if order.has(CANCELLED) else ""
-        return dict(data or {}), f"{order.number} marked paid{hint}"
-    return _change(store, settings, number, "paid", content, via, apply)
+    return mark_paid_many(store, settings, [PerOrder(number, data, content)], via=via)[0]
+
+
+def mark_paid_many(store, settings, payments: list[PerOrder], *, via=Via()) -> list[Change]:
+    """`mark_paid` of several orders in one transaction (a bank statement's
+    credits), a Change each, in order; an order named twice is paid once."""
+    def rule(data):
+        def apply(order, now):
+            if order.has(PAID):
+                raise _Unchanged(f"{order.number} was already paid on {_day(order.paid_at)}; nothing changed")
+            order.status |= PAID
+            order.paid_at = now
+            hint = " (note: it is cancelled)" if order.has(CANCELLED) else ""
+            return dict(data or {}), f"{order.number} marked paid{hint}"
+        return apply
+    return _changes(store, settings, "paid", via, [_Ask(p.number, p.content, rule(p.data)) for p in payments])
 
 
 def mark_shipped(store, settings, number, *, tracking=None, carrier=None,
@@ -257,10 +284,17 @@ def add_note(store, settings, number, content: Content, *, via=Via()) -> Change:
 
 def add_event(store, settings, number, kind: str, content: Content, *, via=Via(), data=None) -> Change:
     """Log an event that changes no status (customer replies, bounces, system)."""
+    return add_events(store, settings, kind, [PerOrder(number, data, content)], via=via)[0]
+
+
+def add_events(store, settings, kind: str, events: list[PerOrder], *, via=Via()) -> list[Change]:
+    """`add_event` on several orders in one transaction, a Change each."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown event kind {kind!r}")
-    return _change(store, settings, number, kind, content, via,
-                   lambda order, now: (data or {}, f"{order.number}: {kind.replace('_', ' ')} logged"))
+
+    def rule(data):
+        return lambda order, now: (data or {}, f"{order.number}: {kind.replace('_', ' ')} logged")
+    return _changes(store, settings, kind, via, [_Ask(e.number, e.content, rule(e.data)) for e in events])
 
 
 def _add_text(store, settings, number, content, via, kind, what) -> Change:
@@ -318,8 +352,11 @@ STATUS_KINDS = ("paid", "shipped", "cancelled", "refunded")
 
 def snapshot(number: str) -> dict:
     """The order's status fields as JSON values, to put back on undo."""
-    order = find_order(number)
-    return {name: _json_value(getattr(order, name)) for name in STATE_FIELDS}
+    return _state(find_order(number).__data__)
+
+
+def _state(values: dict) -> dict:
+    return {name: _json_value(values.get(name)) for name in STATE_FIELDS}
 
 
 def undo_event(store, settings, number, event_id: int, before: dict, *, via=Via()) -> Change:
@@ -415,34 +452,87 @@ def _drop_unused_blobs(shas: list[str]) -> None:
 
 # ---- the one path every change takes ---------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """One change asked of `_changes`: the order, what was written with it, and
+    its rule: apply(order, now) -> (the event's data, the summary), or raises
+    _Unchanged (nothing to do) or Refused (not allowed)."""
+    number: str
+    content: Content
+    apply: Callable
+
+
 def _change(store, settings, number, kind, content, via, apply) -> Change:
     """Lock, check the rule (`apply`), log, notify — all in one transaction."""
-    _check_content(settings, content)
+    return _changes(store, settings, kind, via, [_Ask(number, content, apply)])[0]
+
+
+def _changes(store, settings, kind, via, asks: list[_Ask]) -> list[Change]:
+    """`_change` for each ask, in turn, in one transaction; a Change each.
+
+    The orders are locked by one read per few hundred; each rule sees its
+    order as the asks before it left it. Their new values, events and the
+    customers' mails are written together (`_Writes`), and before an order's
+    second ask, so that what reads the database (the once-per-mail check, an
+    undo) sees the first. An unknown order or a refused rule raises and rolls
+    all of them back, as it does the one.
+    """
+    if not asks:
+        return []
+    for ask in asks:
+        _check_content(settings, ask.content)
     with store.atomic():
-        order = _locked_order(store, number)
-        if via.message_id and via.author != "owner" and _already_logged(order, kind, via.message_id):
-            return Change(order.number, False, f"{order.number}: already done by this mail; nothing changed")
-        now = via.now or utcnow()
-        try:
-            data, summary = apply(order, now)
-        except _Unchanged as unchanged:
-            return Change(order.number, False, str(unchanged))
-        order.updated_at = now
-        compiled.save_dirty(order)   # just what `apply` assigned, and updated_at
-        event = _log(order, kind, via, content, data, now)
-        notified = _notify(settings, order, event, now)
-    if kind in NOTIFYING_KINDS and not notified:
+        locked = _locked_orders(store, [ask.number for ask in asks])
+        writes = _Writes(settings)
+        answers = []
+        for ask in asks:
+            order = locked[ask.number.lstrip("#")]
+            if writes.holds(order):
+                writes.flush()
+            answers.append(_apply(order, kind, via, ask, writes))
+        writes.flush()
+    return [answer() if callable(answer) else answer for answer in answers]
+
+
+def _apply(order: Order, kind: str, via: Via, ask: _Ask, writes: "_Writes"):
+    """A Change where nothing changed, else what makes the Change once `writes` are flushed."""
+    if via.message_id and via.author != "owner" and _already_logged(order, kind, via.message_id):
+        return Change(order.number, False, f"{order.number}: already done by this mail; nothing changed")
+    now = via.now or utcnow()
+    prior = tuple(map(order.__data__.get, STATE_FIELDS))
+    try:
+        data, summary = ask.apply(order, now)
+    except _Unchanged as unchanged:
+        return Change(order.number, False, str(unchanged))
+    order.updated_at = now
+    event = writes.log(order, kind, via, ask.content, data, now)
+    if kind in NOTIFYING_KINDS and not event.notified:
         summary += " (customer not notified)"
-    return Change(order.number, True, summary, notified, data, event.id)
+    return lambda: Change(order.number, True, summary, event.notified, data, event.id, prior)
+
+
+def _locked_orders(store: Store, numbers: list[str]) -> dict[str, Order]:
+    """The orders by number as named (without '#'), found whatever its case
+    (order_numbers); OrderNotFound for the first one missing."""
+    # FOR UPDATE on PostgreSQL, in id order (two batches never wait for each other crosswise);
+    # SQLite's IMMEDIATE transaction already serialises
+    locking = store.backend == "postgresql"
+    wanted = list(dict.fromkeys(number.lstrip("#") for number in numbers))
+    keys = list(dict.fromkeys(order_numbers.folded(number) for number in wanted))
+    rows: dict[str, list[Order]] = {}
+    for chunk in compiled.padded(keys):
+        for order in compiled.every(Order, ("orders.locked", len(chunk)), lambda: _locking(Order.select().where(
+                pw.fn.LOWER(Order.number).in_([""] * len(chunk))), locking), *chunk):
+            rows.setdefault(order_numbers.folded(order.number), []).append(order)
+    return {number: order_numbers.pick(number, rows.get(order_numbers.folded(number), [])) for number in wanted}
+
+
+def _locking(query, locking: bool):
+    return query.order_by(Order.id).for_update() if locking else query
 
 
 def _locked_order(store: Store, number: str) -> Order:
-    # FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction already serialises
-    locking = store.backend == "postgresql"
-    number = number.lstrip("#")
-    found = compiled.every(Order, "orders.locked", lambda: Order.select().where(order_numbers.matching(""))
-                           .for_update(locking), order_numbers.folded(number))
-    return order_numbers.pick(number, found)
+    return _locked_orders(store, [number])[number.lstrip("#")]
 
 
 def _already_logged(order: Order, kind: str, message_id: str) -> bool:
@@ -454,22 +544,73 @@ def _already_logged(order: Order, kind: str, message_id: str) -> bool:
         & pw.SQL("\"author\" <> 'owner'")), order.id, kind, message_id)
 
 
-def _log(order, kind, via: Via, content: Content, data: dict, now) -> Event:
-    html = sanitize_html(content.html) if content.html.strip() else text_to_html(content.text)
-    # Whether the customer is mailed is known now: the row is written once, already saying so.
-    notified = kind in NOTIFYING_KINDS and not via.quiet
-    event = compiled.create(Event, order=order, kind=kind, author=via.author, subject=content.subject[:300],
-                            body_text=content.text, body_html=html, data=data, notified=notified,
-                            message_id=via.message_id, created_at=now)
-    for file in content.files:
-        _attach(event, file)
-    return event
+class _NewEvent:
+    """An event a batch logs: its row, and its id once written."""
+    __slots__ = ("order", "row", "files", "notified", "id")
+
+    def __init__(self, order: Order, row: dict, files: tuple, notified: bool):
+        self.order, self.row, self.files, self.notified, self.id = order, row, files, notified, None
 
 
-def _attach(event: Event, file: NewFile) -> None:
+class _Writes:
+    """What a batch of changes writes, held until `flush`: the orders' new
+    values (one UPDATE for all orders given the same values), their events
+    and the customers' mails (multi-row INSERTs). The events' ids are drawn
+    first, so that the mails can name them."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.orders: dict[int, Order] = {}
+        self.events: list[_NewEvent] = []
+
+    def holds(self, order: Order) -> bool:
+        return order.id in self.orders
+
+    def log(self, order: Order, kind: str, via: Via, content: Content, data: dict, now) -> _NewEvent:
+        html = sanitize_html(content.html) if content.html.strip() else text_to_html(content.text)
+        # Whether the customer is mailed is known now: the row is written once, already saying so.
+        notified = kind in NOTIFYING_KINDS and not via.quiet
+        row = {"order": order.id, "kind": kind, "author": via.author, "subject": content.subject[:300],
+               "body_text": content.text, "body_html": html, "data": data, "notified": notified,
+               "message_id": via.message_id, "created_at": now}
+        event = _NewEvent(order, row, content.files, notified)
+        self.orders[order.id] = order
+        self.events.append(event)
+        return event
+
+    def flush(self) -> None:
+        self._update_orders()
+        for event, key in zip(self.events, compiled.new_keys(Event, len(self.events))):
+            event.id = event.row["id"] = key
+        compiled.insert_many(Event, [event.row for event in self.events])
+        for event in self.events:
+            for file in event.files:
+                _attach(event.id, file)
+        mails: list[dict] = []
+        for event in self.events:
+            if event.notified:      # the customer's mail of each event `log` marked so (public, not quiet)
+                queue_mail(self.settings, event.row["kind"], event.order.customer_email, order=event.order,
+                           event=event.id, now=event.row["created_at"], batch=mails)
+        compiled.insert_many(OutboxMessage, mails)
+        self.orders.clear()
+        self.events.clear()
+
+    def _update_orders(self) -> None:
+        """What the rules assigned (peewee's dirty fields), and updated_at."""
+        alike: dict[tuple, list[int]] = {}
+        for order in self.orders.values():
+            values = tuple(sorted((name, order.__data__.get(name)) for name in order._dirty if name != "id"))
+            order._dirty.clear()
+            if values:
+                alike.setdefault(values, []).append(order.id)
+        for values, ids in alike.items():
+            compiled.update_many(Order, ids, **dict(values))
+
+
+def _attach(event_id: int, file: NewFile) -> None:
     sha = hashlib.sha256(file.data).hexdigest()
     Blob.insert(sha256=sha, size=len(file.data), data=file.data).on_conflict_ignore().execute()
-    Attachment.create(event=event, blob=sha, filename=file.filename[:255],
+    Attachment.create(event=event_id, blob=sha, filename=file.filename[:255],
                       content_type=file.content_type[:127], content_id=file.content_id,
                       size=len(file.data))
 
@@ -477,22 +618,20 @@ def _attach(event: Event, file: NewFile) -> None:
 NOTIFYING_KINDS = frozenset({"created", "paid", "shipped", "cancelled", "refunded", "message", "payment_reminder"})
 
 
-def _notify(settings: Settings, order: Order, event: Event, now) -> bool:
-    """Queue the customer's mail for an event `_log` marked notified (public, not quiet)."""
-    if not event.notified:
-        return False
-    queue_mail(settings, event.kind, order.customer_email, order=order, event=event, now=now)
-    return True
-
-
 def queue_mail(settings: Settings, kind: str, recipient: str, *, order=None, event=None,
-               inbound=None, data=None, now=None) -> OutboxMessage:
-    """An outbox row; call inside the transaction of what the mail tells of."""
+               inbound=None, data=None, now=None, batch: list | None = None) -> OutboxMessage | None:
+    """An outbox row; call inside the transaction of what the mail tells of.
+
+    `batch`: the row goes to that list instead, for the caller to insert
+    with the others of its batch (`_Writes.flush`); None is returned."""
     now = now or utcnow()
-    return compiled.create(OutboxMessage, order=order, event=event, inbound=inbound, kind=kind,
-                           recipient=recipient, data=data or {},
-                           message_id=new_message_id(settings.shop.domain),
-                           next_attempt_at=now, created_at=now)
+    row = {"order": order, "event": event, "inbound": inbound, "kind": kind, "recipient": recipient,
+           "data": data or {}, "message_id": new_message_id(settings.shop.domain),
+           "next_attempt_at": now, "created_at": now}
+    if batch is not None:
+        batch.append(row)
+        return None
+    return compiled.create(OutboxMessage, **row)
 
 
 def mailed_recently(kind: str, recipient: str, now, hours: int = 24) -> bool:

@@ -37,9 +37,10 @@ REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|wg|fwd?|tr|sv)\s*(?:\[\d+\])?\s*:\s*
 FULL_EVENT_VERBS = frozenset({"paid", "shipped", "cancelled", "refunded", "message", "note"})
 RECEIPT_LINES = 100              # per heading of a statement's report in a receipt
 # Attached files that are never a bank statement: pictures, signatures, calendar and contact cards.
+# application/applefile: the resource fork Apple Mail sends beside a file (multipart/appledouble).
 NOT_STATEMENTS = ("image/", "message/", "application/pgp-signature", "application/pkcs7-signature",
                   "application/x-pkcs7-signature", "application/pgp-keys", "application/ms-tnef",
-                  "text/vcard", "text/x-vcard", "text/calendar")
+                  "application/applefile", "text/vcard", "text/x-vcard", "text/calendar")
 
 
 def is_owner_mail(ctx) -> bool:
@@ -122,9 +123,16 @@ def _import_statements(ctx, changes: list) -> list[str]:
 
 
 def _body_lines(ctx) -> list[str]:
-    text = ctx.mail.trimmed.text
-    return [line.strip() for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith(("#", ">"))]
+    """The body's lines up to the signature: the trimmer cuts a signature off
+    a text, but keeps one that has nothing above it (a mail that only carries
+    a statement, signed), and "--" is no command."""
+    lines = []
+    for line in ctx.mail.trimmed.text.splitlines():
+        if line.rstrip() == "--":
+            break
+        if line.strip() and not line.lstrip().startswith(("#", ">")):
+            lines.append(line.strip())
+    return lines
 
 
 def _content(ctx) -> Content:

@@ -26,6 +26,8 @@ def text_to_html(text: str) -> str:
     (nested) <blockquote>s, so the passages a customer answered between read
     as quotes on the page and in the owner's forward.
     """
+    if not text.strip():
+        return ""
     lines = text.replace("\r\n", "\n").split("\n")
     return _blocks([_quote_depth(line) for line in lines])
 

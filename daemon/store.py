@@ -104,7 +104,8 @@ class _StorableText:
     the value (a mail's header or body, an owner's command, an order's JSON)."""
 
     def db_value(self, value):
-        value = super().db_value(value)
+        if type(value) is not str:              # a str goes through the parent unchanged
+            value = super().db_value(value)
         if not isinstance(value, str) or value.isascii() and "\x00" not in value:
             return value
         return LONE_SURROGATE.sub("\ufffd", value.replace("\x00", ""))

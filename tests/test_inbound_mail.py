@@ -351,6 +351,64 @@ def test_a_text_part_with_a_filename_shown_inline_is_body_text():
     assert [a.filename for a in parsed.attachments] == ["notes.txt"]
 
 
+def multipart(*parts: str, subtype: str = "mixed") -> bytes:
+    body = "".join(f"--b\n{part}\n" for part in parts)
+    return f"From: a@example.com\nContent-Type: multipart/{subtype}; boundary=b\n\n{body}--b--\n".encode()
+
+
+NAMED_INLINE = 'Content-Type: text/plain; name="{0}"\nContent-Disposition: inline; filename="{0}"\n\n'
+
+
+@pytest.mark.parametrize("name, text, files", [
+    # Apple Mail: the command, the statement dropped below it, the signature after
+    ("apple_mail_inline_sta.eml", "note 1043 Kundin hat angerufen, zahlt morgen\n\n\n\n\n-- \nOlga Owner\n"
+                                  "Teeladen am Markt\n", ["umsaetze.sta"]),
+    # Apple Mail, rich text: the statement above the signature, in the HTML alternative
+    ("apple_mail_html_inline_csv.eml", "\n\n-- \nOlga Owner\nTeeladen am Markt\n",
+     ["Umsaetze_DE02120300000000202051_2026.11.20.csv"]),
+])
+def test_a_text_file_apple_mail_shows_inline_is_a_file_not_the_text(name, text, files):
+    parsed = parse_mail((MAILS.parent / "owner" / name).read_bytes())
+    assert parsed.text == text and ":20:" not in parsed.html and "Auftragskonto" not in parsed.html
+    assert [(a.filename, a.content_type, a.is_inline) for a in parsed.attachments] == [
+        (f, "text/plain", True) for f in files]
+    assert parsed.attachments[0].data.startswith((b":20:STARTUMSE", b'"Auftragskonto"'))
+
+
+def test_a_named_text_shown_inline_before_the_text_is_a_file_too():
+    parsed = parse_mail(multipart(NAMED_INLINE.format("umsaetze.txt") + ":20:STARTUMSE\n",
+                                  "Content-Type: text/plain\n\nnote 1043 ruft an\n"))
+    assert parsed.text == "note 1043 ruft an\n"
+    assert [a.filename for a in parsed.attachments] == ["umsaetze.txt"]
+
+
+def test_a_named_html_shown_inline_beside_the_text_is_a_file():
+    parsed = parse_mail(multipart("Content-Type: text/plain\n\nsiehe Seite\n",
+                                  'Content-Type: text/html; name="seite.html"\n'
+                                  'Content-Disposition: inline; filename="seite.html"\n\n<p>Seite</p>\n'))
+    assert parsed.text == "siehe Seite\n" and parsed.html == ""
+    assert [(a.filename, a.content_type) for a in parsed.attachments] == [("seite.html", "text/html")]
+
+
+def test_when_every_text_part_has_a_name_the_first_is_the_text():
+    """A one-part mail whose text carries a name, and mailers that name every
+    part (cpython's msg_04: two inline parts, both "msg.txt")."""
+    single = parse_mail(b"From: a@example.com\n" + NAMED_INLINE.format("msg.txt").encode() + b"hello\n")
+    assert single.text == "hello\n" and single.attachments == ()
+    both = parse_mail(multipart(NAMED_INLINE.format("msg.txt") + "a simple kind of mirror\n",
+                                NAMED_INLINE.format("msg.txt") + "a simple kind of mirror\n"))
+    assert both.text == "a simple kind of mirror\n"
+    assert [(a.filename, a.is_inline) for a in both.attachments] == [("msg.txt", True)]
+    assert attachment_data(multipart(NAMED_INLINE.format("msg.txt") + "one\n",
+                                     NAMED_INLINE.format("msg.txt") + "two\n"), 0) == b"two\n"
+
+
+def test_a_named_text_without_a_disposition_is_a_file_as_before():
+    parsed = parse_mail(multipart("Content-Type: text/plain\n\nhi\n",
+                                  'Content-Type: text/plain; name="liste.txt"\n\n1042\n'))
+    assert parsed.text == "hi\n" and [a.filename for a in parsed.attachments] == ["liste.txt"]
+
+
 def test_attached_message_is_one_attachment_with_its_message_id():
     raw = (b"From: a@example.com\nSubject: Fwd\nContent-Type: multipart/mixed; boundary=b\n\n"
            b"--b\nContent-Type: text/plain\n\nsee below\n--b\nContent-Type: message/rfc822\n\n"

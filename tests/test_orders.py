@@ -10,7 +10,7 @@ from conftest import sample_order
 from daemon import orders
 from daemon.errors import InputError, OrderNotFound, Refused
 from daemon.orders import Content, NewFile, Via
-from daemon.store import Attachment, Blob, Event, Order, OrderItem, OutboxMessage
+from daemon.store import Attachment, Blob, Event, Order, OrderItem, OutboxMessage, utcnow
 
 
 def kinds(number: str) -> list[str]:
@@ -271,6 +271,76 @@ def test_two_writers_marking_paid_at_once_log_it_once(store, settings, order_104
         thread.join(30)
     assert sorted(results) == [False, False, False, True]
     assert kinds("1042") == ["created", "paid"]
+
+
+# ---- batches ---------------------------------------------------------------------------------
+
+def logged(number: str) -> list[tuple]:
+    """An order's log and mails as the owner and the customer see them (no ids, no Message-IDs)."""
+    order = orders.find_order(number)
+    events = [(e.kind, e.author, e.subject, e.body_text, e.body_html, e.data, e.notified, e.message_id,
+               e.created_at) for e in orders.order_events(order)]
+    mails = [(m.kind, m.recipient, m.state, m.data, m.next_attempt_at, m.event.kind if m.event_id else None)
+             for m in OutboxMessage.select().where(OutboxMessage.order == order).order_by(OutboxMessage.id)]
+    flags = (order.status, order.paid_at, order.updated_at)
+    return [flags, events, mails]
+
+
+def test_a_batch_pays_each_order_as_paying_them_one_by_one_does(store, settings):
+    now = utcnow().replace(microsecond=0)
+    for number in ("1", "2", "3", "4"):
+        orders.create_order(store, settings, sample_order(number), now=now)
+    for number in ("2", "4"):
+        orders.mark_cancelled(store, settings, number, reason="changed my mind", via=Via(now=now))
+    via, data = Via(author="system", now=now), {"bank_statement": "camt.053"}
+    one = [orders.mark_paid(store, settings, number, via=via, data=data) for number in ("1", "2")]
+    batch = orders.mark_paid_many(store, settings, [orders.PerOrder(n, data) for n in ("3", "4")], via=via)
+    assert [c.summary for c in one] == ["1 marked paid", "2 marked paid (note: it is cancelled)"]
+    assert [c.summary for c in batch] == ["3 marked paid", "4 marked paid (note: it is cancelled)"]
+    assert all(c.done and c.notified and c.event_id for c in one + batch)
+    assert logged("1") == logged("3") and logged("2") == logged("4")
+    assert logged("3")[1][-1][:2] == ("paid", "system") and logged("3")[1][-1][5] == data
+    assert logged("3")[2][-1][0] == "paid"
+
+
+def test_an_order_named_twice_in_a_batch_is_paid_once(store, settings, order_1042):
+    first, second = orders.mark_paid_many(store, settings, [orders.PerOrder("1042"), orders.PerOrder("#1042")])
+    assert first.done and first.before["status"] == 0 and first.before["paid_at"] is None
+    assert not second.done and "already paid on" in second.summary
+    assert kinds("1042") == ["created", "paid"] and outbox_kinds("1042") == ["created", "paid"]
+
+
+def test_an_unknown_order_in_a_batch_changes_nothing(store, settings, order_1042):
+    with pytest.raises(OrderNotFound, match="9999"):
+        orders.mark_paid_many(store, settings, [orders.PerOrder("1042"), orders.PerOrder("9999")])
+    assert not orders.find_order("1042").status_words()["paid"]
+    assert kinds("1042") == ["created"] and outbox_kinds("1042") == ["created"]
+
+
+def test_a_batch_of_hundreds_of_orders_names_each_event_in_its_own_mail(store, settings):
+    """More orders than one locked read takes, and a count no INSERT size divides."""
+    count = 700
+    now = orders.utcnow()
+    Order.insert_many([{"number": str(5000 + n), "customer_name": "Erika Mustermann",
+                        "customer_email": f"c{n}@example.org", "customer_key": "erika mustermann",
+                        "surname_key": "mustermann", "total": decimal.Decimal("9.90"), "currency": "EUR",
+                        "payment_method": "bank_transfer", "locale": "de", "created_at": now,
+                        "updated_at": now, "status_token": f"token-{n}", "reply_secret": f"secret-{n}"}
+                       for n in range(count)]).execute()
+    changes = orders.mark_paid_many(store, settings, [orders.PerOrder(str(5000 + n), {"n": n})
+                                                      for n in range(count)])
+    assert [c.number for c in changes] == [str(5000 + n) for n in range(count)] and all(c.done for c in changes)
+    events = {e.id: e for e in Event.select().where(Event.kind == "paid")}
+    assert sorted(events) == sorted(c.event_id for c in changes)
+    assert all(events[c.event_id].order.number == c.number and events[c.event_id].data == {"n": n}
+               for n, c in enumerate(changes))
+    mails = list(OutboxMessage.select().where(OutboxMessage.kind == "paid"))
+    assert len(mails) == count and len({m.message_id for m in mails}) == count
+    assert all(m.event_id in events and events[m.event_id].order_id == m.order_id
+               and m.recipient == m.order.customer_email for m in mails)
+    assert Order.select().where(Order.status == 1).count() == count
+    note = orders.add_note(store, settings, "5000", Content(text="after the batch"))
+    assert note.event_id > max(events)          # the ids drawn for the batch are not given again
 
 
 # ---- deleting ------------------------------------------------------------------------------

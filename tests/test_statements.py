@@ -109,6 +109,28 @@ def test_an_order_paid_by_hand_is_listed_as_already_paid(store, settings):
     assert [e.kind for e in log("1042")] == ["created", "paid"]
 
 
+@pytest.mark.parametrize("batch", [1, 2, importer.SETTLE_BATCH])
+def test_credits_for_one_order_settle_in_the_files_order_however_they_are_batched(store, settings, monkeypatch,
+                                                                                 batch):
+    make_orders(store, settings, "1042", "1043")
+    monkeypatch.setattr(importer, "SETTLE_BATCH", batch)
+    result = run(store, settings, camt053([
+        Booking("20.00", "Bestellung 1043", reference="R1"),     # noted, not paid
+        Booking("24.90", "Bestellung 1042", reference="R2"),     # paid
+        Booking("20.00", "Bestellung 1042", reference="R3"),     # another amount, but the order is paid
+        Booking("24.90", "Bestellung 1042", reference="R4"),     # paid a second time: listed, nothing done
+        Booking("24.90", "Bestellung 1043", reference="R5"),     # paid after its note
+    ]))
+    assert [(o.kind, o.numbers) for o in result.outcomes] == [
+        ("amount_differs", ("1043",)), ("paid", ("1042",)), ("already_paid", ("1042",)),
+        ("already_paid", ("1042",)), ("paid", ("1043",))]
+    assert "the order's total 24.90 EUR" in result.outcomes[2].detail
+    assert "1042 was already paid on" in result.outcomes[3].detail
+    assert [e.kind for e in log("1042")] == ["created", "paid"]
+    assert [e.kind for e in log("1043")] == ["created", "system", "paid"]
+    assert len(mails("paid")) == 2 and StatementEntry.select().count() == 5
+
+
 def test_debits_pending_entries_and_foreign_currency_are_not_paid(store, settings):
     make_orders(store, settings, "1042", "1043", "1044")
     data = camt053([Booking("-24.90", "Bestellung 1042", payer="Lieferant"),

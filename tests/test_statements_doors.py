@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 from conftest import sample_order
 from daemon import orders
@@ -22,6 +23,7 @@ from test_owner_mail_e2e import daemon, text_of, to, wait_for_mail  # noqa: F401
 from test_owner_mail_e2e import send as send_by_smtp
 
 OWNER = "Olga Owner <owner@shop.example>"
+OWNER_MAILS = Path(__file__).with_name("mails") / "owner"
 
 
 def statement() -> bytes:
@@ -184,3 +186,67 @@ def test_a_statement_mailed_over_smtp_to_the_running_daemon(daemon, settings):
     wait_for_mail(daemon, lambda m: to(m) == "erika@example.org"
                   and m["Subject"] == "Zahlung für Bestellung 1042 erhalten")
     assert orders.find_order("1042").paid_at is not None
+
+
+# ---- Apple Mail: the statement inline, between or before the text ----------------------------
+
+def apple_mail(name: str, settings) -> bytes:
+    """A scenario mail of tests/mails/owner (see its X-Scenario header), sent to the command address."""
+    return (OWNER_MAILS / name).read_bytes().replace(b"COMMAND_ADDRESS", settings.command_address.encode())
+
+
+def test_an_inline_mt940_between_the_command_and_the_signature_is_imported(store, settings):
+    for number in ("1042", "1043"):
+        orders.create_order(store, settings, sample_order(number))
+    message = send(store, settings, apple_mail("apple_mail_inline_sta.eml", settings))
+    assert message.state == "done" and "1 statement(s)" in message.reason
+    assert orders.find_order("1042").paid_at is not None
+    [receipt] = receipts()
+    text = receipt.data["text"]
+    assert text.startswith("> umsaetze.sta\numsaetze.sta (mt940): 2 entries, 2 credits")
+    assert "Paid now (1):\n  1042" in text and "Untermieter: Miete Dezember" in text
+    assert "> note 1043 Kundin hat angerufen, zahlt morgen\n1043: internal note added" in text
+    assert "NOT DONE" not in text and ":20:" not in text            # no line of the file taken as a command
+    note = orders.order_events(orders.find_order("1043"))[-1]
+    assert note.kind == "note" and note.body_text == "Kundin hat angerufen, zahlt morgen"
+
+
+def test_an_inline_csv_above_the_signature_of_a_rich_text_mail_is_imported(store, settings):
+    orders.create_order(store, settings, sample_order("1042"))
+    message = send(store, settings, apple_mail("apple_mail_html_inline_csv.eml", settings))
+    assert message.state == "done" and "1 statement(s)" in message.reason
+    assert orders.find_order("1042").paid_at is not None
+    [receipt] = receipts()
+    text = receipt.data["text"]
+    assert text.startswith("> Umsaetze_DE02120300000000202051_2026.11.20.csv\n"
+                           "Umsaetze_DE02120300000000202051_2026.11.20.csv (csv): 2 entries, 1 credit")
+    assert "Paid now (1):\n  1042" in text and "Jürgen Müller: Bestellung 1042" in text
+    assert "NOT DONE" not in text and "No command found" not in text and "Auftragskonto" not in text
+    assert OutboxMessage.select().where(OutboxMessage.kind == "paid").count() == 1
+
+
+def test_an_apple_mail_with_an_inline_mt940_over_smtp_to_the_running_daemon(daemon, settings):
+    send_by_smtp(daemon, apple_mail("apple_mail_inline_sta.eml", settings), settings.command_address)
+    receipt = wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example" and "Kontoauszug" in m["Subject"])
+    assert receipt["In-Reply-To"] == "<4F0C2D6B-1A9E-4E43-9D8B-6C3B1E0F7A21@shop.example>"
+    text = text_of(receipt)
+    assert "umsaetze.sta (mt940): 2 entries, 2 credits" in text and "Paid now (1):\n  1042" in text
+    assert "1043: internal note added" in text and "NOT DONE" not in text
+    wait_for_mail(daemon, lambda m: to(m) == "erika@example.org"
+                  and m["Subject"] == "Zahlung für Bestellung 1042 erhalten")
+
+
+def test_the_resource_fork_apple_mail_sends_beside_a_file_is_no_statement(store, settings):
+    """multipart/appledouble: the fork (application/applefile) and the file, both named umsaetze.sta."""
+    orders.create_order(store, settings, sample_order("1042"))
+    data = mt940([Booking("24.90", "Bestellung 1042")]).decode()
+    raw = (f"From: {OWNER}\nTo: {settings.command_address}\nSubject: Auszug\nMessage-ID: <fork@shop.example>\n"
+           "Content-Type: multipart/mixed; boundary=a\n\n--a\nContent-Type: text/plain\n\n\n"
+           "--a\nContent-Type: multipart/appledouble; boundary=d\n\n"
+           "--d\nContent-Type: application/applefile; name=umsaetze.sta\nContent-Transfer-Encoding: base64\n"
+           "Content-Disposition: inline; filename=umsaetze.sta\n\nAAUWBwACAAAAAAAAAAAAAAAAAAAAAAAA\n"
+           "--d\nContent-Type: text/plain; x-unix-mode=0644; name=umsaetze.sta\n"
+           f"Content-Disposition: inline; filename=umsaetze.sta\n\n{data}\n--d--\n\n--a--\n").encode()
+    send(store, settings, raw)
+    text = receipts()[0].data["text"]
+    assert text.count("> umsaetze.sta\n") == 1 and "Paid now (1):\n  1042" in text and "NOT DONE" not in text

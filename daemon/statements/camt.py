@@ -54,6 +54,7 @@ class _Reader:
         self.entries: list[Entry] = []
         self.read = 0                           # Ntry elements, for saying where a fault is
         self.identities = Identities("camt")
+        self.steps: dict = {}                   # _Paths' walk, for this document's tags
 
     def take(self, element) -> None:
         if not self.message:
@@ -83,11 +84,11 @@ class _Reader:
 
     def _entries(self, ntry, position: int) -> list[Entry]:
         where = f"{self.name}: entry {position}"
-        fields = _Paths(ntry)
-        details = [_Paths(tx) for tx in _children(ntry, "NtryDtls", "TxDtls")]
+        fields = _Paths(ntry, self.steps)
+        details = [_Paths(tx, self.steps) for tx in _children(ntry, "NtryDtls", "TxDtls")]
         own_amounts = len(details) > 1 and all(tx.amount() is not None for tx in details)
         if not own_amounts:
-            tx = details[0] if details else _Paths(None)
+            tx = details[0] if details else _Paths(None, self.steps)
             return [self._entry(fields, tx, fields.first("Amt"), 0, where)]
         return [self._entry(fields, tx, tx.amount(), index, f"{where}, transaction {index + 1}")
                 for index, tx in enumerate(details)]
@@ -160,27 +161,36 @@ READ = ("Amt", "AmtDtls/TxAmt/Amt", "CdtDbtInd", "RvslInd", "Sts/Cd", "BookgDt/D
         "ValDt/Dt", "ValDt/DtTm", "AcctSvcrRef", "NtryRef", "AddtlNtryInf", "AddtlTxInf", "Refs/AcctSvcrRef",
         "Refs/EndToEndId", "RmtInf/Ustrd", "RmtInf/Strd/CdtrRefInf/Ref", *PAYER_PATHS)
 WALKED = frozenset(path.rsplit("/", n)[0] for path in READ for n in range(path.count("/") + 1))
+BRANCHES = frozenset(path.rsplit("/", 1)[0] for path in WALKED if "/" in path)
 
 
 class _Paths:
     """An element's descendants by their path of local names ("RmtInf/Ustrd"),
     in document order: one walk over the branches in READ, then every lookup
-    is a dict's (ElementPath with `{*}` wildcards took several times as long)."""
+    is a dict's (ElementPath with `{*}` wildcards took several times as long).
 
-    def __init__(self, element):
+    `steps` remembers, for one document, where a child's tag leads from a
+    path ("" nowhere): its few tags repeat in every entry."""
+
+    def __init__(self, element, steps: dict):
         self.paths: dict[str, list] = {}
+        self.steps = steps
         if element is not None:
             self._walk(element, "")
 
     def _walk(self, node, prefix: str) -> None:
         for child in node:
-            tag = child.tag
-            if isinstance(tag, str):            # not a comment
-                path = prefix + tag[tag.rfind("}") + 1:]
-                if path in WALKED:
-                    self.paths.setdefault(path, []).append(child)
-                    if len(child):
-                        self._walk(child, path + "/")
+            step = self.steps.get((prefix, child.tag))
+            if step is None:
+                step = self.steps[prefix, child.tag] = _step(prefix, child.tag)
+            if step:
+                found = self.paths.get(step)
+                if found is None:
+                    self.paths[step] = [child]
+                else:
+                    found.append(child)
+                if step in BRANCHES:
+                    self._walk(child, step + "/")
 
     def first(self, path: str):
         found = self.paths.get(path)
@@ -197,10 +207,18 @@ class _Paths:
         return self.first("Amt") if self.first("Amt") is not None else self.first("AmtDtls/TxAmt/Amt")
 
 
+def _step(prefix: str, tag) -> str:
+    """The path a child with this tag has below `prefix`, if it is walked; else ""."""
+    if not isinstance(tag, str):                # a comment or a processing instruction
+        return ""
+    path = prefix + _local(tag)
+    return path if path in WALKED else ""
+
+
 def _children(element, *steps: str) -> list:
     found = [element]
-    for step in steps:
-        found = [c for parent in found for c in parent if isinstance(c.tag, str) and _local(c.tag) == step]
+    for step in steps:                          # "{*}": lxml matches the name in any namespace, or none
+        found = [c for parent in found for c in parent.iterchildren("{*}" + step)]
     return found
 
 

@@ -22,7 +22,7 @@ NO_REFERENCE = frozenset({"", "NOTPROVIDED", "NONREF", "NOTAVAILABLE", "NONE"})
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One booking of the statement, as the owner and the matcher need it."""
     key: str                      # SHA-256 hex of the entry's identity

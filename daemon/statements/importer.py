@@ -6,13 +6,22 @@ parse changes nothing). Then, in one transaction, credits imported before
 with a few indexed queries, and each credit ends as one of:
 
 - paid: the one order it names (or the several it names, paid together)
-  has its amount and currency — marked paid by `orders.mark_paid`, author
-  system, the bank's entry reference in the event's data, the customer told;
+  has its amount and currency — marked paid by `orders.mark_paid_many`
+  (`mark_paid` for many orders at once: the same rules, events and mails),
+  author system, the bank's entry reference in the event's data, the
+  customer told;
 - already_paid: that order was paid before (by hand, or an earlier credit);
 - amount_differs: one order of that currency is named, the amount is not
   its total — an internal event on the order, not paid;
 - unmatched: no order named, only orders in another currency, or several
   orders none of which (nor all together) fit the amount.
+
+The credits go in batches of SETTLE_BATCH, in the file's order: the orders
+they name are looked up together, each credit is decided, then the notes go
+to the orders and the payments are booked, each in one call of the domain
+service's batch form, and the credits are remembered with multi-row
+INSERTs — a few statements per hundred credits instead of several each,
+and the candidates of one batch in memory, not the whole file's.
 
 Debits, reversals and entries not yet booked are passed over. Every credit
 is remembered in statement_entry with its outcome, so the same statement,
@@ -33,10 +42,10 @@ from daemon.store import StatementEntry, Store, utcnow
 
 OUTCOMES = ("paid", "already_paid", "amount_differs", "unmatched")
 IMPORT_LOCK = 0x6f72_6465_7273_7431      # pg_advisory_xact_lock: one statement import at a time
-KEY_BATCH = 500
+SETTLE_BATCH = 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     kind: str                     # one of OUTCOMES
     entry: Entry
@@ -84,9 +93,11 @@ def import_statement(store: Store, settings: Settings, data: bytes, name: str, *
             store.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (IMPORT_LOCK,))
         fresh = _new_entries(credits)
         result.imported_before = len(credits) - len(fresh)
-        settle = _Settler(store, settings, statement, fresh, now, result.changes if undoable else None)
-        result.outcomes = [settle(entry) for entry in fresh]
-        _remember(result.outcomes, statement.format, now)
+        settler = _Settler(store, settings, statement, now, result.changes if undoable else None)
+        for start in range(0, len(fresh), SETTLE_BATCH):
+            outcomes = settler.settle(fresh[start:start + SETTLE_BATCH])
+            _remember(outcomes, statement.format, now)
+            result.outcomes.extend(outcomes)
         if preview:
             transaction.rollback()
     return result
@@ -94,12 +105,11 @@ def import_statement(store: Store, settings: Settings, data: bytes, name: str, *
 
 def _new_entries(credits: list[Entry]) -> list[Entry]:
     """The credits not imported before (nor twice in this file, as a .zip of overlapping days may hold)."""
-    keys = list(dict.fromkeys(e.key for e in credits))
     known = set()
-    for start in range(0, len(keys), KEY_BATCH):
-        chunk = keys[start:start + KEY_BATCH]
-        known.update(k for (k,) in StatementEntry.select(StatementEntry.entry_key)
-                     .where(StatementEntry.entry_key.in_(chunk)).tuples())
+    for chunk in compiled.padded(list(dict.fromkeys(e.key for e in credits))):
+        known.update(key for (key,) in compiled.rows(
+            StatementEntry, ("importer.known", len(chunk)), lambda: StatementEntry.select(StatementEntry.entry_key)
+            .where(StatementEntry.entry_key.in_([""] * len(chunk))), *chunk))
     fresh = []
     for entry in credits:
         if entry.key not in known:
@@ -109,19 +119,26 @@ def _new_entries(credits: list[Entry]) -> list[Entry]:
 
 
 class _Settler:
-    """Settles credits one by one, the orders they name looked up for all of them at once."""
+    """Settles a statement's credits a batch at a time (`settle`): decides
+    each, in the file's order, then books the batch (`_book`).
 
-    def __init__(self, store: Store, settings: Settings, statement: Statement, entries: list[Entry], now,
-                 changes: list | None):
+    A decision to pay or to note stands for what the domain service then
+    does in its batch; an order a credit before paid (or is to pay) counts
+    as paid."""
+
+    def __init__(self, store: Store, settings: Settings, statement: Statement, now, changes: list | None):
         self.store, self.settings, self.statement, self.now = store, settings, statement, now
         self.changes = changes
-        self.candidates = {e.key: [matching.candidates(text) for text in e.search_texts] for e in entries}
-        keys = {c.key for found in self.candidates.values() for texts in found for c in texts}
-        self.by_key = matching.find_orders(store, keys)
-        self.paid_now: set[int] = set()
+        self.paying: set[int] = set()
 
-    def __call__(self, entry: Entry) -> Outcome:
-        named = matching.named_orders(self.candidates[entry.key], self.by_key)
+    def settle(self, entries: list[Entry]) -> list[Outcome]:
+        """The outcome of each credit; the orders they name looked up together."""
+        candidates = [[matching.candidates(text) for text in e.search_texts] for e in entries]
+        by_key = matching.find_orders(self.store, {c.key for found in candidates for texts in found for c in texts})
+        return self._book([self._decide(entry, matching.named_orders(found, by_key))
+                           for entry, found in zip(entries, candidates)])
+
+    def _decide(self, entry: Entry, named: list[matching.OrderRow]) -> Outcome:
         if not named:
             return Outcome("unmatched", entry, (), "no order number found")
         same_currency = [o for o in named if o.currency == entry.currency]
@@ -141,32 +158,46 @@ class _Settler:
         return Outcome("unmatched", entry, tuple(same_currency), "names several orders, none of this amount")
 
     def _pay(self, entry: Entry, rows: list[matching.OrderRow]) -> Outcome:
-        done, summaries = [], []
-        for row in rows:
-            before = orders.snapshot(row.number) if self.changes is not None else None
-            change = orders.mark_paid(self.store, self.settings, row.number, via=self._via(),
-                                      data=self._data(entry, len(rows)))
-            if change.done and before is not None:
-                self.changes.append({"number": row.number, "event_id": change.event_id, "before": before})
-            done.append(change.done)
-            summaries.append(change.summary)
-            self.paid_now.add(row.id)
-        kind = "paid" if any(done) else "already_paid"
-        detail = "; ".join(summaries) if not all(done) or any("(" in s for s in summaries) else ""
-        return Outcome(kind, entry, tuple(rows), detail)
+        self.paying.update(row.id for row in rows)
+        return Outcome("paid", entry, tuple(rows))            # booked by `_book`
 
     def _amount_differs(self, entry: Entry, row: matching.OrderRow) -> Outcome:
-        if row.paid_at is not None or row.id in self.paid_now:
+        if row.paid_at is not None or row.id in self.paying:
             return Outcome("already_paid", entry, (row,), f"this credit is {entry.amount} {entry.currency}, "
                                                           f"the order's total {row.total} {row.currency}")
-        detail = f"the order's total is {row.total} {row.currency}"
+        return Outcome("amount_differs", entry, (row,), f"the order's total is {row.total} {row.currency}")
+
+    def _book(self, decided: list[Outcome]) -> list[Outcome]:
+        """The notes, then the payments, each one batch of the domain service; the outcomes as booked.
+
+        Notes first keeps each order's log in the file's order: a credit is
+        noted only on an order no credit before it pays."""
+        orders.add_events(self.store, self.settings, "system",
+                          [self._note(o.entry, o.orders[0]) for o in decided if o.kind == "amount_differs"],
+                          via=self._via())
+        to_pay = [o for o in decided if o.kind == "paid"]
+        booked = iter(orders.mark_paid_many(
+            self.store, self.settings,
+            [orders.PerOrder(row.number, self._data(o.entry, len(o.orders))) for o in to_pay for row in o.orders],
+            via=self._via()))
+        paid = {id(o): self._paid(o, [next(booked) for _ in o.orders]) for o in to_pay}
+        return [paid.get(id(o), o) for o in decided]
+
+    def _paid(self, outcome: Outcome, booked: list[orders.Change]) -> Outcome:
+        if self.changes is not None:
+            self.changes.extend({"number": c.number, "event_id": c.event_id, "before": c.before}
+                                for c in booked if c.done)
+        done, summaries = [c.done for c in booked], [c.summary for c in booked]
+        kind = "paid" if any(done) else "already_paid"
+        detail = "; ".join(summaries) if not all(done) or any("(" in s for s in summaries) else ""
+        return Outcome(kind, outcome.entry, outcome.orders, detail)
+
+    def _note(self, entry: Entry, row: matching.OrderRow) -> orders.PerOrder:
         text = (f"A bank transfer of {entry.amount} {entry.currency} names this order, whose total is "
                 f"{row.total} {row.currency}; it was not marked paid.\n"
                 f"Payer: {entry.payer or '-'}\nText: {entry.remittance or '-'}\nReference: {entry.reference or '-'}")
-        orders.add_event(self.store, self.settings, row.number, "system",
-                         Content(subject="Bank transfer: the amount differs", text=text),
-                         via=self._via(), data=self._data(entry, 1) | {"amount_differs": True})
-        return Outcome("amount_differs", entry, (row,), detail)
+        return orders.PerOrder(row.number, self._data(entry, 1) | {"amount_differs": True},
+                               Content(subject="Bank transfer: the amount differs", text=text))
 
     def _via(self) -> Via:
         return Via(author="system", now=self.now)
@@ -177,10 +208,10 @@ class _Settler:
 
 
 def _remember(outcomes: list[Outcome], source: str, now) -> None:
-    """A statement_entry row per credit; one INSERT built once (compiled), run per row."""
-    for o in outcomes:
-        compiled.insert(StatementEntry, entry_key=o.entry.key, imported_at=now, source=source[:20],
-                        booked_on=o.entry.booked_on, amount=o.entry.amount, currency=o.entry.currency,
-                        reference=o.entry.reference[:200], payer=o.entry.payer[:200],
-                        remittance=o.entry.remittance[:500], outcome=o.kind, detail=o.detail[:300],
-                        order=o.orders[0].id if o.orders else None)
+    """A statement_entry row per credit, a few dozen to an INSERT."""
+    compiled.insert_many(StatementEntry, [
+        {"entry_key": o.entry.key, "imported_at": now, "source": source[:20], "booked_on": o.entry.booked_on,
+         "amount": o.entry.amount, "currency": o.entry.currency, "reference": o.entry.reference[:200],
+         "payer": o.entry.payer[:200], "remittance": o.entry.remittance[:500], "outcome": o.kind,
+         "detail": o.detail[:300], "order": o.orders[0].id if o.orders else None}
+        for o in outcomes])

@@ -43,7 +43,7 @@ class Candidate(NamedTuple):
     spaces: int         # joins across white space: the weaker the more
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrderRow:
     id: int
     number: str
