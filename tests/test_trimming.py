@@ -25,7 +25,7 @@ import pytest
 from daemon.trimming import TrimmedReply, html_to_text, is_forward_subject, trim_reply
 from daemon.trimming.shapes import _INVISIBLE, _ODD_SPACES
 from reply_corpora import (
-    CORPORA, MISSING, REPLY_CORPORA, corpus_mails, load_expectations, normalise_whitespace, verdict,
+    CORPORA, MISSING, REPLY_CORPORA, comparable, corpus_mails, load_expectations, normalise_whitespace, verdict,
 )
 
 REPLIES = Path(__file__).resolve().parent / "mails" / "replies"
@@ -404,12 +404,10 @@ def test_html_to_text_renders_plainly(html, text):
 # ---------------------------------------------------------------------------
 
 
-def corpus_cases(which, *, exact: bool = False) -> list:
-    """The corpus mails `which` selects; a debatable exact text is a strict xfail."""
+def corpus_cases(which) -> list:
+    """The corpus mails `which` selects."""
     mails = [m for m in corpus_mails() if which(m)]
-    return [pytest.param(m, id=m.key, marks=[pytest.mark.xfail(strict=True, reason=m.debatable)]
-                         if exact and m.debatable else [])
-            for m in mails] or [pytest.param(None, id="corpora-missing")]
+    return [pytest.param(m, id=m.key) for m in mails] or [pytest.param(None, id="corpora-missing")]
 
 
 def fragment_cases() -> list:
@@ -438,12 +436,12 @@ def require_corpus(corpus: str | None) -> None:
         pytest.skip(MISSING)
 
 
-@pytest.mark.parametrize("mail", corpus_cases(lambda m: m.expected is not None, exact=True))
+@pytest.mark.parametrize("mail", corpus_cases(lambda m: m.expected is not None))
 def test_corpus_reply_text_is_exact(mail):
     if mail is None:
         pytest.skip(MISSING)
     result = trim_reply(mail.text())
-    assert normalise_whitespace(result.text) == normalise_whitespace(mail.expected)
+    assert normalise_whitespace(comparable(mail, result.text)) == normalise_whitespace(mail.expected)
 
 
 @pytest.mark.parametrize("mail", corpus_cases(lambda m: m.judgment is not None))
