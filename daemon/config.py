@@ -290,6 +290,7 @@ class PaypalSettings:
 
 
 def _is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (a host name other than localhost: where it points is not ours to know)."""
     if host == "localhost":
         return True
     try:
@@ -619,7 +620,8 @@ def warnings(settings: Settings) -> list[str]:
         found.append("[owner] secret: command mails are obeyed on the secret address and the From header "
                      "alone, which anyone can write; set [owner] verify_dkim or trusted_authserv_id so a "
                      "leaked address is not enough")
-    if owner.trusted_authserv_id and inbound.lmtp_listen and not _is_loopback(inbound.lmtp_listen):
+    lmtp_host = inbound.lmtp_listen.rpartition(":")[0].strip("[]")
+    if owner.trusted_authserv_id and inbound.lmtp_listen and not _is_loopback(lmtp_host):
         found.append(f"[owner] trusted_authserv_id: anyone who reaches [inbound] lmtp_listen "
                      f"{inbound.lmtp_listen} can write an Authentication-Results header as if your mail "
                      "server had; listen on 127.0.0.1, or firewall it to that server")
@@ -629,16 +631,6 @@ def warnings(settings: Settings) -> list[str]:
                      "the sender wrote every header); send them through LMTP, the pipe or IMAP behind a "
                      "server that checks DKIM, or set [owner] verify_dkim")
     return found
-
-
-def _is_loopback(listen: str) -> bool:
-    host = listen.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:       # a host name: where it points is not ours to know
-        return False
 
 
 def _check_listen(value: str, key: str) -> None:
