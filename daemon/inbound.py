@@ -35,14 +35,14 @@ from dataclasses import dataclass
 import peewee as pw
 
 from daemon import compiled
-from daemon.addresses import Recipient, check_recipient
+from daemon.addresses import Recipient, check_recipient, token_order_id
 from daemon.bounces import find_bounce
 from daemon.claimants import claimant, claimant_gone as _claimant_gone
 from daemon.errors import MailRefused, Refused
 from daemon.inbound_mail import HEADER_END, InboundMail, parse_mail
 from daemon.raw_io import load_raw
 from daemon.routing import Context, our_message_ids, route
-from daemon.store import STORE_TROUBLE, InboundMessage, Store, first_line, utcnow
+from daemon.store import STORE_TROUBLE, InboundMessage, Order, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.inbound")
 BATCH = 20                     # claimed with one statement: several workers share a burst
@@ -83,8 +83,12 @@ def claim_batch(store: Store, limit: int) -> list[tuple[int, int]]:
     sql = (f'UPDATE "inbound_message" SET "state" = {p}, "processed_at" = {p}, "claimed_by" = {p} '
            f'WHERE "id" IN (SELECT "id" FROM "inbound_message" WHERE "state" = {p} '
            f'ORDER BY "id" LIMIT {p}{skip_locked}) RETURNING "id", "size"')
-    with store.atomic():
-        rows = db.execute_sql(sql, ("processing", utcnow(), claimant(), "new", limit)).fetchall()
+    params = ("processing", utcnow(), claimant(), "new", limit)
+    if store.backend == "postgresql":   # one statement commits on its own (autocommit): no BEGIN, no COMMIT
+        rows = db.execute_sql(sql, params).fetchall()
+    else:                               # SQLite: under the one writer's lock
+        with store.atomic():
+            rows = db.execute_sql(sql, params).fetchall()
     return sorted((int(i), int(s)) for i, s in rows)
 
 
@@ -147,8 +151,10 @@ def _groups(claimed: list[tuple[int, int]]):
 def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
     """Handle claimed messages, a few per transaction; the state each ends in."""
     now = utcnow()
-    pending = [_prepare(message, settings, now) for message in _load(ids)]
-    if store.backend == "postgresql" and len(pending) > 1:
+    messages = _load(ids)
+    orders = _orders_named(messages, settings) if len(messages) > 1 else None
+    pending = [_prepare(message, settings, now, orders) for message in messages]
+    if store.backend == "postgresql":
         states = _process_together(store, settings, pending)
         if states is not None:
             return states
@@ -270,7 +276,19 @@ class _Prepared:
     failure: Exception | None = None
 
 
-def _prepare(message: InboundMessage, settings, now) -> _Prepared:
+def _orders_named(messages: list[InboundMessage], settings) -> dict[int, Order]:
+    """The orders the group's reply addresses name, by id, read at once (not one per mail)."""
+    ids = sorted({order_id for message in messages for address in message.recipients
+                  if (order_id := token_order_id(address, settings)) is not None})
+    found = {}
+    for chunk in compiled.padded(ids):
+        found.update((order.id, order) for order in compiled.every(
+            Order, ("inbound.orders_named", len(chunk)), lambda: Order.select().where(Order.id.in_([0] * len(chunk))),
+            *chunk))
+    return found
+
+
+def _prepare(message: InboundMessage, settings, now, orders: dict | None = None) -> _Prepared:
     """Everything before the write lock: other writers wait less."""
     try:
         # Attachments are decoded only when needed (owner files): customers'
@@ -279,7 +297,7 @@ def _prepare(message: InboundMessage, settings, now) -> _Prepared:
             message.raw = load_raw(message.id)
         message.content_key = content_key(message.raw, message.message_id, message.recipients)
         mail = parse_mail(message.raw, envelope_from=message.envelope_from, keep_attachment_bytes=0)
-        recipients = _recipients(message, settings, now)
+        recipients = _recipients(message, settings, now, orders)
         if any(r.kind == "token" for r in recipients):
             mail.trimmed        # a reply's trimming, done here rather than under the write lock
         return _Prepared(message, mail, recipients, find_bounce(mail))
@@ -446,12 +464,12 @@ def _lock_number(key: str) -> int:
     return int.from_bytes(bytes.fromhex(key[:16]), "big", signed=True)
 
 
-def _recipients(message: InboundMessage, settings, now) -> tuple[Recipient, ...]:
+def _recipients(message: InboundMessage, settings, now, orders: dict | None = None) -> tuple[Recipient, ...]:
     """Our recipients of this message, re-checked (a token may have expired since)."""
     found = []
     for address in message.recipients:
         try:
-            found.append(check_recipient(address, settings, now.date()))
+            found.append(check_recipient(address, settings, now.date(), orders))
         except MailRefused:
             continue
     return tuple(found)

@@ -141,8 +141,11 @@ class Spool:
         if not batch:
             return
         try:
-            with self._store.atomic(urgent=True):     # senders wait for this commit
-                ids = store_messages(self._store, batch)
+            if len(batch) == 1 and self._store.backend == "postgresql":
+                ids = [store_alone(self._store, batch[0])]    # one statement, a transaction of its own
+            else:
+                with self._store.atomic(urgent=True):     # senders wait for this commit
+                    ids = store_messages(self._store, batch)
         except Exception as exc:     # whatever it was, each sender is answered and the writer goes on
             log.error("cannot commit %d message(s): %s", len(batch), first_line(exc),
                       exc_info=None if isinstance(exc, DATABASE_ERRORS) else exc)
@@ -187,6 +190,18 @@ def store_messages(store: Store, batch: list[_Pending]) -> list[int]:
                                           for message_id, p in zip(ids, batch)])
     compiled.insert_many(InboundRaw, [{"inbound": message_id, "raw": p.raw} for message_id, p in zip(ids, batch)])
     return ids
+
+
+def store_alone(store: Store, pending: _Pending) -> int:
+    """PostgreSQL, a message that arrived alone: its row and its bytes in one
+    statement, outside any transaction. In autocommit one statement is a
+    transaction of its own, committed (both rows or neither) before it
+    answers: one round trip, where BEGIN, two INSERTs and COMMIT take four."""
+    insert, params = compiled.insert_sql(InboundMessage, **_row(None, pending.raw, pending.channel,
+                                                                pending.envelope_from, pending.recipients))
+    sql = (f'WITH "m" AS ({insert}) INSERT INTO "inbound_raw" ("inbound_id", "raw") '
+           f'SELECT "id", %s FROM "m" RETURNING "inbound_id"')
+    return store.db.execute_sql(sql, [*params, InboundRaw.raw.db_value(pending.raw)]).fetchone()[0]
 
 
 def _row(message_id, raw: bytes, channel: str, envelope_from: str, recipients: list[str]) -> dict:
