@@ -155,13 +155,13 @@ def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
     orders = _orders_named(messages, settings) if len(messages) > 1 else None
     pending = [_prepare(message, settings, now, orders) for message in messages]
     if store.backend == "postgresql":
-        states = _process_together(store, settings, pending)
+        states = _process_together(store, settings, pending, sorted(orders or ()))
         if states is not None:
             return states
     return _process_one_by_one(store, settings, pending)
 
 
-def _process_together(store: Store, settings, pending: list[_Prepared]) -> list[str]:
+def _process_together(store: Store, settings, pending: list[_Prepared], order_ids: list[int]) -> list[str] | None:
     """PostgreSQL: the whole group in one transaction without savepoints.
 
     Each statement is a round trip to a server that may be across a network,
@@ -169,11 +169,17 @@ def _process_together(store: Store, settings, pending: list[_Prepared]) -> list[
     checks of all at once, no savepoint per message (two round trips each).
     Should any message fail, everything is undone and None returned: the
     caller handles the group one by one, each message in a savepoint of its own.
+    The orders the group's reply addresses name are locked first, in id
+    order: two workers whose groups touch the same orders never wait for
+    each other crosswise (a deadlock would undo both rounds).
     """
     outcomes, in_hand = [], None
     before = [(item.message, dict(item.message.__data__), dict(item.message.__rel__)) for item in pending]
     try:
         with store.atomic(), store.all_or_nothing():
+            if order_ids:
+                store.db.execute_sql('SELECT 1 FROM "orders" WHERE "id" = ANY(%s) ORDER BY "id" FOR UPDATE',
+                                     (order_ids,))
             handled = _handled_before(store, [item.message for item in pending])
             ours = our_message_ids([item.mail.message_id for item in pending if item.mail is not None])
             for in_hand in pending:
