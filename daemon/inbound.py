@@ -570,7 +570,13 @@ class InboundWorker:
             self._kept.clear()
 
     def _now_and_then(self) -> None:
-        """Expired claims are looked for once a minute, not on every round."""
+        """Expired claims, and claims of processes on this host that ended,
+        are looked for once a minute, not on every round. The second: a
+        worker of a daemon killed a moment before this one started may
+        still have been ending when `start` looked."""
         if time.monotonic() - self._stale_checked >= STALE_CHECK_SECONDS:
             release_stale_claims(self.store)
+            released = release_dead_claims(self.store)
+            if released:
+                log.warning("took back %d message(s) claimed by a process that ended", released)
             self._stale_checked = time.monotonic()
