@@ -8,7 +8,10 @@ milliseconds (SQLite has one writer, and mail being acknowledged waits for
 it), each message in a savepoint of its own: one failing message is rolled
 back alone and moved to `quarantine` with the reason, never dropped. When
 the store fails instead (a lost connection, a lock held too long), the
-round is undone and tried again; a message in hand at such a failure five
+round is undone and tried again (on PostgreSQL, where each statement is a
+round trip, a group goes in one transaction without savepoints, and only
+when a message of it fails is it done again one by one, as above:
+`_process_together`); a message in hand at such a failure five
 times is quarantined too. The claims of a round the store broke off are
 given back at once, over a fresh connection; while the store is still away,
 the worker keeps them and gives them back as soon as it answers again, so
