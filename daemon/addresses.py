@@ -31,8 +31,31 @@ class Recipient:
     order: Order | None = field(default=None, compare=False, repr=False)  # as looked up for the check
 
 
-def check_recipient(address: str, settings: Settings, today: dt.date) -> Recipient:
-    """Classify one envelope recipient or raise the refusal it deserves."""
+def check_recipient(address: str, settings: Settings, today: dt.date, orders: dict | None = None) -> Recipient:
+    """Classify one envelope recipient or raise the refusal it deserves.
+
+    `orders`: orders by id read ahead for a group of mails (`token_order_id`);
+    None: a token's order is read here."""
+    kind, detail = _classify(address, settings)
+    if kind == "shop":
+        return Recipient(address, "shop")
+    if kind == "command":
+        return _command_recipient(address, detail, settings)
+    return _token_recipient(address, detail, settings, today, orders)
+
+
+def token_order_id(address: str, settings: Settings) -> int | None:
+    """The order a reply address's token names, not yet checked; None for any other address."""
+    try:
+        kind, detail = _classify(address, settings)
+    except (NotOurDomain, UnknownRecipient):
+        return None
+    claim = kind == "token" and tokens.read_token(detail)
+    return claim.order_id if claim else None
+
+
+def _classify(address: str, settings: Settings) -> tuple[str, str]:
+    """("shop", ""), ("command", its secret) or ("token", the token); else the refusal."""
     local, at, domain = address.strip().strip("<>").rpartition("@")
     if not at or domain.lower() != settings.shop.domain.lower():
         raise NotOurDomain()
@@ -40,12 +63,12 @@ def check_recipient(address: str, settings: Settings, today: dt.date) -> Recipie
     base, plus, detail = local.partition("+")
     shop_local = settings.shop.address.partition("@")[0].lower()
     if local in ROLE_ACCOUNTS or (base == shop_local and not plus):
-        return Recipient(address, "shop")
+        return "shop", ""
     if base != shop_local or not detail:
         raise UnknownRecipient()
     if detail.startswith("cmd-"):
-        return _command_recipient(address, detail[4:], settings)
-    return _token_recipient(address, detail, settings, today)
+        return "command", detail[4:]
+    return "token", detail
 
 
 def _command_recipient(address: str, secret: str, settings: Settings) -> Recipient:
@@ -55,10 +78,13 @@ def _command_recipient(address: str, secret: str, settings: Settings) -> Recipie
     return Recipient(address, "command")
 
 
-def _token_recipient(address: str, token: str, settings: Settings, today: dt.date) -> Recipient:
+def _token_recipient(address: str, token: str, settings: Settings, today: dt.date, orders: dict | None) -> Recipient:
     claim = tokens.read_token(token)
-    order = claim and compiled.get(Order, "addresses.by_id", lambda: Order.select().where(Order.id == 0),
-                                   claim.order_id)
+    if claim and orders is not None:
+        order = orders.get(claim.order_id)
+    else:
+        order = claim and compiled.get(Order, "addresses.by_id", lambda: Order.select().where(Order.id == 0),
+                                       claim.order_id)
     if order is None or not tokens.is_genuine(claim, order.reply_secret):
         raise UnknownRecipient()
     if tokens.is_expired(claim, today, settings.inbound.reply_token_days):

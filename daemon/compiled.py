@@ -249,13 +249,26 @@ def _pieces(count: int, most: int):
         bit >>= 1
 
 
-def _insert(model, data: dict):
+def insert_sql(model, **values) -> tuple[str, list]:
+    """`insert`'s statement and parameters, not run: for a larger statement
+    that writes more with it (on PostgreSQL it ends in RETURNING the key)."""
+    data = model._meta.get_default_dict()
+    data.update(values)
+    return _insert_sql(model, data)
+
+
+def _insert_sql(model, data: dict) -> tuple[str, list]:
     meta = model._meta
     if meta.auto_increment and data.get(meta.primary_key.name) is None:
         data.pop(meta.primary_key.name, None)   # the database numbers the row
     db = meta.database
     sql, spots = _statement(db, ("insert", model, frozenset(data)), lambda: _build_insert(db, model, data, 1))
-    cursor = db.execute_sql(sql, [convert(data[name]) for _row, name, convert in spots])
+    return sql, [convert(data[name]) for _row, name, convert in spots]
+
+
+def _insert(model, data: dict):
+    db = model._meta.database
+    cursor = db.execute_sql(*_insert_sql(model, data))
     # PostgreSQL: INSERT … RETURNING the key (peewee adds it); SQLite: the rowid
     return cursor.fetchone()[0] if db.returning_clause else cursor.lastrowid
 

@@ -8,7 +8,10 @@ milliseconds (SQLite has one writer, and mail being acknowledged waits for
 it), each message in a savepoint of its own: one failing message is rolled
 back alone and moved to `quarantine` with the reason, never dropped. When
 the store fails instead (a lost connection, a lock held too long), the
-round is undone and tried again; a message in hand at such a failure five
+round is undone and tried again (on PostgreSQL, where each statement is a
+round trip, a group goes in one transaction without savepoints, and only
+when a message of it fails is it done again one by one, as above:
+`_process_together`); a message in hand at such a failure five
 times is quarantined too. The claims of a round the store broke off are
 given back at once, over a fresh connection; while the store is still away,
 the worker keeps them and gives them back as soon as it answers again, so
@@ -35,14 +38,14 @@ from dataclasses import dataclass
 import peewee as pw
 
 from daemon import compiled
-from daemon.addresses import Recipient, check_recipient
+from daemon.addresses import Recipient, check_recipient, token_order_id
 from daemon.bounces import find_bounce
 from daemon.claimants import claimant, claimant_gone as _claimant_gone
 from daemon.errors import MailRefused, Refused
 from daemon.inbound_mail import HEADER_END, InboundMail, parse_mail
 from daemon.raw_io import load_raw
-from daemon.routing import Context, route
-from daemon.store import STORE_TROUBLE, InboundMessage, Store, first_line, utcnow
+from daemon.routing import Context, our_message_ids, route
+from daemon.store import STORE_TROUBLE, InboundMessage, Order, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.inbound")
 BATCH = 20                     # claimed with one statement: several workers share a burst
@@ -83,8 +86,12 @@ def claim_batch(store: Store, limit: int) -> list[tuple[int, int]]:
     sql = (f'UPDATE "inbound_message" SET "state" = {p}, "processed_at" = {p}, "claimed_by" = {p} '
            f'WHERE "id" IN (SELECT "id" FROM "inbound_message" WHERE "state" = {p} '
            f'ORDER BY "id" LIMIT {p}{skip_locked}) RETURNING "id", "size"')
-    with store.atomic():
-        rows = db.execute_sql(sql, ("processing", utcnow(), claimant(), "new", limit)).fetchall()
+    params = ("processing", utcnow(), claimant(), "new", limit)
+    if store.backend == "postgresql":   # one statement commits on its own (autocommit): no BEGIN, no COMMIT
+        rows = db.execute_sql(sql, params).fetchall()
+    else:                               # SQLite: under the one writer's lock
+        with store.atomic():
+            rows = db.execute_sql(sql, params).fetchall()
     return sorted((int(i), int(s)) for i, s in rows)
 
 
@@ -147,8 +154,84 @@ def _groups(claimed: list[tuple[int, int]]):
 def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
     """Handle claimed messages, a few per transaction; the state each ends in."""
     now = utcnow()
-    pending = [_prepare(message, settings, now) for message in _load(ids)]
-    pending.reverse()
+    messages = _load(ids)
+    orders = _orders_named(messages, settings) if len(messages) > 1 else None
+    pending = [_prepare(message, settings, now, orders) for message in messages]
+    if store.backend == "postgresql":
+        states = _process_together(store, settings, pending, sorted(orders or ()))
+        if states is not None:
+            return states
+    return _process_one_by_one(store, settings, pending)
+
+
+def _process_together(store: Store, settings, pending: list[_Prepared], order_ids: list[int]) -> list[str] | None:
+    """PostgreSQL: the whole group in one transaction without savepoints.
+
+    Each statement is a round trip to a server that may be across a network,
+    and most mail is handled without a hitch: one transaction, the duplicate
+    checks of all at once, no savepoint per message (two round trips each).
+    Should any message fail, everything is undone and None returned: the
+    caller handles the group one by one, each message in a savepoint of its own.
+    The orders the group's reply addresses name are locked first, in id
+    order: two workers whose groups touch the same orders never wait for
+    each other crosswise (a deadlock would undo both rounds).
+    """
+    outcomes, in_hand = [], None
+    before = [(item.message, dict(item.message.__data__), dict(item.message.__rel__)) for item in pending]
+    try:
+        with store.atomic(), store.all_or_nothing():
+            if order_ids:
+                store.db.execute_sql('SELECT 1 FROM "orders" WHERE "id" = ANY(%s) ORDER BY "id" FOR UPDATE',
+                                     (order_ids,))
+            handled = _handled_before(store, [item.message for item in pending])
+            ours = our_message_ids([item.mail.message_id for item in pending if item.mail is not None])
+            for in_hand in pending:
+                outcomes.append(_handle_together(store, settings, in_hand, handled, ours))
+            in_hand = None
+            _finish_all([item.message for item in pending])
+    except STORE_TROUBLE as exc:     # all of this transaction is undone; the round ends
+        if in_hand is not None:
+            _count_store_trouble(store, in_hand.message, exc)
+        raise
+    except Exception:      # a message's failure (Broken: one that was caught on the way)
+        for message, data, related in before:      # as loaded: the one-by-one round starts afresh
+            message.__data__, message.__rel__ = data, related
+        return None
+    return _told(outcomes)
+
+
+def _handle_together(store: Store, settings, item: _Prepared, handled: set[str],
+                     ours: frozenset[str]) -> tuple[int, str, str]:
+    """Route one message of a group handled in one transaction (the outcome is written by `_finish_all`)."""
+    message = item.message
+    if item.failure is not None:       # found before the transaction: nothing of it to undo
+        log.error("message %s quarantined", message.id, exc_info=item.failure)
+        state, reason = "quarantined", f"{type(item.failure).__name__}: {first_line(item.failure)}"
+        message.order = None
+        _outcome(message, state, reason, attempts=message.attempts + 1)
+        return message.id, state, reason
+    if message.content_key in handled:
+        state, reason = "duplicate", "the same message was handled before"
+    else:
+        ctx = Context(store=store, settings=settings, message=message, mail=item.mail,
+                      recipients=item.recipients, bounce=item.bounce, now=utcnow(), ours=ours)
+        state, reason = "done", route(ctx)
+        handled.add(message.content_key)
+    _outcome(message, state, reason)
+    return message.id, state, reason
+
+
+def _told(outcomes) -> list[str]:
+    """Log each outcome once it is committed; the states."""
+    for message_id, state, reason in outcomes:
+        log.info("message %s %s: %s", message_id, state, reason,
+                 extra={"inbound_id": message_id, "state": state})
+    return [state for _id, state, _reason in outcomes]
+
+
+def _process_one_by_one(store: Store, settings, pending: list[_Prepared]) -> list[str]:
+    """Each message in a savepoint of its own, a few per transaction."""
+    pending = list(reversed(pending))
     states = []
     while pending:
         # SQLite has one writer: mail being acknowledged (and other workers)
@@ -167,10 +250,7 @@ def process_claimed(store: Store, settings, ids: list[int]) -> list[str]:
             if in_hand is not None:      # None: the transaction could not even begin
                 _count_store_trouble(store, in_hand.message, exc)
             raise
-        for message_id, state, reason in outcomes:     # told once it is committed
-            log.info("message %s %s: %s", message_id, state, reason,
-                     extra={"inbound_id": message_id, "state": state})
-            states.append(state)
+        states += _told(outcomes)
     return states
 
 
@@ -184,7 +264,15 @@ def _load(ids: list[int]) -> list[InboundMessage]:
     size = 1 << (len(ids) - 1).bit_length()
     rows = {m.id: m for m in compiled.every(InboundMessage, ("inbound.load", size), lambda: (
         InboundMessage.select().where(InboundMessage.id.in_([0] * size))), *ids, *[ids[0]] * (size - len(ids)))}
-    return [rows[i] for i in ids if i in rows]
+    messages = [rows[i] for i in ids if i in rows]
+    db = InboundMessage._meta.database
+    if db.returning_clause:     # PostgreSQL: their bytes in the same round trip as each other (a group is bounded)
+        raws = dict(db.execute_sql('SELECT "inbound_id", "raw" FROM "inbound_raw" WHERE "inbound_id" = ANY(%s)',
+                                   (ids,)).fetchall())
+        for message in messages:
+            raw = raws.pop(message.id, None)
+            message.raw = None if raw is None else bytes(raw)
+    return messages
 
 
 @dataclass
@@ -197,15 +285,28 @@ class _Prepared:
     failure: Exception | None = None
 
 
-def _prepare(message: InboundMessage, settings, now) -> _Prepared:
+def _orders_named(messages: list[InboundMessage], settings) -> dict[int, Order]:
+    """The orders the group's reply addresses name, by id, read at once (not one per mail)."""
+    ids = sorted({order_id for message in messages for address in message.recipients
+                  if (order_id := token_order_id(address, settings)) is not None})
+    found = {}
+    for chunk in compiled.padded(ids):
+        found.update((order.id, order) for order in compiled.every(
+            Order, ("inbound.orders_named", len(chunk)), lambda: Order.select().where(Order.id.in_([0] * len(chunk))),
+            *chunk))
+    return found
+
+
+def _prepare(message: InboundMessage, settings, now, orders: dict | None = None) -> _Prepared:
     """Everything before the write lock: other writers wait less."""
     try:
         # Attachments are decoded only when needed (owner files): customers'
         # files are never kept, and a decoded copy would double a big mail's memory.
-        message.raw = load_raw(message.id)
+        if getattr(message, "raw", None) is None:      # not read with the group (SQLite: the blob API)
+            message.raw = load_raw(message.id)
         message.content_key = content_key(message.raw, message.message_id, message.recipients)
         mail = parse_mail(message.raw, envelope_from=message.envelope_from, keep_attachment_bytes=0)
-        recipients = _recipients(message, settings, now)
+        recipients = _recipients(message, settings, now, orders)
         if any(r.kind == "token" for r in recipients):
             mail.trimmed        # a reply's trimming, done here rather than under the write lock
         return _Prepared(message, mail, recipients, find_bounce(mail))
@@ -278,11 +379,31 @@ def _between_transactions(exc: BaseException) -> bool:
     return isinstance(getattr(exc, "orig", None), TransactionRollbackError)
 
 
-def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:
-    """Write the outcome — only the columns that change, never the raw bytes again."""
+def _outcome(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:
     message.state, message.reason, message.processed_at = state, reason[:2000], utcnow()
     if attempts is not None:
         message.attempts = attempts
+
+
+_FINISH_ALL = ('UPDATE "inbound_message" AS m SET "state" = v.state, "reason" = v.reason, '
+               '"processed_at" = v.processed_at, "attempts" = v.attempts, "order_id" = v.order_id, '
+               '"content_key" = v.content_key FROM (VALUES {rows}) AS v(id, state, reason, processed_at, '
+               'attempts, order_id, content_key) WHERE m."id" = v.id')
+_FINISH_ROW = "(%s::integer, %s, %s, %s::timestamp, %s::integer, %s::integer, %s)"
+
+
+def _finish_all(messages: list[InboundMessage]) -> None:
+    """PostgreSQL: the outcomes of `_outcome` written in one statement (as `_finish` each)."""
+    db = InboundMessage._meta.database
+    reason = InboundMessage.reason
+    params = [value for m in messages for value in (m.id, m.state, reason.db_value(m.reason), m.processed_at,
+                                                    m.attempts, m.order_id, m.content_key)]
+    db.execute_sql(_FINISH_ALL.format(rows=", ".join([_FINISH_ROW] * len(messages))), params)
+
+
+def _finish(message: InboundMessage, state: str, reason: str, attempts: int | None = None) -> None:
+    """Write the outcome — only the columns that change, never the raw bytes again."""
+    _outcome(message, state, reason, attempts)
     compiled.update(InboundMessage, message.id, state=message.state, reason=message.reason,
                     processed_at=message.processed_at, attempts=message.attempts, order=message.order_id,
                     content_key=message.content_key)
@@ -334,17 +455,30 @@ def _already_handled(store: Store, message: InboundMessage) -> bool:
     return any(row_id != message.id and state == "done" for row_id, state in same)
 
 
+def _handled_before(store: Store, messages: list[InboundMessage]) -> set[str]:
+    """PostgreSQL, a group in one transaction: the content keys among theirs
+    already handled (`_already_handled` for all at once: every key's lock,
+    taken in one order so that two workers never wait for each other, then
+    one look-up)."""
+    keys = sorted({m.content_key for m in messages})
+    store.db.execute_sql("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k",
+                         ([_lock_number(key) for key in sorted(keys, key=_lock_number)],))
+    rows = store.db.execute_sql('SELECT "content_key", "state" FROM "inbound_message" '
+                                'WHERE "content_key" = ANY(%s)', (keys,)).fetchall()
+    return {key for key, state in rows if state == "done"}     # the group's own are `processing`
+
+
 def _lock_number(key: str) -> int:
     """A signed 64-bit number from the key, as pg_advisory_xact_lock takes."""
     return int.from_bytes(bytes.fromhex(key[:16]), "big", signed=True)
 
 
-def _recipients(message: InboundMessage, settings, now) -> tuple[Recipient, ...]:
+def _recipients(message: InboundMessage, settings, now, orders: dict | None = None) -> tuple[Recipient, ...]:
     """Our recipients of this message, re-checked (a token may have expired since)."""
     found = []
     for address in message.recipients:
         try:
-            found.append(check_recipient(address, settings, now.date()))
+            found.append(check_recipient(address, settings, now.date(), orders))
         except MailRefused:
             continue
     return tuple(found)
@@ -439,7 +573,13 @@ class InboundWorker:
             self._kept.clear()
 
     def _now_and_then(self) -> None:
-        """Expired claims are looked for once a minute, not on every round."""
+        """Expired claims, and claims of processes on this host that ended,
+        are looked for once a minute, not on every round. The second: a
+        worker of a daemon killed a moment before this one started may
+        still have been ending when `start` looked."""
         if time.monotonic() - self._stale_checked >= STALE_CHECK_SECONDS:
             release_stale_claims(self.store)
+            released = release_dead_claims(self.store)
+            if released:
+                log.warning("took back %d message(s) claimed by a process that ended", released)
             self._stale_checked = time.monotonic()

@@ -580,9 +580,13 @@ class _Writes:
 
     def flush(self) -> None:
         self._update_orders()
-        for event, key in zip(self.events, compiled.new_keys(Event, len(self.events))):
-            event.id = event.row["id"] = key
-        compiled.insert_many(Event, [event.row for event in self.events])
+        if len(self.events) == 1:      # the common case (a reply): the INSERT returns the id, one round trip less
+            [event] = self.events
+            event.id = event.row["id"] = compiled.insert(Event, **event.row)
+        else:
+            for event, key in zip(self.events, compiled.new_keys(Event, len(self.events))):
+                event.id = event.row["id"] = key
+            compiled.insert_many(Event, [event.row for event in self.events])
         for event in self.events:
             for file in event.files:
                 _attach(event.id, file)

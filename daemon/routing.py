@@ -44,6 +44,9 @@ class Context:
     recipients: tuple[Recipient, ...]
     bounce: Bounce | None
     now: dt.datetime
+    # The Message-IDs of our own sent mail among a group's, looked up for the
+    # whole group at once (daemon/inbound.py); None: looked up for this mail.
+    ours: frozenset[str] | None = None
 
     def sent_to(self, kind: str) -> bool:
         return any(r.kind == kind for r in self.recipients)
@@ -57,10 +60,15 @@ class Context:
         """Why this mail was written by a machine, or None: never answer those."""
         if self.mail.auto_submitted:
             return self.mail.auto_submitted
-        if self.mail.message_id and compiled.exists(OutboxMessage, "routing.ours", lambda: (
-                OutboxMessage.select().where(OutboxMessage.message_id == "")), self.mail.message_id):
+        if self.mail.message_id and self._ours(self.mail.message_id):
             return "our own mail came back"
         return None
+
+    def _ours(self, message_id: str) -> bool:
+        if self.ours is not None:
+            return message_id in self.ours
+        return compiled.exists(OutboxMessage, "routing.ours", lambda: (
+            OutboxMessage.select().where(OutboxMessage.message_id == "")), message_id)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,19 @@ ROUTES = (
     Route("customer reply", lambda ctx: ctx.target is not None, replies.handle_customer_reply),
     Route("unmatched", lambda ctx: True, mail_handlers.handle_unmatched),
 )
+
+
+def our_message_ids(message_ids: list[str]) -> frozenset[str]:
+    """Those of `message_ids` that our own sent mail carries, in one statement (`Context.ours`)."""
+    wanted = sorted(set(filter(None, message_ids)))
+    if not wanted:
+        return frozenset()
+    found = set()
+    for chunk in compiled.padded(wanted):
+        found.update(row.message_id for row in compiled.every(
+            OutboxMessage, ("routing.ours_of", len(chunk)), lambda: OutboxMessage.select(OutboxMessage.message_id)
+            .where(OutboxMessage.message_id.in_([""] * len(chunk))), *chunk))
+    return frozenset(found)
 
 
 def route(ctx: Context) -> str:

@@ -529,6 +529,9 @@ class Store:
                 yield transaction
             return
         local = self._savepoints
+        if getattr(local, "whole", None) is not None:
+            yield from _without_savepoint(local.whole)
+            return
         depth = getattr(local, "depth", 0) + 1
         local.depth = depth
         try:
@@ -536,6 +539,25 @@ class Store:
                 yield savepoint
         finally:
             local.depth = depth - 1
+
+    @contextmanager
+    def all_or_nothing(self):
+        """Inside a transaction: nested `atomic()` blocks take no savepoint
+        (on PostgreSQL each is two more round trips), since the caller undoes
+        the whole transaction if any part fails. A nested block left by an
+        exception, or asked to roll back, marks the transaction broken, and
+        leaving this block then raises `Broken` even if that exception was
+        caught inside: nothing half-done is ever committed."""
+        local = self._savepoints
+        if not self.db.in_transaction() or getattr(local, "whole", None) is not None:
+            raise RuntimeError("all_or_nothing belongs directly inside one transaction")
+        local.whole = whole = _Whole()
+        try:
+            yield
+        finally:
+            local.whole = None
+        if whole.broken:
+            raise Broken("a part of an all-or-nothing transaction failed")
 
     def urgent_waiting(self) -> bool:
         """Whether a sender waits for the one writer (SQLite) that this transaction holds."""
@@ -550,6 +572,28 @@ class Store:
         """(applied, pending) migration names."""
         rows = Runner(self.db, str(MIGRATIONS_DIR)).status()
         return ([m.name for m in rows if m.applied], [m.name for m in rows if not m.applied])
+
+
+class Broken(Exception):
+    """A part of an all-or-nothing transaction failed (`Store.all_or_nothing`):
+    roll it all back, and do the work again with savepoints."""
+
+
+class _Whole:
+    """The nested blocks of an all-or-nothing transaction, and whether one failed."""
+    broken = False
+
+    def rollback(self, begin=False):
+        self.broken = True
+        raise Broken("a nested block of an all-or-nothing transaction rolled back")
+
+
+def _without_savepoint(whole: _Whole):
+    try:
+        yield whole
+    except BaseException:
+        whole.broken = True
+        raise
 
 
 _A_READ = re.compile(r"\s*SELECT\b", re.IGNORECASE)

@@ -224,9 +224,13 @@ def _child_main(settings: Settings, reader, sends_outbox: bool, ready) -> None:
     for background in (outbox, verifier):
         if background is not None:
             background.start()
-    ready.send_bytes(b"ready")
-    ready.close()
     try:
+        try:
+            ready.send_bytes(b"ready")
+        except BrokenPipeError:     # the daemon died while we started: give back what was claimed, and end
+            return
+        finally:
+            ready.close()
         _wait_for_wake_ups(reader.fileno(), inbound, stopping)
     finally:
         for background in (verifier, outbox):
