@@ -180,6 +180,12 @@ def environment(templates_dir: str = "", lang: str = translations.FALLBACK) -> j
     return env
 
 
+def reload_templates() -> None:
+    """SIGHUP: the templates and the catalogs are read again when next used."""
+    translations.reload()
+    environment.cache_clear()
+
+
 def _render_templates(settings: Settings, kind: str, lang: str, context: dict) -> tuple[str, str, str]:
     folder = settings.outbound.templates_dir
     try:

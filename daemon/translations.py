@@ -36,6 +36,20 @@ def N_(message: str) -> str:
     return message
 
 
+_shop_folder = ""
+
+
+def use_shop_folder(folder: str) -> None:
+    """The shop's `[outbound] templates_dir`, for words asked for without settings at
+    hand (the pages' and receipts' helpers); set where the process reads its settings."""
+    global _shop_folder
+    _shop_folder = folder
+
+
+def shop_folder() -> str:
+    return _shop_folder
+
+
 def catalog_path(folder: Path, lang: str) -> Path:
     return folder / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
 

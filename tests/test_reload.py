@@ -31,7 +31,7 @@ def _shop_templates(folder: Path, version: str) -> tuple[Path, Path]:
     mail, page = folder / "mail", folder / "page"
     mail.mkdir(parents=True, exist_ok=True)
     page.mkdir(parents=True, exist_ok=True)
-    text = (BUILTIN / "mail" / "message.de.txt").read_text(encoding="utf-8")
+    text = (BUILTIN / "mail" / "message.txt").read_text(encoding="utf-8")
     (mail / "message.de.txt").write_text(
         f"Subject: [{version}] Nachricht zu {{{{ order.number }}}}\n" + text.partition("\n")[2], encoding="utf-8")
     order_page = (BUILTIN / "page" / "order.html").read_text(encoding="utf-8")
