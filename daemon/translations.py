@@ -50,6 +50,41 @@ def shop_folder() -> str:
     return _shop_folder
 
 
+_JOINED = "%(first)s%(then)s"   # two sentences in a row: nothing to translate, so not a literal here
+
+
+class Said(str):
+    """A sentence for the owner (a receipt's line, a command's answer): the English
+    text as a plain str — for the log, the API and whatever compares it — that can
+    still be said in the shop's language (`say`), with its values, which may be
+    Said themselves. The domain service and the commands answer with these."""
+
+    def __new__(cls, msgid: str, **values):
+        self = super().__new__(cls, msgid % values if values else msgid)
+        self.msgid, self.values = msgid, values
+        return self
+
+    def __add__(self, other: str) -> "Said":
+        return Said(_JOINED, first=self, then=other)
+
+
+def said(exc: BaseException) -> str:
+    """An exception's message, a Said if it was raised with one."""
+    first = exc.args[0] if len(exc.args) == 1 else None
+    return first if isinstance(first, Said) else str(exc)
+
+
+def say(text: str, lang: str, shop_dir: str | None = None) -> str:
+    """`text` in `lang` if it is a Said (else as it is)."""
+    if not isinstance(text, Said):
+        return str(text)
+    words = get(lang, _shop_folder if shop_dir is None else shop_dir)
+    translated = words.gettext(text.msgid)
+    if not text.values:
+        return translated
+    return translated % {key: say(value, lang, shop_dir) for key, value in text.values.items()}
+
+
 def catalog_path(folder: Path, lang: str) -> Path:
     return folder / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
 
