@@ -45,7 +45,7 @@ messages: install
 	    --sort-by-file --project ordermail --copyright-holder ordermail --msgid-bugs-address "" \
 	    --output-file $(LOCALES)/ordermail.pot .
 	$(BIN)/pybabel update --input-file $(LOCALES)/ordermail.pot --output-dir $(LOCALES) \
-	    --domain ordermail --width 100
+	    --domain ordermail --width 100 --ignore-obsolete
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
