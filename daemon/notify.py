@@ -45,7 +45,7 @@ from urllib.parse import quote
 import jinja2
 from babel import Locale
 from babel.dates import format_date
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_decimal
 from markupsafe import Markup
 
 from daemon import girocode, mime, tokens, translations
@@ -472,8 +472,7 @@ KIND_CONTEXT = {"created": _message_files, "paid": _message_files, "shipped": _m
 
 def _size(n: int, lang: str) -> str:
     unit, value = ("MB", n / 1_048_576) if n >= 1_048_576 else ("KB", max(n / 1024, 0.1))
-    number = f"{value:.1f}"
-    return (number.replace(".", ",") if lang in ("de", "fr") else number) + f"\u00a0{unit}"
+    return format_decimal(round(value, 1), format="0.0", locale=_locale(lang)) + f"\u00a0{unit}"   # 1,5 or 1.5
 
 
 # ---- headers --------------------------------------------------------------------------
