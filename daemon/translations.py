@@ -41,7 +41,8 @@ _shop_folder = ""
 
 def use_shop_folder(folder: str) -> None:
     """The shop's `[outbound] templates_dir`, for words asked for without settings at
-    hand (the pages' and receipts' helpers); set where the process reads its settings."""
+    hand (the pages' helpers in statuspage.views); set by the page renderer. Mails,
+    receipts and the CLI pass their settings' folder themselves."""
     global _shop_folder
     _shop_folder = folder
 
