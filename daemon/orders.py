@@ -32,7 +32,7 @@ from daemon.config import Settings
 from daemon.errors import InputError, Refused
 from daemon.order_json import parse_new_order
 from daemon.richtext import sanitize_html, text_to_html
-from daemon.translations import N_, Said, said
+from daemon.translations import N_, Said, said, say
 from daemon.store import (CANCELLED, EVENT_KINDS, PAID, REFUNDED, SHIPPED, Attachment, Blob,
                           Counter, Event, Order, OrderItem, OutboxMessage, Store,
                           new_message_id, new_token, utcnow)
@@ -342,8 +342,10 @@ def record_bounce(store, settings, number, content: Content, data: dict, *, via=
             for owner in settings.owner.addresses:
                 queue_mail(settings, "owner_alert", owner, order=order, now=now, data={
                     "topic": "bounce",
-                    "text": (f"Mail to the customer of order {order.number} ({order.customer_email}) "
-                             f"bounced: {order.email_bounce}. Please reach them another way.")})
+                    "text": say(Said("Mail to the customer of order %(number)s (%(email)s) bounced: %(bounce)s. "
+                                     "Please reach them another way.", number=order.number,
+                                     email=order.customer_email, bounce=order.email_bounce),
+                                settings.shop.locale, settings.outbound.templates_dir)})
             return data, f"{order.number}: bounce logged, {order.customer_email} flagged, owner told"
         return data, f"{order.number}: bounce logged"
     return _change(store, settings, number, "bounce", content, via, apply)

@@ -264,11 +264,13 @@ def _discard(ctx, reason: str) -> str:
         if not _alerted_today(owner, ctx.now):
             orders.queue_mail(ctx.settings, "owner_alert", owner, now=ctx.now, data={
                 "topic": "command_refused",
-                "text": (f"A mail to your command address was not carried out: {reason}.\n"
-                         f"From: {ctx.mail.from_address or '(none)'}\nSubject: {ctx.mail.subject}\n"
-                         f"It is kept as received message {ctx.message.id} "
-                         f"('ordermail inbound show {ctx.message.id}'). "
-                         "You get at most one such alert a day.")})
+                "text": say(Said("A mail to your command address was not carried out: %(reason)s.\n"
+                                 "From: %(sender)s\nSubject: %(subject)s\n"
+                                 "It is kept as received message %(id)s ('ordermail inbound show %(id)s'). "
+                                 "You get at most one such alert a day.", reason=reason,
+                                 sender=ctx.mail.from_address or "(none)", subject=ctx.mail.subject,
+                                 id=ctx.message.id),
+                            ctx.settings.shop.locale, ctx.settings.outbound.templates_dir)})
             alerted += 1
     return f"discarded, not answered: {reason}" + ("; owner alerted" if alerted else "")
 

@@ -177,5 +177,5 @@ def test_only_proven_owner_mail_commands_through_the_daemon(proving_daemon, sett
     assert not Order.get(Order.number == "1042").status_words()["paid"]
     assert Order.get(Order.number == "1043").status_words() == {
         "paid": True, "shipped": True, "cancelled": False, "refunded": False}
-    alerts = [m for m in outgoing(proving_daemon) if "not carried out" in text_of(m)]
+    alerts = [m for m in outgoing(proving_daemon) if "nicht ausgeführt" in text_of(m)]
     assert len(alerts) == 1                     # two refused mails, one alert a day
