@@ -9,7 +9,9 @@ PYTEST_ARGS ?=
 FUZZ_EXAMPLES ?= 100000
 FUZZ_TESTS ?= tests/test_fuzz_*.py
 
-.PHONY: install run test fuzz bench clean
+LOCALES := templates/locale
+
+.PHONY: install run test fuzz bench messages clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +36,16 @@ fuzz: install
 
 bench: install
 	$(BIN)/python bench/orders_scale.py
+
+# The English of the code and the templates into $(LOCALES)/ordermail.pot, then into
+# every catalog (new messages empty, changed ones fuzzy): translate them in Poedit or
+# Weblate, commit the .po files. A new language: pybabel init -l xx (README: Languages).
+messages: install
+	$(BIN)/pybabel extract --mapping-file babel.cfg --keyword Said --keyword N_ --width 100 \
+	    --sort-by-file --project ordermail --copyright-holder ordermail --msgid-bugs-address "" \
+	    --output-file $(LOCALES)/ordermail.pot .
+	$(BIN)/pybabel update --input-file $(LOCALES)/ordermail.pot --output-dir $(LOCALES) \
+	    --domain ordermail --width 100 --ignore-obsolete
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

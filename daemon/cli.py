@@ -24,6 +24,7 @@ from daemon.order_json import order_to_json
 from daemon.order_text import order_detail, order_table
 from daemon.orders import Via
 from daemon.store import first_line, open_store
+from daemon.translations import Said, say
 
 
 class UsageError(InputError):
@@ -242,8 +243,8 @@ def cmd_command(args, settings: Settings, store) -> int:
         print(json.dumps({"results": [o.__dict__ for o in outcomes]}, ensure_ascii=False, indent=2))
     else:
         for outcome in outcomes:
-            mark = "" if outcome.ok else "NOT DONE: "
-            print(f"{mark}{outcome.text}")
+            text = outcome.text if outcome.ok else Said("NOT DONE: %(text)s", text=outcome.text)
+            print(say(text, settings.shop.locale, settings.outbound.templates_dir))
     if all(o.ok for o in outcomes):
         return 0
     return EXIT_USAGE if any(_is_usage(o) for o in outcomes) else EXIT_FAILURE

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from daemon import translations
 from daemon.config import Settings
 from daemon.errors import InputError
 from daemon.statements import importer, report
@@ -33,7 +34,9 @@ def cmd_payments_import(args, settings: Settings, store) -> int:
     if args.format == "json":
         print(json.dumps(report.as_json(result) | {"preview": args.preview}, ensure_ascii=False, indent=2))
     else:
-        print(("Preview, nothing was changed.\n" if args.preview else "") + report.as_text(result))
+        lang, shop_dir = settings.shop.locale, settings.outbound.templates_dir
+        preview = translations.get(lang, shop_dir).gettext("Preview, nothing was changed.") + "\n"
+        print((preview if args.preview else "") + report.as_text(result, lang=lang, shop_dir=shop_dir))
     return 0
 
 

@@ -27,6 +27,7 @@ from daemon.order_json import is_order_number, parse_amount
 from daemon.order_text import order_detail, order_table
 from daemon.orders import Content, Via
 from daemon.store import Order, Store
+from daemon.translations import Said, said
 
 VERBS = {
     "paid": "paid", "bezahlt": "paid",
@@ -87,7 +88,7 @@ def run_line(store: Store, settings: Settings, line: str, *, via: Via = Via(),
     try:
         parsed = parse_line(line)
     except InputError as exc:
-        return [Outcome(line, False, False, str(exc))]
+        return [Outcome(line, False, False, said(exc))]
     via = replace(via, quiet=via.quiet or parsed.quiet)
     if not parsed.numbers:
         return [_answer(line, None, lambda: _run_whole_line(settings, parsed))]
@@ -107,7 +108,7 @@ def _preview(store: Store, run) -> list[Outcome]:
     with store.atomic() as transaction:
         outcomes = run()
         transaction.rollback()
-    return [replace(o, changed=False, event_id=None, text=f"preview, nothing done: {o.text}") for o in outcomes]
+    return [replace(o, changed=False, event_id=None, text=Said("preview, nothing done: %(text)s", text=o.text)) for o in outcomes]
 
 
 def parse_line(line: str) -> Parsed:
@@ -116,7 +117,7 @@ def parse_line(line: str) -> Parsed:
         raise InputError("empty command")
     verb = VERBS.get(tokens[0][0].lower().rstrip(":"))
     if verb is None:
-        raise InputError(f"unknown command '{tokens[0][0]}' (try 'help')")
+        raise InputError(Said("unknown command '%(word)s' (try 'help')", word=tokens[0][0]))
     quiet = any(word.lower() in QUIET_WORDS for word, _ in tokens[1:])
     preview = any(word.lower() in PREVIEW_WORDS for word, _ in tokens[1:])
     args = [(w, pos) for w, pos in tokens[1:] if w.lower() not in QUIET_WORDS | PREVIEW_WORDS]
@@ -150,7 +151,7 @@ def _run_whole_line(settings: Settings, parsed: Parsed):
         return False, help_text(settings.shop.locale), None
     if parsed.verb == "list":
         return False, _list(settings, parsed.rest), None
-    raise InputError(f"'{parsed.verb}' needs an order number")
+    raise InputError(Said("'%(verb)s' needs an order number", verb=parsed.verb))
 
 
 def _run_for_order(store, settings, parsed: Parsed, number: str, via: Via, content: Content):
@@ -186,12 +187,12 @@ def _answer(line: str, number: str | None, run) -> Outcome:
         changed, text, event_id = run()
         return Outcome(line, True, changed, text, number, event_id)
     except OrdermailError as exc:
-        return Outcome(line, False, False, str(exc), number)
+        return Outcome(line, False, False, said(exc), number)
 
 
 def _no_words(parsed: Parsed) -> None:
     if parsed.words:
-        raise InputError(f"unexpected '{parsed.words[0]}' after the order numbers")
+        raise InputError(Said("unexpected '%(word)s' after the order numbers", word=parsed.words[0]))
 
 
 def _shipping_words(parsed: Parsed) -> tuple[str | None, str | None]:
@@ -202,9 +203,9 @@ def _shipping_words(parsed: Parsed) -> tuple[str | None, str | None]:
         key = ("tracking" if word.lower() in TRACKING_WORDS
                else "carrier" if word.lower() in CARRIER_WORDS else None)
         if key is None:
-            raise InputError(f"unexpected '{word}': write 'tracking CODE' or 'carrier NAME'")
+            raise InputError(Said("unexpected '%(word)s': write 'tracking CODE' or 'carrier NAME'", word=word))
         if not words:
-            raise InputError(f"'{word}' needs a value")
+            raise InputError(Said("'%(word)s' needs a value", word=word))
         value, longest = words.pop(0), SHIPPING_LIMITS[key]
         if len(value) > longest:       # never cut: a cut tracking code tracks another parcel, or none
             raise InputError(f"a {key} {'code' if key == 'tracking' else 'name'} has at most {longest} characters; "
@@ -222,8 +223,8 @@ def _refund_words(parsed: Parsed):
     if first.lower() in FULL_WORDS:
         return None, reason
     if not AMOUNT_RE.fullmatch(first):
-        raise InputError(f"'{first}' is not an amount; write 'refunded {parsed.numbers[0]} 12.50 reason' "
-                         f"or 'refunded {parsed.numbers[0]} full reason'")
+        raise InputError(Said("'%(word)s' is not an amount; write 'refunded %(number)s 12.50 reason' "
+                              "or 'refunded %(number)s full reason'", word=first, number=parsed.numbers[0]))
     return parse_amount(first.strip("€$£"), "the amount"), reason
 
 

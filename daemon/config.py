@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from daemon import translations
 from daemon.errors import ConfigError
 
-SUPPORTED_LOCALES = ("de", "en", "fr")
+SUPPORTED_LOCALES = translations.languages()   # the languages with a catalog (a new catalog, a new language)
 PLACEHOLDERS = frozenset({"total", "number", "name", "iban", "bic", "account_holder"})
 ACCOUNT_KEYS = ("iban", "bic", "account_holder")
 PLAUSIBLE_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")   # one @, a dot in the domain, no spaces

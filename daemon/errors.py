@@ -31,7 +31,8 @@ class FilterSyntaxError(InputError):
 
 class OrderNotFound(OrdermailError):
     def __init__(self, number: str):
-        super().__init__(f"no order {number}")
+        from daemon.translations import Said   # errors is imported by everything: kept light
+        super().__init__(Said("no order %(number)s", number=number))
         self.number = number
 
 

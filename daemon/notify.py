@@ -1,15 +1,17 @@
 """Notifications: one outbox row becomes one mail, from templates, in the reader's language.
 
-Templates are Jinja2 files in `templates/mail/`, one pair per kind and
-language: `<kind>.<lang>.txt` (its first line is `Subject: …`, then a blank
-line, then the text part) and `<kind>.<lang>.html` (autoescaped). A shop
-overrides any of them — or the shared `_layout.html` and `_footer.<lang>.*` —
-by putting a file of the same name into `[outbound] templates_dir`. Why whole
-files per language rather than gettext catalogs: a shop owner who wants her
-own wording copies one readable file and edits it, in her language, without
-extracting, translating and compiling catalogs; the templates are short, so
-three copies cost little. Babel does what templates cannot: money ("24,90 €",
-"€24.90"), dates and plural rules (`plural(n, "{n} Datei", "{n} Dateien")`).
+Templates are Jinja2 files in `templates/mail/`, one pair per kind:
+`<kind>.txt` (its first line is `Subject: …`, then a blank line, then the
+text part) and `<kind>.html` (autoescaped). Their sentences are English
+inside `_()`/`ngettext()` (Jinja2's i18n extension, newstyle gettext); the
+words of each language come from its catalog (`daemon.translations`), so a
+phrase is fixed once and a new language is one catalog. A shop overrides
+any template — or the shared `_layout.html` and `_footer.*` — by putting a
+file of the same name into `[outbound] templates_dir`; a file named
+`<kind>.<lang>.txt`/`.html` there overrides for that language only (the
+layout of the three-language templates before the catalogs, still honoured).
+Single messages are overridden by a catalog in that folder. Babel formats
+money ("24,90 €", "€24.90") and dates; plurals follow the catalog's rule.
 
 Customer mails (any kind about an order that is not an owner kind) use the
 order's language, owner mails the shop's. If a shop's template fails to
@@ -43,15 +45,16 @@ from urllib.parse import quote
 import jinja2
 from babel import Locale
 from babel.dates import format_date
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_decimal
 from markupsafe import Markup
 
-from daemon import girocode, mime, tokens
+from daemon import girocode, mime, tokens, translations
 from daemon.addresses import token_address
-from daemon.config import SUPPORTED_LOCALES, Settings
+from daemon.config import Settings
 from daemon.inbound_mail import HEADER_END
 from daemon.order_json import items_total
 from daemon.raw_io import load_raw
+from daemon.translations import N_
 from daemon.richtext import quotes_styled_for_mail, sanitize_html, text_to_html
 from daemon.store import Attachment, Blob, Event, Order, OrderItem, OutboxMessage
 from daemon.trimming import html_to_text
@@ -140,7 +143,7 @@ def language(settings: Settings, row: OutboxMessage) -> str:
     if for_customer(row):
         return order_language(settings, row.order)
     asked = (row.data or {}).get("lang")
-    if row.kind in WEB_KINDS and asked in SUPPORTED_LOCALES:
+    if row.kind in WEB_KINDS and asked in translations.languages():
         return asked
     return settings.shop.locale
 
@@ -148,7 +151,7 @@ def language(settings: Settings, row: OutboxMessage) -> str:
 def order_language(settings: Settings, order) -> str:
     """The customer's language: the order's, where we speak it; else the shop's."""
     code = (order.locale or "")[:2].lower()
-    return code if code in SUPPORTED_LOCALES else settings.shop.locale
+    return code if code in translations.languages() else settings.shop.locale
 
 
 def envelope_from(settings: Settings, row: OutboxMessage, now: dt.datetime) -> str:
@@ -160,24 +163,33 @@ def envelope_from(settings: Settings, row: OutboxMessage, now: dt.datetime) -> s
 
 # ---- templates --------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=8)
-def environment(templates_dir: str = "") -> jinja2.Environment:
-    """Jinja2 with the shop's folder first (if any), then the built-in templates."""
+@functools.lru_cache(maxsize=32)
+def environment(templates_dir: str = "", lang: str = translations.FALLBACK) -> jinja2.Environment:
+    """Jinja2 speaking `lang` (its catalog, the shop's over ours), with the shop's
+    folder first (if any), then the built-in templates. One per language: the
+    i18n extension binds its gettext to the environment."""
     folders = [templates_dir, str(BUILTIN_DIR)] if templates_dir else [str(BUILTIN_DIR)]
     # Templates are read once per process (auto_reload off: a stat per template per mail
-    # costs more than rendering); a changed template is used after a restart.
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders),
+    # costs more than rendering); SIGHUP clears this cache (daemon.reload).
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), extensions=["jinja2.ext.i18n"],
                              autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              auto_reload=False, cache_size=1000)
+    env.install_gettext_translations(translations.get(lang, templates_dir), newstyle=True)
     env.filters["one_line"] = mime.clean
     return env
+
+
+def reload_templates() -> None:
+    """SIGHUP: the templates and the catalogs are read again when next used."""
+    translations.reload()
+    environment.cache_clear()
 
 
 def _render_templates(settings: Settings, kind: str, lang: str, context: dict) -> tuple[str, str, str]:
     folder = settings.outbound.templates_dir
     try:
-        return _render_with(environment(folder), kind, lang, context)
+        return _render_with(environment(folder, lang), kind, lang, context)
     except jinja2.TemplateNotFound as missing:
         raise TemplateMissing(f"no mail template {missing.name}") from None
     except jinja2.TemplateError as exc:
@@ -185,13 +197,13 @@ def _render_templates(settings: Settings, kind: str, lang: str, context: dict) -
             raise
         log.error("shop template for %s.%s failed (%s: %s); using the built-in one",
                   kind, lang, type(exc).__name__, exc)
-        return _render_with(environment(""), kind, lang, context)
+        return _render_with(environment("", lang), kind, lang, context)
 
 
 def _render_with(env: jinja2.Environment, kind: str, lang: str, context: dict) -> tuple[str, str, str]:
-    rendered = env.get_template(f"{kind}.{lang}.txt").render(context)
-    subject, text = _split_subject(rendered, f"{kind}.{lang}.txt")
-    html = env.get_template(f"{kind}.{lang}.html").render({**context, "subject": subject})
+    text_template = env.select_template([f"{kind}.{lang}.txt", f"{kind}.txt"])
+    subject, text = _split_subject(text_template.render(context), text_template.name)
+    html = env.select_template([f"{kind}.{lang}.html", f"{kind}.html"]).render({**context, "subject": subject})
     return subject, text, html
 
 
@@ -212,7 +224,7 @@ def check_templates(settings: Settings) -> list[str]:
     """Compile every mail template (the shop's and the built-in ones); returns the problems."""
     env, problems = environment(settings.outbound.templates_dir), []
     names = set(env.list_templates(extensions=["txt", "html"]))
-    names |= {f"{kind}.{lang}.{ext}" for kind in KINDS for lang in SUPPORTED_LOCALES for ext in ("txt", "html")}
+    names |= {f"{kind}.{ext}" for kind in KINDS for ext in ("txt", "html")}
     for name in sorted(names):
         try:
             env.get_template(name)
@@ -235,7 +247,7 @@ def build_context(settings: Settings, row: OutboxMessage, lang: str, now: dt.dat
         "files": View(attached=[], linked=[], inline=[]),
         "money": functools.partial(money, lang=lang),
         "date": functools.partial(day, lang=lang),
-        "plural": functools.partial(plural, lang=lang),
+        "plural": functools.partial(plural, lang=lang),   # for shops' templates written before the catalogs
         "today": day(now, lang=lang),
         "girocode": (girocode_view(settings, order, lang)
                      if order is not None and row.kind in GIROCODE_KINDS else None),
@@ -262,7 +274,7 @@ def order_view(settings: Settings, order, lang: str, items=None) -> View:
                for i in items],
         total=total, amount=order.total, currency=currency, created=day(order.created_at, lang=lang),
         adjustment=money(difference, currency, lang=lang) if difference else None,
-        adjustment_label=ADJUSTMENT_LABELS[lang],
+        adjustment_label=translations.get(lang, settings.outbound.templates_dir).gettext(ADJUSTMENT_LABEL),
         status_url=settings.status_url(order.status_token),
         admin_url=dashboard_url(settings, f"number:{order.number}"),
         payment_method=order.payment_method,
@@ -344,8 +356,7 @@ def tracking_link(carrier: str | None, code: str | None) -> tuple[str | None, st
 
 
 # The line between the items and the total where they differ (order_json.items_total says why).
-ADJUSTMENT_LABELS = {"de": "Versand, Gebühren und Rabatte", "en": "Shipping, fees and discounts",
-                     "fr": "Livraison, frais et remises"}
+ADJUSTMENT_LABEL = N_("Shipping, fees and discounts")
 
 
 def money(amount, currency: str = "EUR", *, lang: str) -> str:
@@ -461,8 +472,7 @@ KIND_CONTEXT = {"created": _message_files, "paid": _message_files, "shipped": _m
 
 def _size(n: int, lang: str) -> str:
     unit, value = ("MB", n / 1_048_576) if n >= 1_048_576 else ("KB", max(n / 1024, 0.1))
-    number = f"{value:.1f}"
-    return (number.replace(".", ",") if lang in ("de", "fr") else number) + f"\u00a0{unit}"
+    return format_decimal(round(value, 1), format="0.0", locale=_locale(lang)) + f"\u00a0{unit}"   # 1,5 or 1.5
 
 
 # ---- headers --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from daemon.config import Settings
 from daemon.errors import InputError, Refused
 from daemon.order_json import parse_new_order
 from daemon.richtext import sanitize_html, text_to_html
+from daemon.translations import N_, Said, said, say
 from daemon.store import (CANCELLED, EVENT_KINDS, PAID, REFUNDED, SHIPPED, Attachment, Blob,
                           Counter, Event, Order, OrderItem, OutboxMessage, Store,
                           new_message_id, new_token, utcnow)
@@ -169,11 +170,12 @@ def mark_paid_many(store, settings, payments: list[PerOrder], *, via=Via()) -> l
     def rule(data):
         def apply(order, now):
             if order.has(PAID):
-                raise _Unchanged(f"{order.number} was already paid on {_day(order.paid_at)}; nothing changed")
+                raise _Unchanged(Said("%(number)s was already paid on %(day)s; nothing changed",
+                                      number=order.number, day=_day(order.paid_at)))
             order.status |= PAID
             order.paid_at = now
-            hint = " (note: it is cancelled)" if order.has(CANCELLED) else ""
-            return dict(data or {}), f"{order.number} marked paid{hint}"
+            hint = Said(" (note: it is cancelled)") if order.has(CANCELLED) else ""
+            return dict(data or {}), Said("%(number)s marked paid%(hint)s", number=order.number, hint=hint)
         return apply
     return _changes(store, settings, "paid", via, [_Ask(p.number, p.content, rule(p.data)) for p in payments])
 
@@ -182,20 +184,21 @@ def mark_shipped(store, settings, number, *, tracking=None, carrier=None,
                  content=Content(), via=Via()) -> Change:
     def apply(order, now):
         if order.has(CANCELLED):
-            raise Refused(f"{order.number} was cancelled on {_day(order.cancelled_at)}; "
-                          "a cancelled order is not shipped")
+            raise Refused(Said("%(number)s was cancelled on %(day)s; a cancelled order is not shipped",
+                               number=order.number, day=_day(order.cancelled_at)))
         news = {k: v for k, v in (("tracking_code", tracking), ("carrier", carrier))
                 if v and v != getattr(order, k)}
         if order.has(SHIPPED) and not news and content.is_empty():
-            raise _Unchanged(f"{order.number} was already shipped on {_day(order.shipped_at)}; nothing changed")
+            raise _Unchanged(Said("%(number)s was already shipped on %(day)s; nothing changed",
+                                  number=order.number, day=_day(order.shipped_at)))
         for key, value in news.items():
             setattr(order, key, value)
         data = {"tracking_code": order.tracking_code, "carrier": order.carrier}
         if order.has(SHIPPED):
-            return {**data, "update": True}, f"{order.number} shipping details updated"
+            return {**data, "update": True}, Said("%(number)s shipping details updated", number=order.number)
         order.status |= SHIPPED
         order.shipped_at = now
-        return data, f"{order.number} marked shipped" + _tracking_words(order)
+        return data, Said("%(number)s marked shipped%(tracking)s", number=order.number, tracking=_tracking_words(order))
     return _change(store, settings, number, "shipped", content, via, apply)
 
 
@@ -220,14 +223,15 @@ def cancel_unpaid(store, settings, number, *, reason: str, via=Via(author="syste
 
 def _cancel(order: Order, now, data: dict) -> tuple[dict, str]:
     if order.has(CANCELLED):
-        raise _Unchanged(f"{order.number} was already cancelled on {_day(order.cancelled_at)}; nothing changed")
+        raise _Unchanged(Said("%(number)s was already cancelled on %(day)s; nothing changed",
+                               number=order.number, day=_day(order.cancelled_at)))
     if order.has(SHIPPED):
         raise Refused(f"{order.number} was shipped on {_day(order.shipped_at)}; "
                       "a shipped order is refunded, not cancelled")
     order.status |= CANCELLED
     order.cancelled_at = now
-    hint = f" (it was paid: refund it with 'refunded {order.number}')" if order.has(PAID) else ""
-    return data, f"{order.number} cancelled{hint}"
+    hint = Said(" (it was paid: refund it with 'refunded %(number)s')", number=order.number) if order.has(PAID) else ""
+    return data, Said("%(number)s cancelled%(hint)s", number=order.number, hint=hint)
 
 
 def send_payment_reminder(store, settings, number, *, pay_by: dt.date | None = None,
@@ -252,21 +256,23 @@ def send_payment_reminder(store, settings, number, *, pay_by: dt.date | None = N
 def mark_refunded(store, settings, number, *, amount=None, reason="", content=Content(), via=Via()) -> Change:
     def apply(order, now):
         if not order.has(PAID):
-            raise Refused(f"{order.number} is not paid; only a payment can be refunded")
+            raise Refused(Said("%(number)s is not paid; only a payment can be refunded", number=order.number))
         already = order.refunded_amount or decimal.Decimal("0.00")
         left = order.total - already
         if left <= 0:
-            raise _Unchanged(f"{order.number} was already refunded in full; nothing changed")
+            raise _Unchanged(Said("%(number)s was already refunded in full; nothing changed", number=order.number))
         refund = left if amount is None else amount
         if refund <= 0 or refund > left:
-            raise Refused(f"{order.number}: a refund of {refund} {order.currency} is more than "
-                          f"the {left} {order.currency} left to refund" if refund > 0 else
-                          f"{order.number}: a refund must be more than 0")
+            raise Refused(Said("%(number)s: a refund of %(refund)s %(currency)s is more than the %(left)s %(currency)s "
+                               "left to refund", number=order.number, refund=refund, left=left,
+                               currency=order.currency) if refund > 0 else
+                          Said("%(number)s: a refund must be more than 0", number=order.number))
         order.status |= REFUNDED
         order.refunded_at = now
         order.refunded_amount = already + refund
         return ({"amount": str(refund), "reason": reason},
-                f"{order.number} refunded {refund} {order.currency}")
+                Said("%(number)s refunded %(refund)s %(currency)s", number=order.number, refund=refund,
+                     currency=order.currency))
     return _change(store, settings, number, "refunded", _with_reason(content, reason), via, apply)
 
 
@@ -274,12 +280,12 @@ def mark_refunded(store, settings, number, *, amount=None, reason="", content=Co
 
 def add_message(store, settings, number, content: Content, *, via=Via()) -> Change:
     """A message from the shop to the customer: logged and mailed."""
-    return _add_text(store, settings, number, content, via, "message", "message to the customer")
+    return _add_text(store, settings, number, content, via, "message", N_("message to the customer"))
 
 
 def add_note(store, settings, number, content: Content, *, via=Via()) -> Change:
     """An internal note: logged, never mailed, never shown to the customer."""
-    return _add_text(store, settings, number, content, via, "note", "internal note")
+    return _add_text(store, settings, number, content, via, "note", N_("internal note"))
 
 
 def add_event(store, settings, number, kind: str, content: Content, *, via=Via(), data=None) -> Change:
@@ -299,9 +305,9 @@ def add_events(store, settings, kind: str, events: list[PerOrder], *, via=Via())
 
 def _add_text(store, settings, number, content, via, kind, what) -> Change:
     if content.is_empty():
-        raise InputError(f"the {what} for {number} has no text")
+        raise InputError(Said("the %(what)s for %(number)s has no text", what=Said(what), number=number))
     return _change(store, settings, number, kind, content, via,
-                   lambda order, now: ({}, f"{order.number}: {what} added"))
+                   lambda order, now: ({}, Said("%(number)s: %(what)s added", number=order.number, what=Said(what))))
 
 
 # ---- the status link -------------------------------------------------------------------
@@ -336,8 +342,10 @@ def record_bounce(store, settings, number, content: Content, data: dict, *, via=
             for owner in settings.owner.addresses:
                 queue_mail(settings, "owner_alert", owner, order=order, now=now, data={
                     "topic": "bounce",
-                    "text": (f"Mail to the customer of order {order.number} ({order.customer_email}) "
-                             f"bounced: {order.email_bounce}. Please reach them another way.")})
+                    "text": say(Said("Mail to the customer of order %(number)s (%(email)s) bounced: %(bounce)s. "
+                                     "Please reach them another way.", number=order.number,
+                                     email=order.customer_email, bounce=order.email_bounce),
+                                settings.shop.locale, settings.outbound.templates_dir)})
             return data, f"{order.number}: bounce logged, {order.customer_email} flagged, owner told"
         return data, f"{order.number}: bounce logged"
     return _change(store, settings, number, "bounce", content, via, apply)
@@ -368,19 +376,20 @@ def undo_event(store, settings, number, event_id: int, before: dict, *, via=Via(
     def apply(order, now):
         event = Event.get_or_none((Event.id == event_id) & (Event.order == order))
         if event is None:
-            raise Refused(f"{order.number}: that change is no longer in the log")
+            raise Refused(Said("%(number)s: that change is no longer in the log", number=order.number))
         if event.data.get("undone"):
-            raise _Unchanged(f"{order.number}: {event.kind} was already undone")
+            raise _Unchanged(Said("%(number)s: %(kind)s was already undone", number=order.number, kind=event.kind))
         later = Event.select().where((Event.order == order) & (Event.id > event.id) & Event.kind.in_(STATUS_KINDS))
         if event.kind in STATUS_KINDS and any(not e.data.get("undone") for e in later):
-            raise Refused(f"{order.number} changed again since; undo that by hand")
+            raise Refused(Said("%(number)s changed again since; undo that by hand", number=order.number))
         if event.kind in STATUS_KINDS:
             for name, value in before.items():
                 setattr(order, name, _from_json(name, value))
         event.data = {**event.data, "undone": True}
         event.save(only=[Event.data])
-        mailed = " (the customer had already been mailed)" if event.notified else ""
-        return {"undoes": event.id, "kind": event.kind}, f"{order.number}: {event.kind} undone{mailed}"
+        mailed = Said(" (the customer had already been mailed)") if event.notified else ""
+        return {"undoes": event.id, "kind": event.kind}, Said("%(number)s: %(kind)s undone%(mailed)s",
+                                                              number=order.number, kind=event.kind, mailed=mailed)
     return _change(store, settings, number, "system", Content(subject="Undone by the owner"), via, apply)
 
 
@@ -497,17 +506,18 @@ def _changes(store, settings, kind, via, asks: list[_Ask]) -> list[Change]:
 def _apply(order: Order, kind: str, via: Via, ask: _Ask, writes: "_Writes"):
     """A Change where nothing changed, else what makes the Change once `writes` are flushed."""
     if via.message_id and via.author != "owner" and _already_logged(order, kind, via.message_id):
-        return Change(order.number, False, f"{order.number}: already done by this mail; nothing changed")
+        return Change(order.number, False, Said("%(number)s: already done by this mail; nothing changed",
+                                                 number=order.number))
     now = via.now or utcnow()
     prior = tuple(map(order.__data__.get, STATE_FIELDS))
     try:
         data, summary = ask.apply(order, now)
     except _Unchanged as unchanged:
-        return Change(order.number, False, str(unchanged))
+        return Change(order.number, False, said(unchanged))
     order.updated_at = now
     event = writes.log(order, kind, via, ask.content, data, now)
     if kind in NOTIFYING_KINDS and not event.notified:
-        summary += " (customer not notified)"
+        summary += Said(" (customer not notified)")
     return lambda: Change(order.number, True, summary, event.notified, data, event.id, prior)
 
 
@@ -676,10 +686,11 @@ def _with_reason(content: Content, reason: str) -> Content:
 
 
 def _tracking_words(order: Order) -> str:
-    parts = [f"carrier {order.carrier}" if order.carrier else "",
-             f"tracking {order.tracking_code}" if order.tracking_code else ""]
-    words = ", ".join(p for p in parts if p)
-    return f" ({words})" if words else ""
+    if order.carrier and order.tracking_code:
+        return Said(" (carrier %(carrier)s, tracking %(code)s)", carrier=order.carrier, code=order.tracking_code)
+    if order.carrier:
+        return Said(" (carrier %(carrier)s)", carrier=order.carrier)
+    return Said(" (tracking %(code)s)", code=order.tracking_code) if order.tracking_code else ""
 
 
 def _day(moment) -> str:

@@ -28,6 +28,7 @@ from daemon.owner_auth import check_owner
 from daemon.richtext import sanitize_html
 from daemon.statements import importer, report as statement_report
 from daemon.store import CommandMail, OutboxMessage
+from daemon.translations import Said, said, say
 
 log = logging.getLogger("ordermail.owner")
 MAX_LINES = 200
@@ -56,8 +57,8 @@ def handle(ctx) -> str:
         return _discard(ctx, verdict.reason)
     known = _known_mail(ctx)
     if known is not None:
-        _receipt(ctx, [f"This mail was already carried out on {known.created_at:%Y-%m-%d %H:%M} UTC; "
-                       "nothing was done again."], undoable=False)
+        _receipt(ctx, [Said("This mail was already carried out on %(when)s UTC; nothing was done again.",
+                            when=f"{known.created_at:%Y-%m-%d %H:%M}")], undoable=False)
         return "already done before; nothing applied again"
     if not ctx.sent_to("command"):
         return _answer_customer(ctx)
@@ -86,9 +87,10 @@ def _run_commands(ctx) -> str:
                 changes.append({"number": outcome.number, "event_id": outcome.event_id,
                                 "before": before[outcome.number]})
     report = statements + [_report_line(o) for o in outcomes]
-    report = report or ["No command found. Write 'help' for the commands."]
+    report = report or [Said("No command found. Write 'help' for the commands.")]
     if len(lines) > MAX_LINES:
-        report.append(f"NOT DONE: {len(lines) - MAX_LINES} more lines (at most {MAX_LINES} per mail)")
+        report.append(Said("NOT DONE: %(text)s", text=Said("%(count)s more lines (at most %(most)s per mail)",
+                                                            count=len(lines) - MAX_LINES, most=MAX_LINES)))
     _record(ctx, changes, _receipt(ctx, report, undoable=bool(changes)))
     done = sum(o.changed for o in outcomes)
     imported = f", {len(statements)} statement(s)" if statements else ""
@@ -115,10 +117,11 @@ def _import_statements(ctx, changes: list) -> list[str]:
         try:
             result = importer.import_statement(ctx.store, ctx.settings, data, name, now=ctx.now, undoable=True)
         except InputError as exc:
-            report.append(f"> {name}\nNOT DONE: {exc}")
+            report.append(Said(_ECHOED, line=name, text=Said("NOT DONE: %(text)s", text=said(exc))))
             continue
         changes.extend(result.changes)
-        report.append(f"> {name}\n{statement_report.as_text(result, limit=RECEIPT_LINES)}")
+        report.append(f"> {name}\n" + statement_report.as_text(result, limit=RECEIPT_LINES, lang=ctx.settings.shop.locale,
+                                                                shop_dir=ctx.settings.outbound.templates_dir))
     return report
 
 
@@ -161,9 +164,13 @@ def _snapshots(line: str) -> dict:
     return found
 
 
-def _report_line(outcome) -> str:
-    prefix = "" if outcome.ok else "NOT DONE: "
-    return f"> {outcome.line}\n{prefix}{outcome.text}"
+_ECHOED = "> %(line)s\n%(text)s"   # no words of its own: kept out of the catalogs
+
+
+def _report_line(outcome) -> Said:
+    """The command as written, then what it did (the command itself is not translated)."""
+    return Said(_ECHOED, line=outcome.line,
+                text=outcome.text if outcome.ok else Said("NOT DONE: %(text)s", text=outcome.text))
 
 
 # ---- undo ------------------------------------------------------------------------
@@ -178,11 +185,13 @@ def _undo(ctx) -> str:
     ids = [*ctx.mail.in_reply_to, *ctx.mail.references]
     original = CommandMail.get_or_none(CommandMail.receipt_message_id.in_(ids)) if ids else None
     if original is None:
-        report = ["NOT DONE: undo works as a reply to a receipt; this mail answers none."]
+        report = [Said("NOT DONE: undo works as a reply to a receipt; this mail answers none.")]
     elif original.undone_at is not None:
-        report = [f"Nothing to do: that mail was already undone on {original.undone_at:%Y-%m-%d %H:%M} UTC."]
+        report = [Said("Nothing to do: that mail was already undone on %(when)s UTC.",
+                       when=f"{original.undone_at:%Y-%m-%d %H:%M}")]
     elif ctx.now > original.undo_until:
-        report = [f"NOT DONE: undo works for {UNDO_HOURS} hours after a command mail; that one is older."]
+        report = [Said("NOT DONE: undo works for %(hours)s hours after a command mail; that one is older.",
+                       hours=UNDO_HOURS)]
     else:
         report = _undo_changes(ctx, original)
     _record(ctx, [], _receipt(ctx, report, undoable=False))
@@ -198,10 +207,10 @@ def _undo_changes(ctx, original: CommandMail) -> list[str]:
                                        change["before"], via=via)
             report.append(result.summary)
         except Exception as exc:   # the order may be gone or changed since: say so, go on
-            report.append(f"NOT DONE: {change['number']}: {exc}")
+            report.append(Said("NOT DONE: %(number)s: %(text)s", number=change["number"], text=said(exc)))
     original.undone_at = ctx.now
     original.save()
-    return report or ["Nothing to undo: that mail changed nothing."]
+    return report or [Said("Nothing to undo: that mail changed nothing.")]
 
 
 # ---- answering a customer by replying to a forward ---------------------------------
@@ -219,9 +228,12 @@ def _answer_customer(ctx) -> str:
 # ---- receipts, records, alerts -------------------------------------------------------
 
 def _receipt(ctx, report: list[str], *, undoable: bool) -> OutboxMessage:
-    mail = ctx.mail
+    """The receipt, in the shop's language (each line a Said, or as the importer wrote it)."""
+    mail, lang = ctx.mail, ctx.settings.shop.locale
     until = ctx.now + dt.timedelta(hours=UNDO_HOURS)
-    footer = (f"\n\nReply 'undo' to this mail until {until:%Y-%m-%d %H:%M} UTC to take it back."
+    report = [say(line, lang, ctx.settings.outbound.templates_dir) for line in report]
+    footer = ("\n\n" + say(Said("Reply 'undo' to this mail until %(when)s UTC to take it back.",
+                                 when=f"{until:%Y-%m-%d %H:%M}"), lang, ctx.settings.outbound.templates_dir)
               if undoable else "")
     subject = mail.subject if mail.subject.lower().startswith("re:") else f"Re: {mail.subject}"
     return orders.queue_mail(ctx.settings, "receipt", mail.from_address, inbound=ctx.message, now=ctx.now, data={
@@ -252,11 +264,13 @@ def _discard(ctx, reason: str) -> str:
         if not _alerted_today(owner, ctx.now):
             orders.queue_mail(ctx.settings, "owner_alert", owner, now=ctx.now, data={
                 "topic": "command_refused",
-                "text": (f"A mail to your command address was not carried out: {reason}.\n"
-                         f"From: {ctx.mail.from_address or '(none)'}\nSubject: {ctx.mail.subject}\n"
-                         f"It is kept as received message {ctx.message.id} "
-                         f"('ordermail inbound show {ctx.message.id}'). "
-                         "You get at most one such alert a day.")})
+                "text": say(Said("A mail to your command address was not carried out: %(reason)s.\n"
+                                 "From: %(sender)s\nSubject: %(subject)s\n"
+                                 "It is kept as received message %(id)s ('ordermail inbound show %(id)s'). "
+                                 "You get at most one such alert a day.", reason=reason,
+                                 sender=ctx.mail.from_address or "(none)", subject=ctx.mail.subject,
+                                 id=ctx.message.id),
+                            ctx.settings.shop.locale, ctx.settings.outbound.templates_dir)})
             alerted += 1
     return f"discarded, not answered: {reason}" + ("; owner alerted" if alerted else "")
 

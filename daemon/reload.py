@@ -2,9 +2,9 @@
 
 Applied at once: the log (`[log] level`, `format`, `file` — the file is
 opened anew in any case, so logrotate's HUP after moving it starts a new
-one), the mail templates (in the daemon and every worker process) and the
-page templates with their words (`statuspage.i18n.reload`), read again from
-the folders named at start. Every other key that changed is reported in one
+one), the mail templates and the catalogs of words (in the daemon and every
+worker process: `notify.reload_templates`) and the page templates, read
+again from the folders named at start. Every other key that changed is reported in one
 line each — "[inbound] smtp_listen changed; restart ordermail to apply" —
 because the doors, the database, the worker processes and the web server
 were built from the configuration as it was at start; it is reported again
@@ -67,7 +67,7 @@ class Reloader:
         self.workers.reload(wanted)
 
     def _read_templates(self) -> None:
-        notify.environment.cache_clear()
+        notify.reload_templates()
         for problem in notify.check_templates(self.running):
             log.warning("mail template %s; the built-in one is used instead", problem)
         if self.web is not None:

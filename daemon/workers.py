@@ -276,5 +276,5 @@ def _reload(log_settings: LogSettings) -> None:
         logs.configure(log_settings)
     except ConfigError as exc:
         log.error("%s; logging on as before", exc)
-    notify.environment.cache_clear()
+    notify.reload_templates()
     log.info("worker process %s: log opened anew, mail templates read again", os.getpid())

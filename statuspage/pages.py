@@ -352,7 +352,7 @@ class Pages:
 
     def _lang(self, chosen: str = "") -> str:
         """The language a form was shown in, else the browser's choice, else the shop's."""
-        if chosen in i18n.LANGS:
+        if chosen in i18n.languages():
             return chosen
         return i18n.negotiate(request.get_header("Accept-Language", ""), self.settings.shop.locale)
 

@@ -21,6 +21,7 @@ from babel.dates import format_skeleton
 
 from daemon import notify
 from daemon.config import Settings
+from daemon import translations
 from statuspage import i18n
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "templates" / "page"
@@ -32,6 +33,7 @@ class Renderer:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        translations.use_shop_folder(settings.outbound.templates_dir)   # the shop's catalog, if any
         folders = [settings.web.templates_dir, str(BUILTIN_DIR)] if settings.web.templates_dir else [str(BUILTIN_DIR)]
         self.static_dirs = [Path(f) / "static" for f in folders if (Path(f) / "static").is_dir()]
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True,
@@ -51,7 +53,7 @@ class Renderer:
         return self.url(f"/static/{name}?v={self.version[:12]}")
 
     def render(self, name: str, lang: str, **context) -> str:
-        common = {"lang": lang, "_": i18n.translator(lang), "shop": self.shop, "url": self.url,
+        common = {"lang": lang, **i18n.functions(lang), "shop": self.shop, "url": self.url,
                   "static": self.static, "money": functools.partial(notify.money, lang=lang),
                   "day": functools.partial(notify.day, lang=lang),
                   "when": functools.partial(self.when, lang=lang), "iso": iso}

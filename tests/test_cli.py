@@ -75,7 +75,7 @@ def test_commands_from_the_command_line(ordermail):
     create(ordermail)
     create(ordermail, number="1043")
     result = ordermail("command", "paid 1042 1043")
-    assert result.returncode == 0 and result.stdout.splitlines() == ["1042 marked paid", "1043 marked paid"]
+    assert result.returncode == 0 and result.stdout.splitlines() == ["1042 als bezahlt vermerkt", "1043 als bezahlt vermerkt"]
     again = ordermail("command", "paid 1042", "--format", "json")
     [line] = json.loads(again.stdout)["results"]
     assert line["ok"] and not line["changed"] and "already paid" in line["text"]
@@ -93,12 +93,12 @@ def test_a_refused_command_exits_1_and_says_why(ordermail):
     create(ordermail)
     ordermail("command", "cancelled 1042")
     result = ordermail("command", "shipped 1042")
-    assert result.returncode == 1 and "NOT DONE: 1042 was cancelled on" in result.stdout
+    assert result.returncode == 1 and "NICHT AUSGEFÜHRT: 1042 wurde am" in result.stdout
 
 
 def test_an_unknown_command_exits_2(ordermail):
     result = ordermail("command", "frobnicate 1042")
-    assert result.returncode == 2 and "unknown command 'frobnicate'" in result.stdout
+    assert result.returncode == 2 and "unbekannter Befehl „frobnicate“" in result.stdout
 
 
 def test_orders_list_filters(ordermail):

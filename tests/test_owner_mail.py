@@ -62,8 +62,8 @@ def test_lines_from_the_owner_are_carried_out_with_one_receipt(store, settings, 
     assert receipt.recipient == "owner@shop.example"
     assert receipt.data["in_reply_to"] == "<batch1@shop.example>" and receipt.data["subject"] == "Re: Heute"
     text = receipt.data["text"]
-    assert "> paid 1042 1043\n1042 marked paid" in text and "1043 marked paid" in text
-    assert "1042 marked shipped (carrier DHL, tracking XYZ)" in text and "Reply 'undo'" in text
+    assert "> paid 1042 1043\n1042 als bezahlt vermerkt" in text and "1043 als bezahlt vermerkt" in text
+    assert "1042 als versandt vermerkt (Versanddienst DHL, Sendungsnummer XYZ)" in text and "mit „rückgängig“" in text
     assert "Olga" not in text                                   # the signature is no command
 
 
@@ -72,11 +72,11 @@ def test_each_line_says_what_was_wrong_and_nothing_is_half_done(store, settings,
     body = "frobnicate 1042\npaid 9999\nshipped 1043\nrefunded 1042 abc\nbezahlt 1042\n"
     send(store, settings, mail(to=settings.command_address, sender=OWNER, subject="x", body=body))
     text = receipts()[0].data["text"]
-    assert "NOT DONE: unknown command 'frobnicate' (try 'help')" in text
-    assert "NOT DONE: no order 9999" in text
-    assert "NOT DONE: 1043 was cancelled on" in text
-    assert "NOT DONE: 'abc' is not an amount" in text
-    assert "1042 marked paid" in text
+    assert "NICHT AUSGEFÜHRT: unbekannter Befehl „frobnicate“ (siehe „hilfe“)" in text
+    assert "NICHT AUSGEFÜHRT: keine Bestellung 9999" in text
+    assert "NICHT AUSGEFÜHRT: 1043 wurde am" in text
+    assert "NICHT AUSGEFÜHRT: „abc“ ist kein Betrag" in text
+    assert "1042 als bezahlt vermerkt" in text
     assert kinds("1043") == ["created", "cancelled"]
 
 
@@ -191,7 +191,7 @@ def test_an_attachment_over_the_cap_fails_its_line_and_writes_nothing(store, set
                attachments=(("big.bin", "application/octet-stream", b"x" * 5000),))
     send(store, small, raw)
     assert kinds("1042") == ["created"]
-    assert "NOT DONE: the file big.bin is 5 KB, over the limit of 1 KB" in receipts()[0].data["text"]
+    assert "NICHT AUSGEFÜHRT: the file big.bin is 5 KB, over the limit of 1 KB" in receipts()[0].data["text"]
 
 
 def test_quiet_in_a_command_mail(store, settings, two_orders):
@@ -204,7 +204,7 @@ def test_show_list_and_help_answer_in_the_receipt(store, settings, two_orders):
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="show 1042\nlist not paid\nhilfe"))
     text = receipts()[0].data["text"]
     assert "Order 1042 — open (not paid)" in text and "1043" in text and "Befehle, einer pro Zeile" in text
-    assert "Reply 'undo'" not in text                           # nothing to undo
+    assert "mit „rückgängig“" not in text                           # nothing to undo
 
 
 def test_the_same_message_id_twice_applies_nothing_twice(store, settings, two_orders):
@@ -215,7 +215,7 @@ def test_the_same_message_id_twice_applies_nothing_twice(store, settings, two_or
     send(store, settings, first)
     send(store, settings, again)
     assert kinds("1042") == ["created", "note"]
-    assert "already carried out" in receipts()[1].data["text"]
+    assert "bereits am" in receipts()[1].data["text"]
 
 
 def test_a_delete_without_confirm_asks(store, settings, two_orders):
@@ -228,7 +228,7 @@ def test_a_delete_without_confirm_asks(store, settings, two_orders):
 def test_a_five_thousand_line_body_is_bounded(store, settings, two_orders):
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="note 1042 x\n" * 5000))
     text = receipts()[0].data["text"]
-    assert "NOT DONE: 4800 more lines (at most 200 per mail)" in text
+    assert "NICHT AUSGEFÜHRT: 4800 weitere Zeilen (höchstens 200 pro Mail)" in text
     assert kinds("1042").count("note") == 200
 
 
@@ -247,7 +247,7 @@ def test_undo_within_a_day_reverts_what_the_mail_did(store, settings, two_orders
     assert [e.kind for e in log] == ["created", "paid", "shipped", "system", "system"]
     assert all(e.visibility == "internal" for e in log[3:])
     text = receipts()[1].data["text"]
-    assert "1042: shipped undone (the customer had already been mailed)" in text and "1042: paid undone" in text
+    assert "1042: shipped rückgängig gemacht (die Kundschaft hatte die Mail schon erhalten)" in text and "1042: paid rückgängig gemacht" in text
     assert CommandMail.get(CommandMail.receipt_message_id == receipt.message_id).undone_at is not None
 
 
@@ -259,7 +259,7 @@ def test_undo_after_a_day_is_refused(store, settings, two_orders):
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="undo",
                                in_reply_to=receipts()[0].message_id))
     assert orders.find_order("1042").status_words()["paid"]
-    assert "undo works for 24 hours" in receipts()[1].data["text"]
+    assert "Rückgängig geht 24 Stunden lang" in receipts()[1].data["text"]
 
 
 def test_undo_refuses_when_the_order_changed_since(store, settings, two_orders):
@@ -267,7 +267,7 @@ def test_undo_refuses_when_the_order_changed_since(store, settings, two_orders):
     orders.mark_shipped(store, settings, "1042")
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="undo",
                                in_reply_to=receipts()[0].message_id))
-    assert "NOT DONE: 1042: 1042 changed again since" in receipts()[1].data["text"]
+    assert "NICHT AUSGEFÜHRT: 1042: 1042 wurde seitdem wieder geändert" in receipts()[1].data["text"]
     assert orders.find_order("1042").status_words()["paid"]
 
 
@@ -309,4 +309,4 @@ def test_mixed_up_encodings_in_a_command_mail_are_read_right(store, settings, tw
     message = orders.order_events(orders.find_order("1043"))[-1]
     assert note.body_text == "Grüße aus Köln"
     assert message.body_text == "Ihre Tasse ist fertig – bis bald"
-    assert "NOT DONE" not in receipts()[0].data["text"]
+    assert "NICHT AUSGEFÜHRT" not in receipts()[0].data["text"]

@@ -70,7 +70,7 @@ def test_a_command_mail_is_carried_out_and_answered_by_a_receipt(daemon, setting
          settings.command_address)
     receipt = wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example" and "Heute" in m["Subject"])
     assert receipt["In-Reply-To"] == "<cmd1@owner.example>"
-    assert "1042 marked paid" in text_of(receipt) and "1043 marked shipped" in text_of(receipt)
+    assert "1042 als bezahlt vermerkt" in text_of(receipt) and "1043 als versandt vermerkt" in text_of(receipt)
     wait_for_mail(daemon, lambda m: to(m) == "erika@example.org" and m["References"])
     assert Order.get(Order.number == "1042").status_words()["paid"]
 
@@ -126,7 +126,7 @@ def test_undo_by_replying_to_the_receipt(daemon, settings):
     receipt = wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example")
     send(daemon, mail(to=settings.command_address, sender=OWNER, subject="Re: Batch", body="undo",
                       in_reply_to=receipt["Message-ID"]), settings.command_address)
-    wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example" and "undone" in text_of(m))
+    wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example" and "rückgängig gemacht" in text_of(m))
     assert not Order.get(Order.number == "1043").status_words()["paid"]
 
 
@@ -173,9 +173,9 @@ def test_only_proven_owner_mail_commands_through_the_daemon(proving_daemon, sett
     with smtplib.LMTP("127.0.0.1", proving_daemon.lmtp_port, timeout=30) as client:   # the header's writer in front
         client.sendmail("owner@shop.example", [address], vouched)
     send(proving_daemon, signed, address)
-    wait_for_mail(proving_daemon, lambda m: m["Subject"] == "Re: d" and "1043 marked shipped" in text_of(m))
+    wait_for_mail(proving_daemon, lambda m: m["Subject"] == "Re: d" and "1043 als versandt vermerkt" in text_of(m))
     assert not Order.get(Order.number == "1042").status_words()["paid"]
     assert Order.get(Order.number == "1043").status_words() == {
         "paid": True, "shipped": True, "cancelled": False, "refunded": False}
-    alerts = [m for m in outgoing(proving_daemon) if "not carried out" in text_of(m)]
+    alerts = [m for m in outgoing(proving_daemon) if "nicht ausgeführt" in text_of(m)]
     assert len(alerts) == 1                     # two refused mails, one alert a day

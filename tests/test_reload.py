@@ -1,6 +1,6 @@
-"""SIGHUP: templates and the log apply at once, every other change asks for a restart.
+"""SIGHUP: templates, catalogs and the log apply at once, every other change asks for a restart.
 
-Against the real daemon: a shop's mail and page templates are edited, the log
+Against the real daemon: a shop's mail and page templates and its catalog are edited, the log
 file is moved away as logrotate does, the log format and a restart-only key
 are changed, then SIGHUP — the next mail and the next page use the new
 templates, a new log file is started by the daemon and by both worker
@@ -9,6 +9,7 @@ processes, in JSON now, and the restart-only key is named and not applied.
 from __future__ import annotations
 
 import email
+import email.policy
 import json
 import logging
 import signal
@@ -31,9 +32,14 @@ def _shop_templates(folder: Path, version: str) -> tuple[Path, Path]:
     mail, page = folder / "mail", folder / "page"
     mail.mkdir(parents=True, exist_ok=True)
     page.mkdir(parents=True, exist_ok=True)
-    text = (BUILTIN / "mail" / "message.de.txt").read_text(encoding="utf-8")
+    text = (BUILTIN / "mail" / "message.txt").read_text(encoding="utf-8")
     (mail / "message.de.txt").write_text(
         f"Subject: [{version}] Nachricht zu {{{{ order.number }}}}\n" + text.partition("\n")[2], encoding="utf-8")
+    catalog = mail / "locale" / "de" / "LC_MESSAGES" / "ordermail.po"     # the shop's words for one message
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    catalog.write_text('msgid ""\nmsgstr "Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                       'msgid "Your order at a glance: %(status_url)s"\n'
+                       f'msgstr "{version}, Ihre Bestellung: %(status_url)s"\n', encoding="utf-8")
     order_page = (BUILTIN / "page" / "order.html").read_text(encoding="utf-8")
     (page / "order.html").write_text(order_page.replace("<h1>", f"<h1>{version} ", 1), encoding="utf-8")
     return mail, page
@@ -44,6 +50,14 @@ def _ordermail(daemon: Daemon, *args: str, stdin: str = "") -> str:
                             input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def _text_of(daemon: Daemon, subject: str) -> str:
+    for f in sorted((daemon.maildir / "new").iterdir()):
+        mail = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+        if mail["Subject"] == subject:
+            return mail.get_body(("plain",)).get_content()
+    raise AssertionError(f"no mail {subject!r}")
 
 
 def _subjects(daemon: Daemon) -> list[str]:
@@ -75,6 +89,7 @@ def test_sighup_applies_templates_and_log_and_names_what_needs_a_restart(tmp_pat
         status_url = json.loads(_ordermail(daemon, "order", "show", "1042", "--format", "json"))["status_url"]
         url = f"http://127.0.0.1:{port}/o/" + status_url.rpartition("/o/")[2]
         _message_mailed(daemon, "erste", "[Version 1] Nachricht zu 1042")
+        assert "Version 1, Ihre Bestellung: https://" in _text_of(daemon, "[Version 1] Nachricht zu 1042")
         before, tag_before = _page(url)
         assert "<h1>Version 1 " in before
 
@@ -95,6 +110,7 @@ def test_sighup_applies_templates_and_log_and_names_what_needs_a_restart(tmp_pat
         assert "reloaded" not in (tmp_path / "ordermail.log.1").read_text()
 
         _message_mailed(daemon, "zweite", "[Version 2] Nachricht zu 1042")
+        assert "Version 2, Ihre Bestellung: https://" in _text_of(daemon, "[Version 2] Nachricht zu 1042")
         after, tag_after = _page(url)
         assert "<h1>Version 2 " in after and tag_after != tag_before
         with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=10) as smtp:     # not applied: a restart is

@@ -153,7 +153,7 @@ def test_a_bounce_of_our_notification_lands_on_the_order(store, settings, order)
     flagged = orders.find_order("1042")
     assert flagged.email_bounced_at is not None and "5.1.1" in flagged.email_bounce
     [alert] = forwards("owner_alert")
-    assert alert.recipient == "owner@shop.example" and "bounced" in alert.data["text"]
+    assert alert.recipient == "owner@shop.example" and "kam zurück" in alert.data["text"]
     deliver(store, settings, dsn.replace(b"<dsn1@", b"<dsn2@"), ["orders@shop.example"], sender="")
     assert len(forwards("owner_alert")) == 1                    # told once
     assert [e.kind for e in log_of()].count("bounce") == 2

@@ -43,11 +43,11 @@ def test_payments_import_prints_what_it_did_and_again_changes_nothing(ordermail,
     first = ordermail("payments", "import", str(path))
     assert first.returncode == 0, first.stderr
     out = first.stdout
-    assert "camt053_2026-11-20.xml (camt.053): 4 entries, 3 credits, 1 debit or unbooked entry passed over" in out
-    assert "Paid now (1):\n  1042" in out and "Erika Mustermann: Bestellung 1042" in out
-    assert "Amount differs: not marked paid, noted on the order (1):\n  1043" in out
+    assert "camt053_2026-11-20.xml (camt.053): 4 Buchungen, 3 Gutschriften, 1 Lastschrift oder nicht gebuchte Buchung übergangen" in out
+    assert "Jetzt bezahlt (1):\n  1042" in out and "Erika Mustermann: Bestellung 1042" in out
+    assert "Betrag weicht ab: nicht als bezahlt vermerkt, an der Bestellung notiert (1):\n  1043" in out
     assert "the order's total is 24.90 EUR" in out
-    assert "Unmatched credits (1):\n  -" in out and "Untermieter: Miete Dezember — no order number found" in out
+    assert "Nicht zugeordnete Gutschriften (1):\n  -" in out and "Untermieter: Miete Dezember — no order number found" in out
     shown = json.loads(ordermail("order", "show", "1042", "--format", "json").stdout)
     assert shown["status"]["paid"] and shown["events"][-1]["author"] == "system"
 
@@ -74,9 +74,9 @@ def test_preview_says_what_would_happen_and_changes_nothing(ordermail, tmp_path)
     path = tmp_path / "umsatz.csv"
     path.write_bytes(sparkasse_csv([Booking("24.90", "Bestellung 1042")]))
     preview = ordermail("payments", "import", str(path), "--preview")
-    assert preview.stdout.startswith("Preview, nothing was changed.") and "Paid now (1)" in preview.stdout
+    assert preview.stdout.startswith("Vorschau, nichts wurde geändert.") and "Jetzt bezahlt (1)" in preview.stdout
     assert not json.loads(ordermail("order", "show", "1042", "--format", "json").stdout)["status"]["paid"]
-    assert "Paid now (1)" in ordermail("payments", "import", str(path)).stdout
+    assert "Jetzt bezahlt (1)" in ordermail("payments", "import", str(path)).stdout
 
 
 def test_a_file_that_is_no_statement_is_one_line_and_exit_2(ordermail, tmp_path):
@@ -94,7 +94,7 @@ def test_a_file_that_is_no_statement_is_one_line_and_exit_2(ordermail, tmp_path)
 def test_a_statement_from_stdin(ordermail):
     ordermail("order", "create", "--json", "-", stdin=json.dumps(sample_order("1042")))
     result = ordermail("payments", "import", "-", stdin=zipped({"a.xml": statement()}))
-    assert result.returncode == 0 and result.stdout.startswith("stdin (camt.053): 4 entries")
+    assert result.returncode == 0 and result.stdout.startswith("stdin (camt.053): 4 Buchungen")
 
 
 # ---- by mail --------------------------------------------------------------------------------
@@ -120,10 +120,10 @@ def test_a_statement_mailed_to_the_command_address_is_imported_and_the_receipt_l
     assert orders.find_order("1042").paid_at is not None and orders.find_order("1043").paid_at is None
     [receipt] = receipts()
     text = receipt.data["text"]
-    assert text.startswith("> camt.zip\ncamt.zip (camt.053): 4 entries, 3 credits")
-    assert "Paid now (1):\n  1042" in text and "Amount differs" in text and "Unmatched credits (1)" in text
-    assert "logo.png" not in text and "No command found" not in text
-    assert "Reply 'undo'" in text
+    assert text.startswith("> camt.zip\ncamt.zip (camt.053): 4 Buchungen, 3 Gutschriften")
+    assert "Jetzt bezahlt (1):\n  1042" in text and "Betrag weicht ab" in text and "Nicht zugeordnete Gutschriften (1)" in text
+    assert "logo.png" not in text and "Kein Befehl gefunden" not in text
+    assert "mit „rückgängig“" in text
     assert OutboxMessage.select().where(OutboxMessage.kind == "paid").count() == 1
 
 
@@ -136,11 +136,11 @@ def test_undo_of_a_mailed_statement_puts_the_orders_back_and_it_stays_imported(s
     send(store, settings, mail(to=settings.command_address, sender=OWNER, subject="Re: Auszug", body="undo",
                                in_reply_to=receipt.message_id))
     assert orders.find_order("1042").paid_at is None
-    assert "1042: paid undone" in receipts()[1].data["text"]
+    assert "1042: paid rückgängig gemacht" in receipts()[1].data["text"]
     again = mail(to=settings.command_address, sender=OWNER, subject="Auszug nochmal", body="",
                  attachments=(("auszug.xml", "application/xml", statement()),))
     send(store, settings, again)
-    assert "3 credits were imported before" in receipts()[2].data["text"]
+    assert "3 Gutschriften wurden bereits früher eingelesen" in receipts()[2].data["text"]
     assert orders.find_order("1042").paid_at is None
 
 
@@ -150,8 +150,8 @@ def test_a_broken_statement_by_mail_is_one_line_in_the_receipt_and_the_commands_
                attachments=(("auszug.xml", "text/xml", b"<Document><BkToCstmrStmt><Stmt><Ntry>"),))
     send(store, settings, raw)
     text = receipts()[0].data["text"]
-    assert "> auszug.xml\nNOT DONE: auszug.xml: not well-formed XML" in text
-    assert "1043: internal note added" in text
+    assert "> auszug.xml\nNICHT AUSGEFÜHRT: auszug.xml: not well-formed XML" in text
+    assert "1043: interner Vermerk hinzugefügt" in text
     assert StatementEntry.select().count() == 0
 
 
@@ -181,8 +181,8 @@ def test_a_statement_mailed_over_smtp_to_the_running_daemon(daemon, settings):
                               message_id="<mt940-1@owner.example>"), settings.command_address)
     receipt = wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example" and "MT940" in m["Subject"])
     assert receipt["In-Reply-To"] == "<mt940-1@owner.example>"
-    assert "umsaetze.sta (mt940): 1 entry, 1 credit" in text_of(receipt)
-    assert "Paid now (1):\n  1042" in text_of(receipt)
+    assert "umsaetze.sta (mt940): 1 Buchung, 1 Gutschrift" in text_of(receipt)
+    assert "Jetzt bezahlt (1):\n  1042" in text_of(receipt)
     wait_for_mail(daemon, lambda m: to(m) == "erika@example.org"
                   and m["Subject"] == "Zahlung für Bestellung 1042 erhalten")
     assert orders.find_order("1042").paid_at is not None
@@ -203,10 +203,10 @@ def test_an_inline_mt940_between_the_command_and_the_signature_is_imported(store
     assert orders.find_order("1042").paid_at is not None
     [receipt] = receipts()
     text = receipt.data["text"]
-    assert text.startswith("> umsaetze.sta\numsaetze.sta (mt940): 2 entries, 2 credits")
-    assert "Paid now (1):\n  1042" in text and "Untermieter: Miete Dezember" in text
-    assert "> note 1043 Kundin hat angerufen, zahlt morgen\n1043: internal note added" in text
-    assert "NOT DONE" not in text and ":20:" not in text            # no line of the file taken as a command
+    assert text.startswith("> umsaetze.sta\numsaetze.sta (mt940): 2 Buchungen, 2 Gutschriften")
+    assert "Jetzt bezahlt (1):\n  1042" in text and "Untermieter: Miete Dezember" in text
+    assert "> note 1043 Kundin hat angerufen, zahlt morgen\n1043: interner Vermerk hinzugefügt" in text
+    assert "NICHT AUSGEFÜHRT" not in text and ":20:" not in text            # no line of the file taken as a command
     note = orders.order_events(orders.find_order("1043"))[-1]
     assert note.kind == "note" and note.body_text == "Kundin hat angerufen, zahlt morgen"
 
@@ -219,9 +219,9 @@ def test_an_inline_csv_above_the_signature_of_a_rich_text_mail_is_imported(store
     [receipt] = receipts()
     text = receipt.data["text"]
     assert text.startswith("> Umsaetze_DE02120300000000202051_2026.11.20.csv\n"
-                           "Umsaetze_DE02120300000000202051_2026.11.20.csv (csv): 2 entries, 1 credit")
-    assert "Paid now (1):\n  1042" in text and "Jürgen Müller: Bestellung 1042" in text
-    assert "NOT DONE" not in text and "No command found" not in text and "Auftragskonto" not in text
+                           "Umsaetze_DE02120300000000202051_2026.11.20.csv (csv): 2 Buchungen, 1 Gutschrift")
+    assert "Jetzt bezahlt (1):\n  1042" in text and "Jürgen Müller: Bestellung 1042" in text
+    assert "NICHT AUSGEFÜHRT" not in text and "Kein Befehl gefunden" not in text and "Auftragskonto" not in text
     assert OutboxMessage.select().where(OutboxMessage.kind == "paid").count() == 1
 
 
@@ -230,8 +230,8 @@ def test_an_apple_mail_with_an_inline_mt940_over_smtp_to_the_running_daemon(daem
     receipt = wait_for_mail(daemon, lambda m: to(m) == "owner@shop.example" and "Kontoauszug" in m["Subject"])
     assert receipt["In-Reply-To"] == "<4F0C2D6B-1A9E-4E43-9D8B-6C3B1E0F7A21@shop.example>"
     text = text_of(receipt)
-    assert "umsaetze.sta (mt940): 2 entries, 2 credits" in text and "Paid now (1):\n  1042" in text
-    assert "1043: internal note added" in text and "NOT DONE" not in text
+    assert "umsaetze.sta (mt940): 2 Buchungen, 2 Gutschriften" in text and "Jetzt bezahlt (1):\n  1042" in text
+    assert "1043: interner Vermerk hinzugefügt" in text and "NICHT AUSGEFÜHRT" not in text
     wait_for_mail(daemon, lambda m: to(m) == "erika@example.org"
                   and m["Subject"] == "Zahlung für Bestellung 1042 erhalten")
 
@@ -249,4 +249,4 @@ def test_the_resource_fork_apple_mail_sends_beside_a_file_is_no_statement(store,
            f"Content-Disposition: inline; filename=umsaetze.sta\n\n{data}\n--d--\n\n--a--\n").encode()
     send(store, settings, raw)
     text = receipts()[0].data["text"]
-    assert text.count("> umsaetze.sta\n") == 1 and "Paid now (1):\n  1042" in text and "NOT DONE" not in text
+    assert text.count("> umsaetze.sta\n") == 1 and "Jetzt bezahlt (1):\n  1042" in text and "NICHT AUSGEFÜHRT" not in text
