@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 import peewee as pw  # noqa: E402
 
-from daemon import filters  # noqa: E402
-from daemon.store import (CANCELLED, MIGRATIONS_DIR, PAID, REFUNDED, SHIPPED, Order,  # noqa: E402
+from daemon.orders import filters  # noqa: E402
+from daemon.store.database import (CANCELLED, MIGRATIONS_DIR, PAID, REFUNDED, SHIPPED, Order,  # noqa: E402
                           open_store)
 
 GENERATOR_VERSION = 1            # bump when the data below changes

@@ -39,9 +39,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import aiosmtplib  # noqa: E402
 
-from daemon import orders, outbox  # noqa: E402
+from daemon.orders import service as orders  # noqa: E402
+from daemon.outbound import outbox
 from daemon.config import settings_from_dict  # noqa: E402
-from daemon.store import OutboxMessage, open_store  # noqa: E402
+from daemon.store.database import OutboxMessage, open_store  # noqa: E402
 from daemonproc import free_port  # noqa: E402
 
 GOAL = 0.5

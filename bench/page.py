@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from daemon import orders  # noqa: E402
+from daemon.orders import service as orders  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
-from daemon.orders import Content, NewFile, Via  # noqa: E402
-from daemon.store import Order, open_store  # noqa: E402
+from daemon.orders.service import Content, NewFile, Via  # noqa: E402
+from daemon.store.database import Order, open_store  # noqa: E402
 from daemonproc import free_port, gunicorn  # noqa: E402
 
 EVENTS = 50

@@ -42,9 +42,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 from roundtrips import StatementCount  # noqa: E402
 from smtp_ingest import fresh_store, reply  # noqa: E402
 
-from daemon import inbound  # noqa: E402
+from daemon.handling import inbound  # noqa: E402
 from daemon.intake.spool import Spool  # noqa: E402
-from daemon.store import Event  # noqa: E402
+from daemon.store.database import Event  # noqa: E402
 
 GOAL_PG = 6
 

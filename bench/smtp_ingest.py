@@ -35,10 +35,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from daemonproc import Daemon, free_port, wait_for_port  # noqa: E402
 
-from daemon import orders, tokens  # noqa: E402
-from daemon.addresses import token_address  # noqa: E402
+from daemon.mail import tokens  # noqa: E402
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address  # noqa: E402
 from daemon.config import settings_from_dict  # noqa: E402
-from daemon.store import Event, InboundMessage, open_store  # noqa: E402
+from daemon.store.database import Event, InboundMessage, open_store  # noqa: E402
 
 SINK = """
 import asyncio, sys

@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from daemon.trimming import trim_reply  # noqa: E402
-from daemon.trimming.shapes import normalise  # noqa: E402
+from daemon.mail.trimming import trim_reply  # noqa: E402
+from daemon.mail.trimming.shapes import normalise  # noqa: E402
 from reply_corpora import MISSING, REPLY_CORPORA, corpus_mails, verdict  # noqa: E402
 
 SCENARIOS = ROOT / "tests" / "mails" / "replies"

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from smtp_ingest import fresh_store, reply  # noqa: E402
 
-from daemon import inbound  # noqa: E402
+from daemon.handling import inbound  # noqa: E402
 from daemon.intake.spool import store_message  # noqa: E402
-from daemon.store import Event  # noqa: E402
+from daemon.store.database import Event  # noqa: E402
 
 
 def handling_round(url: str, count: int) -> float:

@@ -19,17 +19,18 @@ import os
 import signal
 from pathlib import Path
 
-from daemon import config, logs, order_numbers
+from daemon import config, logs
+from daemon.orders import numbers as order_numbers
 from daemon.config import LogSettings, Settings
 from daemon.intake.health import DoorProbes
 from daemon.intake.imap import ImapDoor
 from daemon.intake.smtp import Listeners
 from daemon.intake.spool import Spool
 from daemon.jobs import Scheduler
-from daemon.notify import check_templates
+from daemon.outbound.notify import check_templates
 from daemon.reload import Reloader
 from daemon.service import Notifier, queue_status
-from daemon.store import open_store, redact
+from daemon.store.database import open_store, redact
 from daemon.workers import WorkerPool
 
 log = logging.getLogger("ordermail")

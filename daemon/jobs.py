@@ -5,9 +5,9 @@
                        way to send from the command line without a daemon)
     payment-reminders  daily at `[shop] jobs_time`: one reminder per unpaid order
     auto-cancel        daily at `[shop] jobs_time`: unpaid orders cancelled
-                       (both: daemon/payment_schedule.py)
+                       (both: daemon/payments/schedule.py)
     retention          daily at `[shop] jobs_time`: cancelled orders deleted for
-                       good, old raw mail pruned (daemon/retention.py)
+                       good, old raw mail pruned (daemon/store/retention.py)
     owner-digest       daily at `[owner] digest_time`: the orders that need
                        doing, and what the jobs above did since the last one
     paypal-ipn         every minute: verify the stored PayPal IPN messages that
@@ -41,12 +41,15 @@ from zoneinfo import ZoneInfo
 
 import peewee as pw
 
-from daemon import filters, job_store, notify, orders, outbox, payment_schedule, paypal_verifier, retention
-from daemon.job_store import Outcome
-from daemon.claimants import claimant
+from daemon.orders import filters, service as orders
+from daemon.outbound import notify, outbox
+from daemon.payments import paypal_verifier, schedule as payment_schedule
+from daemon.store import job_runs as job_store, retention
+from daemon.store.job_runs import Outcome
+from daemon.store.claimants import claimant
 from daemon.config import Settings
 from daemon.errors import InputError
-from daemon.store import INTERNAL_KINDS, STORE_TROUBLE, Event, Order, Store, first_line, utcnow
+from daemon.store.database import INTERNAL_KINDS, STORE_TROUBLE, Event, Order, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.jobs")
 SECTION_ROWS = 50

@@ -19,7 +19,8 @@ import logging
 import threading
 from pathlib import Path
 
-from daemon import logs, notify
+from daemon import logs
+from daemon.outbound import notify
 from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError
 

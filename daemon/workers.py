@@ -6,7 +6,7 @@ interpreter lock with the SMTP/LMTP/IMAP doors and delay every
 acknowledgement; in children it runs on the other cores, and the doors
 only receive and commit. `[inbound] workers` children share the stored mail
 (claims keep them apart); the first also sends the outbox and verifies
-PayPal's IPN messages (daemon/paypal_verifier.py).
+PayPal's IPN messages (daemon/payments/paypal_verifier.py).
 
 The daemon writes a byte to the child's pipe whenever mail is committed (a
 wake-up; the child also looks by itself every few seconds), and on SIGHUP a
@@ -31,11 +31,11 @@ import time
 
 from daemon.config import LogSettings, Settings
 from daemon.errors import ConfigError
-from daemon.inbound import InboundWorker, release_dead_claims
-from daemon import outbox
-from daemon.outbox import OutboxWorker
-from daemon.paypal_verifier import PaypalVerifier
-from daemon.store import open_store
+from daemon.handling.inbound import InboundWorker, release_dead_claims
+from daemon.outbound import outbox
+from daemon.outbound.outbox import OutboxWorker
+from daemon.payments.paypal_verifier import PaypalVerifier
+from daemon.store.database import open_store
 
 log = logging.getLogger("ordermail.workers")
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
@@ -271,7 +271,8 @@ def _obey(data: bytes, inbound: InboundWorker) -> bytes:
 
 
 def _reload(log_settings: LogSettings) -> None:
-    from daemon import logs, notify
+    from daemon import logs
+    from daemon.outbound import notify
     try:
         logs.configure(log_settings)
     except ConfigError as exc:

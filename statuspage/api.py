@@ -11,7 +11,7 @@
   status processing or completed) mark the order paid: 200 — or 201 when
   the order's creation has not arrived yet and it is created paid.
 - `POST /hooks/paypal-ipn`: PayPal's IPN, stored and answered with an empty
-  200 before it is verified (daemon/paypal.py); 400 for a body that is no
+  200 before it is verified (daemon/payments/paypal.py); 400 for a body that is no
   IPN, 413 over IPN_MAX_BYTES, 429 from a client over its hourly limit,
   503 while too many wait for verification (PayPal sends them again), 404
   while `[paypal] receiver_email` is "".
@@ -39,10 +39,11 @@ from dataclasses import dataclass
 import bottle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from daemon import orders, paypal
+from daemon.orders import service as orders
+from daemon.payments import paypal
 from daemon.errors import InputError, Refused
-from daemon.order_json import order_to_json
-from daemon.store import DATABASE_ERRORS, first_line
+from daemon.orders.as_json import order_to_json
+from daemon.store.database import DATABASE_ERRORS, first_line
 from statuspage import metrics, signatures, webhooks
 from statuspage.throttle import Throttle, client_address
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import bottle
 
 from daemon.config import Settings
-from daemon.store import Store
+from daemon.store.database import Store
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; "

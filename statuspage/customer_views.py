@@ -4,9 +4,11 @@ from __future__ import annotations
 import hashlib
 from types import SimpleNamespace as View
 
-from daemon import girocode, notify, order_numbers
+from daemon.orders import numbers as order_numbers
+from daemon.outbound import notify
+from daemon.payments import girocode
 from daemon.config import SUPPORTED_LOCALES, Settings
-from daemon.store import Attachment, Blob, Event, Order
+from daemon.store.database import Attachment, Blob, Event, Order
 from statuspage import links, views
 from statuspage.i18n import translator
 

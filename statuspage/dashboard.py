@@ -3,7 +3,7 @@
 Read-only by design: every change stays in the mail workflow, so each order
 offers `mailto:` links to the command address with the command written
 (`paid 1042`), as the owner would type it. The filter is the one language
-of the CLI and of mail (`daemon.filters`), taken from `?q=`, so a filter is
+of the CLI and of mail (`daemon.orders.filters`), taken from `?q=`, so a filter is
 a bookmark.
 """
 from __future__ import annotations
@@ -14,9 +14,10 @@ import math
 from types import SimpleNamespace as View
 from urllib.parse import quote, urlencode
 
-from daemon import filters, notify, orders
+from daemon.orders import filters, service as orders
+from daemon.outbound import notify
 from daemon.config import Settings
-from daemon.store import Attachment, Blob, Order
+from daemon.store.database import Attachment, Blob, Order
 from statuspage import links, views
 from statuspage.i18n import translator
 

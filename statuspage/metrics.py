@@ -26,8 +26,8 @@ import peewee as pw
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 
-from daemon.paypal import OUTCOMES as PAYPAL_OUTCOMES
-from daemon.store import DATABASE_ERRORS, InboundMessage, OutboxMessage, PaypalIpn, Store, first_line, utcnow
+from daemon.payments.paypal import OUTCOMES as PAYPAL_OUTCOMES
+from daemon.store.database import DATABASE_ERRORS, InboundMessage, OutboxMessage, PaypalIpn, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.web")
 COUNT_CAP = 100_000

@@ -19,7 +19,7 @@ import jinja2
 from babel import Locale
 from babel.dates import format_skeleton
 
-from daemon import notify
+from daemon.outbound import notify
 from daemon.config import Settings
 from daemon import translations
 from statuspage import i18n

@@ -27,7 +27,7 @@ import time
 import peewee as pw
 
 from daemon import user_numbers
-from daemon.store import Counter, Store
+from daemon.store.database import Counter, Store
 
 WINDOW_SECONDS = 300
 SIGNATURE_HEADER = "X-Ordermail-Signature"

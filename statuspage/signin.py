@@ -20,10 +20,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from daemon import orders
+from daemon.orders import service as orders
 from daemon.config import Settings
-from daemon.order_json import EMAIL_RE
-from daemon.store import Order, Store
+from daemon.orders.as_json import EMAIL_RE
+from daemon.store.database import Order, Store
 from statuspage.web_store import SigninToken, WebSession, token_hash
 
 SIGNIN_MINUTES = 15

@@ -18,9 +18,10 @@ from types import SimpleNamespace as View
 from babel.numbers import format_decimal
 from markupsafe import Markup
 
-from daemon import compiled, notify
-from daemon.richtext import sanitize_html, text_to_html
-from daemon.store import INTERNAL_KINDS, Attachment, Event, Order, OrderItem
+from daemon.outbound import notify
+from daemon.store import compiled
+from daemon.mail.richtext import sanitize_html, text_to_html
+from daemon.store.database import INTERNAL_KINDS, Attachment, Event, Order, OrderItem
 from statuspage.i18n import translator
 
 # What a customer may see: a list of what is public, so a new kind stays hidden until added here.

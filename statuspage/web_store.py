@@ -1,6 +1,6 @@
 """What the web side remembers (migration 0006): mailed sign-ins and browser sessions.
 
-Kept beside `daemon/store.py` rather than in it, as `daemon/job_store.py`
+Kept beside `daemon/store/database.py` rather than in it, as `daemon/store/job_runs.py`
 is: only the web pages read these tables. Tokens are stored as SHA-256
 hashes; the secret itself lives only in the mail or the cookie.
 """
@@ -10,7 +10,7 @@ import hashlib
 
 import peewee as pw
 
-from daemon.store import BaseModel, Store, utcnow
+from daemon.store.database import BaseModel, Store, utcnow
 
 
 class SigninToken(BaseModel):

@@ -23,11 +23,11 @@ from __future__ import annotations
 import decimal
 from dataclasses import dataclass
 
-from daemon import order_numbers, orders
+from daemon.orders import numbers as order_numbers, service as orders
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.errors import InputError, Refused
-from daemon.order_json import is_order_number
-from daemon.store import Order, Store
+from daemon.orders.as_json import is_order_number
+from daemon.store.database import Order, Store
 
 # Well-known payment ids of both shops, used when our side has a table of
 # that name; `[api] payment_methods` comes first and may say otherwise.

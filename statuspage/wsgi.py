@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from daemon.config import load_settings
-from daemon.store import open_store
+from daemon.store.database import open_store
 from statuspage.app import make_app
 
 _settings = load_settings(os.environ["ORDERMAIL_CONFIG"])

@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 
 from daemon.config import settings_from_dict
-from daemon.store import open_store
+from daemon.store.database import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("ORDERMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -113,7 +113,7 @@ def config_file(settings, tmp_path):
 def ordermail(config_file):
     """Run the installed `ordermail` command as a user would; returns the result."""
     def run(*args, stdin: str | bytes | None = None, config: Path | None = config_file):
-        argv = [sys.executable, "-m", "daemon.cli", *args]
+        argv = [sys.executable, "-m", "daemon.cli.main", *args]
         if config is not None:
             argv += ["--config", str(config)]
         env = {k: v for k, v in os.environ.items() if k != "ORDERMAIL_CONFIG"}

@@ -134,9 +134,9 @@ class Daemon:
         that none lives in the product. `wait`: until the SMTP and LMTP ports answer."""
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         env.pop("ORDERMAIL_CONFIG", None)
-        command = [sys.executable, "-m", "daemon.cli"]
+        command = [sys.executable, "-m", "daemon.cli.main"]
         if prelude:
-            command = [sys.executable, "-c", f"{prelude}\nimport sys\nfrom daemon.cli import main\nsys.exit(main())"]
+            command = [sys.executable, "-c", f"{prelude}\nimport sys\nfrom daemon.cli.main import main\nsys.exit(main())"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen([*command, "serve", "--config", str(self.config)],
                                             cwd=ROOT, env=env, stdout=log, stderr=log)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bounces import Bounce, find_bounce
-from daemon.inbound_mail import parse_mail
+from daemon.mail.bounces import Bounce, find_bounce
+from daemon.mail.parsing import parse_mail
 
 MAILS = Path(__file__).with_name("mails")
 

@@ -187,7 +187,7 @@ def test_check_reports_the_schema_and_the_command_address(ordermail):
 def test_init_demo_and_serve_on_a_fresh_directory(tmp_path):
     """What `make run` does: a working config, demo orders, a daemon that stops on SIGTERM."""
     config = tmp_path / "var" / "ordermail.toml"
-    ordermail = [sys.executable, "-m", "daemon.cli"]
+    ordermail = [sys.executable, "-m", "daemon.cli.main"]
     run = lambda *a: subprocess.run([*ordermail, *a, "--config", str(config)], cwd=tmp_path,
                                     capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
     assert run("init").returncode == 0 and config.exists()

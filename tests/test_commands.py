@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 
 from conftest import sample_order
-from daemon import commands, orders
-from daemon.store import OutboxMessage
+from daemon.handling import commands
+from daemon.orders import service as orders
+from daemon.store.database import OutboxMessage
 
 
 @pytest.fixture

@@ -23,12 +23,15 @@ import peewee as pw
 import pytest
 
 from conftest import sample_order
-from daemon import inbound, orders, outbox, tokens
-from daemon.addresses import token_address
+from daemon.handling import inbound
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.outbound import outbox
+from daemon.mail.addresses import token_address
 from daemon.config import settings_from_dict
 from daemon.errors import StoreUnavailable
 from daemon.intake.spool import Spool, store_message
-from daemon.store import Counter, Event, InboundMessage, OutboxMessage, open_store, utcnow
+from daemon.store.database import Counter, Event, InboundMessage, OutboxMessage, open_store, utcnow
 from mailbuilder import mail
 from private_pg import private_pg, private_pg_cluster  # noqa: F401  (fixtures)
 from test_outbox import Sink, over_smtp

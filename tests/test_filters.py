@@ -6,11 +6,11 @@ import datetime as dt
 import pytest
 
 from conftest import sample_order
-from daemon import filters
+from daemon.orders import filters
 from daemon.errors import FilterSyntaxError
-from daemon.filters import And, Everything, Field, Not, Or, Status, parse
-from daemon.orders import Via, create_order, mark_cancelled, mark_paid, mark_refunded, mark_shipped
-from daemon.store import Order
+from daemon.orders.filters import And, Everything, Field, Not, Or, Status, parse
+from daemon.orders.service import Via, create_order, mark_cancelled, mark_paid, mark_refunded, mark_shipped
+from daemon.store.database import Order
 
 PAID, SHIPPED, CANCELLED, REFUNDED = (Status(w) for w in ("paid", "shipped", "cancelled", "refunded"))
 

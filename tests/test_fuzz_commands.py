@@ -17,10 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import sample_order
-from daemon import commands, orders
+from daemon.handling import commands
+from daemon.orders import service as orders
 from daemon.errors import InputError
-from daemon.order_json import is_order_number
-from daemon.store import Event, Order, OrderItem, OutboxMessage
+from daemon.orders.as_json import is_order_number
+from daemon.store.database import Event, Order, OrderItem, OutboxMessage
 from fuzzing import examples
 
 NUMBERS = ["1042", "1043", "A-7"]

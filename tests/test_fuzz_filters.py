@@ -22,10 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import sample_order
-from daemon import filters
+from daemon.orders import filters
 from daemon.errors import FilterSyntaxError
-from daemon.orders import create_order
-from daemon.store import STATUS_FLAGS, Order
+from daemon.orders.service import create_order
+from daemon.store.database import STATUS_FLAGS, Order
 from fuzzing import examples
 
 # ---- the book: a few orders whose names, mails and days are hard to compare -----

@@ -29,10 +29,10 @@ from unittest import mock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon import inbound_mail
-from daemon.inbound_mail import InboundMail, attachment_data, parse_mail
-from daemon.trimming import trim_reply
-from daemon.trimming.shapes import INVISIBLE
+from daemon.mail import parsing as inbound_mail
+from daemon.mail.parsing import InboundMail, attachment_data, parse_mail
+from daemon.mail.trimming import trim_reply
+from daemon.mail.trimming.shapes import INVISIBLE
 from fuzzing import examples
 
 

@@ -17,12 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon import cli, mime
+from daemon.cli import main as cli
+from daemon.mail import mime
 from daemon.config import settings_from_dict
 from daemon.errors import InputError
-from daemon.order_json import NUMBER_RE, is_order_number, parse_new_order
-from daemon.orders import create_order
-from daemon.store import Order
+from daemon.orders.as_json import NUMBER_RE, is_order_number, parse_new_order
+from daemon.orders.service import create_order
+from daemon.store.database import Order
 from fuzzing import examples
 
 # Validation alone needs no database: these settings are never opened.

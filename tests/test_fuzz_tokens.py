@@ -15,10 +15,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from conftest import sample_order
-from daemon import tokens
-from daemon.addresses import check_recipient, token_address
+from daemon.mail import tokens
+from daemon.mail.addresses import check_recipient, token_address
 from daemon.errors import MailRefused, UnknownRecipient
-from daemon.orders import create_order
+from daemon.orders.service import create_order
 from fuzzing import examples
 
 TODAY = dt.date(2026, 11, 27)
@@ -128,6 +128,6 @@ def test_any_recipient_is_classified_or_refused_never_an_error(store, settings, 
 
 def _the_order(store, settings):
     """One order per test, made on the first example."""
-    from daemon.store import Order
+    from daemon.store.database import Order
     order = Order.get_or_none(Order.number == "1042")
     return order or create_order(store, settings, sample_order("1042"), quiet=True)

@@ -12,9 +12,9 @@ import re
 import pytest
 
 from conftest import sample_order
-from daemon import orders
-from daemon.orders import Via
-from daemon.store import open_store
+from daemon.orders import service as orders
+from daemon.orders.service import Via
+from daemon.store.database import open_store
 from payment_shop import ACCOUNT, html_of, inline_images, load, outbox_mails, scan, text_of, write_config
 from statuspage.app import SECURITY_HEADERS, make_app
 from test_pages import ActiveContent, Client

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from daemon import inbound, routing
-from daemon.store import InboundMessage
+from daemon.handling import inbound, routing
+from daemon.store.database import InboundMessage
 from mailbuilder import mail
 from test_replies import deliver, order, reply_to  # noqa: F401  (helper and fixtures)
 

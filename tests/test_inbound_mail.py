@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import inbound_mail
-from daemon.inbound_mail import InboundMail, attachment_data, parse_mail
+from daemon.mail import parsing as inbound_mail
+from daemon.mail.parsing import InboundMail, attachment_data, parse_mail
 
 MAILS = Path(__file__).with_name("mails") / "inbound"
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"

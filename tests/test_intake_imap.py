@@ -21,12 +21,13 @@ import psycopg2
 import pytest
 
 from conftest import sample_order
-from daemon import orders, tokens
-from daemon.addresses import token_address
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address
 from daemon.config import ImapSettings
 from daemon.intake.imap import TAKEN, ImapDoor
 from daemon.intake.spool import Spool
-from daemon.store import Event, InboundMessage, Order, OutboxMessage, utcnow
+from daemon.store.database import Event, InboundMessage, Order, OutboxMessage, utcnow
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from realservers import dovecot, dovecot_account  # noqa: F401  (fixtures)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import sample_order
-from daemon import orders, tokens
-from daemon.addresses import token_address
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address
 from mailbuilder import mail
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
@@ -92,9 +93,9 @@ def test_a_store_failure_after_the_commit_still_takes_the_message(store, setting
     and the message waits, unclaimed, for the daemon's worker."""
     import io
     import peewee as pw
-    from daemon import inbound
+    from daemon.handling import inbound
     from daemon.intake import pipe
-    from daemon.store import InboundMessage
+    from daemon.store.database import InboundMessage
 
     def store_gone(*args, **kwargs):
         raise pw.OperationalError("server closed the connection unexpectedly")

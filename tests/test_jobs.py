@@ -19,10 +19,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import sample_order
-from daemon import cli_mail, job_store, jobs, notify, orders
+from daemon import jobs
+from daemon.cli import mail as cli_mail
+from daemon.orders import service as orders
+from daemon.outbound import notify
+from daemon.store import job_runs as job_store
 from daemon.errors import InputError, OrdermailError, Refused
-from daemon.orders import Content, Via
-from daemon.store import OutboxMessage
+from daemon.orders.service import Content, Via
+from daemon.store.database import OutboxMessage
 
 NOW = dt.datetime(2026, 11, 27, 6, 0)      # 07:00 in Berlin
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -9,8 +9,9 @@ import smtplib
 import pytest
 
 from conftest import sample_order
-from daemon import orders, tokens
-from daemon.addresses import token_address
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address
 from daemon.config import settings_from_dict
 from daemon.errors import ConfigError
 from daemon.intake import rates as rates_module

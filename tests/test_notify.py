@@ -1,7 +1,7 @@
 """Notifications: every template in every language, parsed strictly, with safe headers and one thread per order.
 
 Each mail is made the way the daemon makes it — an event through
-`daemon.orders`, its outbox row rendered by `daemon.notify` — and read back
+`daemon.orders.service`, its outbox row rendered by `daemon.outbound.notify` — and read back
 with the standard library's parser in strict mode, so a malformed header or
 MIME structure fails the test.
 """
@@ -17,11 +17,13 @@ import re
 import pytest
 
 from conftest import sample_order
-from daemon import notify, orders, tokens
-from daemon.addresses import check_recipient
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.outbound import notify
+from daemon.mail.addresses import check_recipient
 from daemon.intake.spool import store_message
-from daemon.orders import Content, NewFile, Via
-from daemon.store import InboundMessage, Order, OutboxMessage
+from daemon.orders.service import Content, NewFile, Via
+from daemon.store.database import InboundMessage, Order, OutboxMessage
 from mailbuilder import mail
 
 NOW = dt.datetime(2026, 11, 27, 10, 0)

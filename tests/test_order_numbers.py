@@ -7,10 +7,11 @@ import pytest
 from playhouse.migrations import Runner
 
 from conftest import sample_order
-from daemon import commands, filters, order_numbers, orders
+from daemon.handling import commands
+from daemon.orders import filters, numbers as order_numbers, service as orders
 from daemon.errors import Refused
-from daemon.orders import Via
-from daemon.store import MIGRATIONS_DIR, MODELS, Order, open_store, utcnow
+from daemon.orders.service import Via
+from daemon.store.database import MIGRATIONS_DIR, MODELS, Order, open_store, utcnow
 from daemonproc import Daemon
 
 

@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from conftest import sample_order
-from daemon import orders
+from daemon.orders import service as orders
 from daemon.errors import InputError, OrderNotFound, Refused
-from daemon.orders import Content, NewFile, Via
-from daemon.store import Attachment, Blob, Event, Order, OrderItem, OutboxMessage, utcnow
+from daemon.orders.service import Content, NewFile, Via
+from daemon.store.database import Attachment, Blob, Event, Order, OrderItem, OutboxMessage, utcnow
 
 
 def kinds(number: str) -> list[str]:

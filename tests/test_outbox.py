@@ -26,11 +26,13 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from conftest import ROOT, sample_order
-from daemon import orders, outbox, tokens
-from daemon.addresses import check_recipient
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.outbound import outbox
+from daemon.mail.addresses import check_recipient
 from daemon.errors import Refused
-from daemon.orders import Content, Via
-from daemon.store import Event, OutboxMessage
+from daemon.orders.service import Content, Via
+from daemon.store.database import Event, OutboxMessage
 from daemonproc import free_port
 
 NOW = dt.datetime(2026, 11, 27, 10, 0)
@@ -392,9 +394,9 @@ def test_two_workers_at_once_never_send_the_same_row(store, settings, sink_facto
 CRASHING_WORKER = textwrap.dedent("""
     import datetime as dt, sys, time
     sys.path.insert(0, {root!r})
-    from daemon import outbox
+    from daemon.outbound import outbox
     from daemon.config import settings_from_dict
-    from daemon.store import open_store
+    from daemon.store.database import open_store
 
     settings = settings_from_dict({settings!r})
     store = open_store(settings.database.url)

@@ -16,11 +16,12 @@ import dkim
 import pytest
 
 from conftest import sample_order
-from daemon import orders, tokens
-from daemon.addresses import token_address
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address
 from daemon.errors import AutoSubmittedCommand
 from daemon.intake import pipe
-from daemon.store import CommandMail, InboundMessage, OutboxMessage
+from daemon.store.database import CommandMail, InboundMessage, OutboxMessage
 from mailbuilder import mail
 
 OWNER = "Olga Owner <owner@shop.example>"

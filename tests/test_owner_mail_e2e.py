@@ -11,8 +11,8 @@ from email.utils import getaddresses
 import pytest
 
 from conftest import sample_order
-from daemon import orders
-from daemon.store import Order
+from daemon.orders import service as orders
+from daemon.store.database import Order
 from daemonproc import Daemon
 from mailbuilder import mail
 from realservers import swaks  # noqa: F401  (fixture)

@@ -11,9 +11,9 @@ import smtplib
 import pytest
 
 from conftest import sample_order
-from daemon import orders
+from daemon.orders import service as orders
 from daemon.intake import pipe
-from daemon.store import InboundMessage, Order
+from daemon.store.database import InboundMessage, Order
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 

@@ -24,9 +24,12 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 from conftest import sample_order
-from daemon import cli_web, commands, notify, orders
-from daemon.orders import Content, NewFile, Via
-from daemon.store import Event, Order, OutboxMessage, utcnow
+from daemon.cli import web as cli_web
+from daemon.handling import commands
+from daemon.orders import service as orders
+from daemon.outbound import notify
+from daemon.orders.service import Content, NewFile, Via
+from daemon.store.database import Event, Order, OutboxMessage, utcnow
 from daemonproc import free_port
 from statuspage import i18n, links, pages
 from statuspage.app import SECURITY_HEADERS, make_app
@@ -503,7 +506,7 @@ def test_the_relink_command_runs_from_the_real_command_line(store, settings, ord
     old = token_of()
     result = ordermail("order", "relink", "1042", "--quiet", "--format", "json")
     if result.returncode == 2 and "invalid choice" in result.stderr:
-        pytest.skip("daemon/cli.py does not hook in daemon.cli_web yet (see its add_order_parsers)")
+        pytest.skip("daemon/cli/main.py does not hook in daemon.cli.web yet (see its add_order_parsers)")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["mailed"] is False and token_of() != old
 
@@ -511,7 +514,7 @@ def test_the_relink_command_runs_from_the_real_command_line(store, settings, ord
 @pytest.mark.parametrize("lang", ["en", "fr"])
 def test_the_sign_in_mail_speaks_the_language_of_the_page_it_was_asked_on(store, settings, client, lang):
     if "signin_link" not in notify.KINDS:
-        pytest.skip("daemon/notify.py does not know the web's mail kinds yet (WEB_KINDS)")
+        pytest.skip("daemon/outbound/notify.py does not know the web's mail kinds yet (WEB_KINDS)")
     orders.create_order(store, settings, sample_order())
     form = client.get("/account", Accept_Language=lang)
     client.post("/account", {"email": "erika@example.org", "csrf": csrf_of(form), "lang": lang})

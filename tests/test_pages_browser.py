@@ -22,10 +22,10 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from conftest import sample_order
-from daemon import orders
+from daemon.orders import service as orders
 from daemon.config import settings_from_dict
-from daemon.orders import Content, NewFile, Via
-from daemon.store import OutboxMessage, open_store
+from daemon.orders.service import Content, NewFile, Via
+from daemon.store.database import OutboxMessage, open_store
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -15,10 +15,13 @@ import sys
 import pytest
 
 from conftest import ROOT, sample_order
-from daemon import job_store, jobs, orders, tokens
-from daemon.addresses import token_address
-from daemon.orders import Content, Via
-from daemon.store import Event, InboundMessage, InboundRaw, Order, OutboxMessage, open_store
+from daemon import jobs
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.store import job_runs as job_store
+from daemon.mail.addresses import token_address
+from daemon.orders.service import Content, Via
+from daemon.store.database import Event, InboundMessage, InboundRaw, Order, OutboxMessage, open_store
 from mailbuilder import mail
 from payment_shop import inline_images, load, outbox_mails, scan, text_of, write_config
 from test_girocode import EPC_1042
@@ -109,7 +112,7 @@ def test_who_is_reminded_and_who_is_not(run, place, store):
 
 
 def test_days_are_calendar_days_in_the_jobs_zone():
-    from daemon import payment_schedule
+    from daemon.payments import schedule as payment_schedule
     from daemon.config import PaymentMethod
     from zoneinfo import ZoneInfo
     berlin = ZoneInfo("Europe/Berlin")
@@ -179,7 +182,7 @@ def test_a_payment_booked_a_moment_before_the_cancellation_wins(place, store):
 def test_two_daemons_running_the_reminders_at_once_send_one_each(place, shop):
     for n in range(12):
         place(str(2000 + n))
-    argv = [sys.executable, "-m", "daemon.cli", "jobs", "run", "payment-reminders", "--now",
+    argv = [sys.executable, "-m", "daemon.cli.main", "jobs", "run", "payment-reminders", "--now",
             at(7).isoformat(), "--format", "json", "--config", str(shop)]
     runs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     done = []
@@ -307,7 +310,7 @@ def test_jobs_list_shows_the_new_jobs_at_the_shops_time(ordermail, shop):
 def test_orders_from_before_the_upgrade_are_left_to_the_owner(database_url, settings, tmp_path, ordermail):
     """Migration 0018 takes no existing order onto the schedule: no years-old customer is mailed."""
     from playhouse.migrations import Runner
-    from daemon.store import MIGRATIONS_DIR, database_for_url
+    from daemon.store.database import MIGRATIONS_DIR, database_for_url
     db = database_for_url(database_url)
     Runner(db, str(MIGRATIONS_DIR)).up("0010_inbound_content_key")   # the release before the schedule
     db.execute_sql("INSERT INTO orders (number, customer_name, customer_email, customer_key, surname_key, total, "

@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from conftest import sample_order
-from daemon import orders, tokens
-from daemon.addresses import token_address
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address
 from daemon.config import settings_from_dict
-from daemon.store import Event, InboundMessage, open_store, utcnow
+from daemon.store.database import Event, InboundMessage, open_store, utcnow
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from private_pg import private_pg, private_pg_cluster  # noqa: F401  (fixtures)

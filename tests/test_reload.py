@@ -46,7 +46,7 @@ def _shop_templates(folder: Path, version: str) -> tuple[Path, Path]:
 
 
 def _ordermail(daemon: Daemon, *args: str, stdin: str = "") -> str:
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", *args, "--config", str(daemon.config)],
+    result = subprocess.run([sys.executable, "-m", "daemon.cli.main", *args, "--config", str(daemon.config)],
                             input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout

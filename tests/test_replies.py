@@ -11,11 +11,12 @@ import io
 import pytest
 
 from conftest import sample_order
-from daemon import orders, tokens
-from daemon.addresses import token_address
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address
 from daemon.errors import ExpiredRecipient, NotOurDomain, UnknownRecipient
 from daemon.intake import pipe
-from daemon.store import Event, InboundMessage, OutboxMessage
+from daemon.store.database import Event, InboundMessage, OutboxMessage
 from mailbuilder import mail
 
 TODAY = dt.date.today()
@@ -270,7 +271,7 @@ def test_two_workers_holding_two_copies_handle_the_message_once(store, settings)
     """Two copies claimed by two workers at once: the second waits for the
     first one's commit and then finds the message handled."""
     import threading
-    from daemon import inbound
+    from daemon.handling import inbound
     from daemon.intake.spool import store_message
     raw = mail(to="orders@shop.example", sender="new@customer.example", message_id="<both@customer.example>")
     with store.atomic():
@@ -304,7 +305,7 @@ def test_two_workers_holding_two_copies_handle_the_message_once(store, settings)
 
 
 def test_a_crash_while_handling_quarantines_with_the_reason_and_retry_recovers(store, settings, reply_to, monkeypatch):
-    from daemon import inbound, routing
+    from daemon.handling import inbound, routing
 
     def broken(ctx):
         raise RuntimeError("handler exploded")
@@ -324,7 +325,7 @@ def test_the_store_failing_is_tried_again_not_quarantined(store, settings, reply
     """A lock held too long or a lost connection is the store's trouble, not
     the message's: the round is undone and the message handled later."""
     import peewee as pw
-    from daemon import inbound, routing
+    from daemon.handling import inbound, routing
     failures = iter([pw.OperationalError("database is locked")] * 2)
 
     def flaky(ctx):
@@ -346,7 +347,7 @@ def test_the_store_failing_is_tried_again_not_quarantined(store, settings, reply
 def test_a_transaction_that_cannot_begin_counts_against_no_message(store, settings, reply_to, monkeypatch):
     import contextlib
     import peewee as pw
-    from daemon import inbound
+    from daemon.handling import inbound
     with store.atomic():
         message_id = store_message_for(reply_to)
     assert inbound.claim(message_id)
@@ -371,7 +372,7 @@ def store_message_for(address: str) -> int:
 def test_a_message_the_store_fails_on_again_and_again_is_quarantined_not_blocking(store, settings, reply_to,
                                                                                    monkeypatch):
     import peewee as pw
-    from daemon import inbound, routing
+    from daemon.handling import inbound, routing
 
     def poisoned(ctx):
         if "Gift" in ctx.mail.text:
@@ -399,7 +400,7 @@ def test_a_message_the_store_fails_on_again_and_again_is_quarantined_not_blockin
 def test_a_deadlock_between_workers_counts_against_no_message(store, settings, reply_to):
     import peewee as pw
     import psycopg2.errors
-    from daemon import inbound
+    from daemon.handling import inbound
     message = deliver(store, settings, mail(to=reply_to, body="Hallo"), [reply_to])
     deadlock = pw.OperationalError(psycopg2.errors.DeadlockDetected("deadlock detected"))
     inbound._count_store_trouble(store, message, deadlock)

@@ -17,11 +17,13 @@ import re
 import pytest
 
 from conftest import sample_order
-from daemon import notify, orders, tokens
-from daemon.addresses import token_address
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.outbound import notify
+from daemon.mail.addresses import token_address
 from daemon.intake import pipe
-from daemon.richtext import quotes_styled_for_mail, text_to_html
-from daemon.store import OutboxMessage
+from daemon.mail.richtext import quotes_styled_for_mail, text_to_html
+from daemon.store.database import OutboxMessage
 from mailbuilder import mail
 from statuspage.app import make_app
 from test_pages import Client

@@ -1,7 +1,7 @@
 """Reply tokens at the SMTP door: forged, expired, re-pointed and misused tokens.
 
 A reply address is orders+TOKEN@shop.example; the token names an order and a
-purpose and carries a MAC keyed by that order's secret (daemon/tokens.py).
+purpose and carries a MAC keyed by that order's secret (daemon/mail/tokens.py).
 Everything here talks to a running `ordermail serve` over SMTP (the `daemon`
 fixture of test_intake_smtp), on SQLite and PostgreSQL, except the unit-level
 checks of the binding at the end.
@@ -14,15 +14,16 @@ import datetime as dt
 import pytest
 
 from conftest import sample_order
-from daemon import orders, tokens
-from daemon.addresses import check_recipient, token_address
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import check_recipient, token_address
 from daemon.errors import UnknownRecipient
-from daemon.store import Event, InboundMessage, OutboxMessage, utcnow
+from daemon.store.database import Event, InboundMessage, OutboxMessage, utcnow
 from daemonproc import wait_until
 from mailbuilder import mail
 from test_intake_smtp import daemon, order, replies_on, smtp  # noqa: F401  (fixtures and helpers)
 
-ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"      # base32, as tokens.py writes it (lower case)
+ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"      # base32, as mail/tokens.py writes it (lower case)
 
 
 def today() -> dt.date:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import pytest
 
 from conftest import sample_order
-from daemon import inbound, orders, tokens
-from daemon.addresses import token_address
+from daemon.handling import inbound
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address
 from daemon.intake.spool import _Pending, store_messages
-from daemon.store import Event, InboundMessage, OutboxMessage
+from daemon.store.database import Event, InboundMessage, OutboxMessage
 from mailbuilder import mail
 from roundtrips import StatementCount
 

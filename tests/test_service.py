@@ -125,7 +125,7 @@ def test_status_tells_the_queue_depths_and_stopping_comes_before_the_exit(tmp_pa
     with notifying_daemon(tmp_path, notify_address, prelude="import daemon.service\ndaemon.service.STATUS_SECONDS = 0.5",
                           outbound_extra='mode = "smtp"\nsmtp_port = 9\n') as (systemd, daemon):
         systemd.wait_for("READY", "1")
-        created = subprocess.run([sys.executable, "-m", "daemon.cli", "order", "create", "--json", "-",
+        created = subprocess.run([sys.executable, "-m", "daemon.cli.main", "order", "create", "--json", "-",
                                   "--config", str(daemon.config)], input=json.dumps(sample_order()), text=True,
                                  capture_output=True, cwd=ROOT, timeout=60)
         assert created.returncode == 0, created.stderr

@@ -26,13 +26,17 @@ import peewee as pw
 import pytest
 
 from conftest import ROOT, sample_order
-from daemon import job_store, jobs, orders, outbox, tokens
-from daemon.addresses import token_address
-from daemon.claimants import claimant
+from daemon import jobs
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.outbound import outbox
+from daemon.store import job_runs as job_store
+from daemon.mail.addresses import token_address
+from daemon.store.claimants import claimant
 from daemon.intake import shared_rates
 from daemon.intake.connections import ExemptNetworks
 from daemon.intake.rates import MessageRates
-from daemon.store import MIGRATIONS_DIR, Event, InboundMessage, OutboxMessage, open_store
+from daemon.store.database import MIGRATIONS_DIR, Event, InboundMessage, OutboxMessage, open_store
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from test_outbox import crash_between_send_and_mark, order_with_mail, over_smtp, sink_factory  # noqa: F401  (a fixture)
@@ -45,7 +49,7 @@ NOW = dt.datetime(2026, 11, 27, 5, 0)          # 06:00 in Berlin, the jobs' time
 OPEN_AT_ONCE = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
-    from daemon.store import open_store
+    from daemon.store.database import open_store
     start = {start!r}
     time.sleep(max(start - time.time(), 0))       # imports done: all open at the same moment
     store = open_store({url!r})

@@ -16,12 +16,12 @@ from decimal import Decimal
 import pytest
 
 from conftest import sample_order
-from daemon import orders
+from daemon.orders import service as orders
 from daemon.config import StatementCsvSettings, StatementSettings, settings_from_dict
 from daemon.errors import ConfigError, InputError
-from daemon.statements import importer, matching, report
-from daemon.statements.reading import read_statement
-from daemon.store import Event, OutboxMessage, StatementEntry
+from daemon.payments.statements import importer, matching, report
+from daemon.payments.statements.reading import read_statement
+from daemon.store.database import Event, OutboxMessage, StatementEntry
 from statementfiles import Booking, camt053, mt940, sparkasse_csv, zipped
 
 

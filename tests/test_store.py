@@ -12,10 +12,10 @@ import pytest
 from playhouse.migrations import Runner
 
 from conftest import sample_order
-from daemon import orders
+from daemon.orders import service as orders
 from daemon.errors import StoreTooNew
-from daemon.raw_io import load_raw
-from daemon.store import MIGRATIONS_DIR, Counter, InboundMessage, Order, database_for_url, open_store
+from daemon.store.raw_io import load_raw
+from daemon.store.database import MIGRATIONS_DIR, Counter, InboundMessage, Order, database_for_url, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def test_a_writer_in_another_process_is_waited_for_not_failed(tmp_path):
 
 HOLD_THE_WRITER = """
 import sys, time
-from daemon.store import Counter, open_store
+from daemon.store.database import Counter, open_store
 store = open_store(sys.argv[1])
 with store.atomic():
     Counter.insert(name="theirs", value=1).execute()
@@ -173,7 +173,7 @@ def test_a_writer_holding_the_lock_is_told_when_received_mail_waits(tmp_path):
 
 HOLD_UNTIL_ASKED = """
 import sys, time
-from daemon.store import Counter, open_store
+from daemon.store.database import Counter, open_store
 store = open_store(sys.argv[1])
 
 def hold(name, seconds, say):
@@ -223,8 +223,8 @@ def test_no_text_column_takes_a_nul_character(store, settings):
     """PostgreSQL refuses text holding NUL; every text column drops them,
     whatever put them there."""
     from conftest import sample_order
-    from daemon import orders
-    from daemon.orders import Content, Via
+    from daemon.orders import service as orders
+    from daemon.orders.service import Content, Via
     orders.create_order(store, settings, sample_order())
     orders.add_event(store, settings, "1042", "note", Content(subject="Not\0iz", text="Lief\0erant A77"),
                      via=Via(author="owner", message_id="<n\0ote@shop.example>"))

@@ -45,12 +45,15 @@ from pathlib import Path
 import pytest
 
 from conftest import sample_order
-from daemon import job_store, jobs, orders, tokens
-from daemon.addresses import token_address
-from daemon.claimants import this_host
+from daemon import jobs
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.store import job_runs as job_store
+from daemon.mail.addresses import token_address
+from daemon.store.claimants import this_host
 from daemon.config import settings_from_dict
-from daemon.orders import Content, Via
-from daemon.store import CANCELLED, Event, InboundMessage, Order, OutboxMessage, open_store, utcnow
+from daemon.orders.service import Content, Via
+from daemon.store.database import CANCELLED, Event, InboundMessage, Order, OutboxMessage, open_store, utcnow
 from daemonproc import Daemon, free_port, wait_for_port, wait_until
 from private_pg import private_pg, private_pg_cluster  # noqa: F401  (fixtures)
 from test_outbox import Sink

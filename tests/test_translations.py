@@ -14,10 +14,12 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
 from conftest import sample_order
-from daemon import notify, orders, translations
+from daemon import translations
+from daemon.orders import service as orders
+from daemon.outbound import notify
 from daemon.config import SUPPORTED_LOCALES, settings_from_dict
 from daemon.errors import ConfigError
-from daemon.store import OutboxMessage
+from daemon.store.database import OutboxMessage
 from statuspage import i18n
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests for daemon.trimming: our scenario replies and public reply corpora.
+"""Tests for daemon.mail.trimming: our scenario replies and public reply corpora.
 
 Scenario replies live in tests/mails/replies/: each NAME.txt (or NAME.html,
 rendered with html_to_text first) has a sibling NAME.expected holding exactly
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.trimming import TrimmedReply, html_to_text, is_forward_subject, trim_reply
-from daemon.trimming.shapes import _INVISIBLE, _ODD_SPACES
+from daemon.mail.trimming import TrimmedReply, html_to_text, is_forward_subject, trim_reply
+from daemon.mail.trimming.shapes import _INVISIBLE, _ODD_SPACES
 from reply_corpora import (
     CORPORA, MISSING, REPLY_CORPORA, comparable, corpus_mails, load_expectations, normalise_whitespace, verdict,
 )

@@ -15,12 +15,14 @@ import smtplib
 import pytest
 
 from conftest import sample_order
-from daemon import inbound, orders, tokens
-from daemon.addresses import token_address
+from daemon.handling import inbound
+from daemon.mail import tokens
+from daemon.orders import service as orders
+from daemon.mail.addresses import token_address
 from daemon.intake.smtp import RecipientCache
 from daemon.intake.spool import store_message
 from daemon.errors import UnknownRecipient
-from daemon.store import Event, InboundMessage
+from daemon.store.database import Event, InboundMessage
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 

@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from daemon.store import Store, first_line
+from daemon.store.database import Store, first_line
 
 log = logging.getLogger("ordermail.health")
 PROBE_SECONDS = 5.0

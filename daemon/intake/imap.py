@@ -32,11 +32,11 @@ import ssl
 
 import aioimaplib
 
-from daemon.addresses import check_recipient
+from daemon.mail.addresses import check_recipient
 from daemon.config import Settings
 from daemon.errors import MailRefused, OrdermailError, ShuttingDown, StoreUnavailable
 from daemon.intake.envelope import envelope_sender, header_recipients
-from daemon.store import first_line, utcnow
+from daemon.store.database import first_line, utcnow
 
 log = logging.getLogger("ordermail.imap")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import sys
 
-from daemon.addresses import check_recipient
+from daemon.mail.addresses import check_recipient
 from daemon.errors import EX_OK, MailRefused, TooLarge, UnknownRecipient
-from daemon.inbound import handle_now
+from daemon.handling.inbound import handle_now
 from daemon.intake.envelope import envelope_sender, header_recipients
 from daemon.intake.spool import store_message
-from daemon.store import first_line, utcnow
+from daemon.store.database import first_line, utcnow
 
 
 def deliver(store, settings, stdin, recipients: list[str], envelope_from: str | None = None) -> int:

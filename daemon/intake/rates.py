@@ -39,7 +39,7 @@ from collections import deque
 
 from daemon.intake import shared_rates
 from daemon.intake.connections import ExemptNetworks
-from daemon.store import DATABASE_ERRORS, Store, first_line
+from daemon.store.database import DATABASE_ERRORS, Store, first_line
 
 log = logging.getLogger("ordermail.smtp")
 WINDOW_SECONDS = 3600.0

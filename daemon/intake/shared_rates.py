@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import peewee as pw
 
-from daemon.store import BaseModel, CharField, Store
+from daemon.store.database import BaseModel, CharField, Store
 
 UPSERT_ROWS = 500      # rows per INSERT … ON CONFLICT statement
 

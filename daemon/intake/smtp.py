@@ -19,14 +19,14 @@ from io import BytesIO
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
-from daemon.addresses import Recipient, check_recipient
+from daemon.mail.addresses import Recipient, check_recipient
 from daemon.config import Settings
 from daemon.errors import AutoSubmittedCommand, MailRefused, ShuttingDown, StoreUnavailable, TooLarge, smtp_reply
-from daemon.inbound_mail import parse_mail
+from daemon.mail.parsing import parse_mail
 from daemon.intake.connections import ConnectionLimits, ExemptNetworks, Gate
 from daemon.intake.rates import MessageRates
 from daemon.intake.spool import ANSWER_WITHIN_SECONDS
-from daemon.store import DATABASE_ERRORS, first_line, utcnow
+from daemon.store.database import DATABASE_ERRORS, first_line, utcnow
 
 log = logging.getLogger("ordermail.smtp")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"

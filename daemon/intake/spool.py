@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import peewee as pw
 
-from daemon import compiled
+from daemon.store import compiled
 from daemon.errors import ShuttingDown, StoreUnavailable
-from daemon.inbound_mail import HEADER_END
-from daemon.store import DATABASE_ERRORS, InboundMessage, InboundRaw, Store, first_line, utcnow
+from daemon.mail.parsing import HEADER_END
+from daemon.store.database import DATABASE_ERRORS, InboundMessage, InboundRaw, Store, first_line, utcnow
 
 log = logging.getLogger("ordermail.spool")
 # A sender is answered within this (a client waits 10 minutes for DATA's answer).

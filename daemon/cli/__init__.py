@@ -1,0 +1,1 @@
+"""The `ordermail` command line: one module per group of subcommands."""

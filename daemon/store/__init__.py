@@ -1,0 +1,1 @@
+"""The database: models, opening and migrating, raw message bytes, prepared statements, job runs, claims, retention and backup."""
