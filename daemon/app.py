@@ -11,71 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import faulthandler
-import gc
 import logging
 import os
 import signal
 from pathlib import Path
 
-from daemon import config, logs
+from daemon import config
 from daemon.orders import numbers as order_numbers
-from daemon.config import LogSettings, Settings
+from daemon.config import Settings
 from daemon.intake.health import DoorProbes
 from daemon.intake.imap import ImapDoor
 from daemon.intake.smtp import Listeners
 from daemon.intake.spool import Spool
 from daemon.jobs import Scheduler
 from daemon.outbound.notify import check_templates
+from daemon.process import freeze_startup_objects, prepare_process
 from daemon.reload import Reloader
 from daemon.service import Notifier, queue_status
 from daemon.store.database import open_store, redact
 from daemon.workers import WorkerPool
 
 log = logging.getLogger("ordermail")
-M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
 WORKERS_READY_SECONDS = 60
 
 
 def serve(settings: Settings, config_path: Path) -> int:
     prepare_process(settings.log)
     return asyncio.run(_run(settings, config_path))
-
-
-def prepare_process(log_settings: LogSettings) -> None:
-    """Log, allocator and crash reports, for the daemon and its worker processes."""
-    _return_big_buffers_to_the_system()
-    logs.configure(log_settings)
-    faulthandler.enable()       # a crash, or systemd's SIGABRT on a missed watchdog: every thread's stack
-
-
-def freeze_startup_objects() -> None:
-    """Leave what startup made (modules, templates, settings) out of garbage collection.
-
-    A full collection walks every object the process holds: in the daemon
-    that took 13–28 ms, and the event loop, with every sender waiting on it,
-    stood still meanwhile (in a worker, its write transaction stayed open,
-    and the next commit of received mail waited). Objects alive once the
-    process is ready live as long as it does; frozen, they are not walked,
-    and a full collection takes 2–4 ms.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def _return_big_buffers_to_the_system() -> None:
-    """Keep glibc from raising its mmap threshold after the first big mail.
-
-    By default glibc serves a buffer freed once from the heap next time, and
-    the heap is not given back: after one 25 MB mail the daemon would keep
-    every later mail's copies resident. A fixed threshold keeps big buffers
-    in their own mappings, returned to the system when freed.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 256 * 1024)
-    except (OSError, AttributeError):   # not glibc: nothing to tune
-        pass
 
 
 async def _run(settings: Settings, config_path: Path) -> int:

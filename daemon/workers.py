@@ -35,6 +35,7 @@ from daemon.handling.inbound import InboundWorker, release_dead_claims
 from daemon.outbound import outbox
 from daemon.outbound.outbox import OutboxWorker
 from daemon.payments.paypal_verifier import PaypalVerifier
+from daemon.process import freeze_startup_objects, prepare_process   # as the daemon
 from daemon.store.database import open_store
 
 log = logging.getLogger("ordermail.workers")
@@ -205,7 +206,6 @@ class WorkerProcess:
 
 def _child_main(settings: Settings, reader, sends_outbox: bool, ready) -> None:
     """A worker process: the inbound worker (and the outbox) until the pipe ends or SIGTERM."""
-    from daemon.app import freeze_startup_objects, prepare_process   # as the daemon
     prepare_process(settings.log)
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the daemon, which closes the pipe
     signal.signal(signal.SIGHUP, signal.SIG_IGN)      # a reload comes through the pipe (a HUP to the group too)
