@@ -14,8 +14,7 @@ from playhouse.migrations import Runner
 from conftest import sample_order
 from daemon.orders import service as orders
 from daemon.errors import StoreTooNew
-from daemon.store.raw_io import load_raw
-from daemon.store.database import MIGRATIONS_DIR, Counter, InboundMessage, Order, database_for_url, open_store
+from daemon.store.database import MIGRATIONS_DIR, Counter, InboundMessage, Order, database_for_url, load_raw, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

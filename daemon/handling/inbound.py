@@ -43,9 +43,8 @@ from daemon.mail.bounces import find_bounce
 from daemon.store.claimants import claimant, claimant_gone as _claimant_gone
 from daemon.errors import MailRefused, Refused
 from daemon.mail.parsing import HEADER_END, InboundMail, parse_mail
-from daemon.store.raw_io import load_raw
 from daemon.handling.routing import Context, our_message_ids, route
-from daemon.store.database import STORE_TROUBLE, InboundMessage, Order, Store, first_line, utcnow
+from daemon.store.database import STORE_TROUBLE, InboundMessage, Order, Store, first_line, load_raw, utcnow
 
 log = logging.getLogger("ordermail.inbound")
 BATCH = 20                     # claimed with one statement: several workers share a burst
