@@ -29,7 +29,7 @@ from unittest import mock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.mail import parsing as inbound_mail
+from daemon.mail import headers, parsing as inbound_mail
 from daemon.mail.parsing import InboundMail, attachment_data, parse_mail
 from daemon.mail.trimming import trim_reply
 from daemon.mail.trimming.shapes import INVISIBLE
@@ -397,8 +397,8 @@ def test_a_clean_mail_gives_back_what_was_put_in(mail_parts, cut_min, chunk):
     assert mail.html == "\n".join(htmls)
     files = [(leaf.filename, leaf.expect) for leaf in leaves if leaf.kind == "attachment"]
     assert [(a.filename, a.data) for a in mail.attachments] == files
-    assert mail.subject == inbound_mail.one_line(subject.replace("\x00", ""), inbound_mail.MAX_SUBJECT)
-    assert (mail.from_address, mail.from_name) == (address.lower(), inbound_mail.one_line(name, 200))
+    assert mail.subject == headers.one_line(subject.replace("\x00", ""), inbound_mail.MAX_SUBJECT)
+    assert (mail.from_address, mail.from_name) == (address.lower(), headers.one_line(name, 200))
     assert _comparable(variant) == _comparable(mail)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.mail import parsing as inbound_mail
+from daemon.mail import headers, parsing as inbound_mail
 from daemon.mail.parsing import InboundMail, attachment_data, parse_mail
 
 MAILS = Path(__file__).with_name("mails") / "inbound"
@@ -258,7 +258,7 @@ def test_encoded_display_name_cannot_inject_addresses():
     ("Erika\u00a0M <e@x.org>", [("Erika\u00a0M", "e@x.org")]),
 ])
 def test_address_lists_parse_to_names_and_lowercased_addresses(value, expected):
-    assert inbound_mail._addresses([value], []) == expected
+    assert headers._addresses([value], []) == expected
 
 
 @pytest.mark.parametrize("value", [
@@ -267,7 +267,7 @@ def test_address_lists_parse_to_names_and_lowercased_addresses(value, expected):
 ])
 def test_doubtful_address_forms_are_left_to_getaddresses(value):
     # what getaddresses makes of these differs between Python versions (strict parsing)
-    assert inbound_mail._simple_addresses(value) is None
+    assert headers._simple_addresses(value) is None
 
 
 def test_message_ids_are_normalised():

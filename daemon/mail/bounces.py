@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from daemon.mail.parsing import (InboundMail, is_out_of_office_subject, normalise_message_id,
-                                  one_line)
+from daemon.mail.headers import normalise_message_id, one_line
+from daemon.mail.parsing import InboundMail, is_out_of_office_subject
 
 MAX_DIAGNOSTIC = 500
 _ROBOTS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"})
