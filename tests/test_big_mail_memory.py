@@ -1,7 +1,7 @@
 """A 25 MB reply with a photo: DATA, spool, load and parse each cost little more than the mail.
 
 parse_mail cuts big leaf bodies out before the feedparser sees them (see
-inbound_mail._parse_cut); every test of the cutting compares its result with
+tree._parse_cut); every test of the cutting compares its result with
 the full parse of the same bytes, field by field, so "cheaper" never means
 "different".
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.mail import parsing as inbound_mail
+from daemon.mail import parsing as inbound_mail, parts, tree
 from daemon.mail.parsing import attachment_data, parse_mail
 from daemon.intake.smtp import _EnhancedCodes
 from daemon.intake.spool import store_message
@@ -39,12 +39,12 @@ OWNER_KEEP = inbound_mail.KEEP_ATTACHMENT_BYTES
 
 def full_parse(raw, **kwargs):
     """parse_mail as it was: the feedparser sees every byte."""
-    saved = inbound_mail._parse_cut
-    inbound_mail._parse_cut = lambda raw: None
+    saved = tree._parse_cut
+    tree._parse_cut = lambda raw: None
     try:
         return parse_mail(raw, **kwargs)
     finally:
-        inbound_mail._parse_cut = saved
+        tree._parse_cut = saved
 
 
 def assert_same(raw: bytes, keeps=(0, 60, OWNER_KEEP)) -> None:
@@ -146,7 +146,7 @@ NOT_CUT = {"no final newline", "bare cr in body", "binary 8bit", "big text with 
 @pytest.mark.parametrize("shape", sorted(_shapes()))
 def test_big_mails_parse_exactly_as_the_full_parse_does(shape):
     raw = _shapes()[shape]
-    assert (inbound_mail._parse_cut(raw) is None) == (shape in NOT_CUT)
+    assert (tree._parse_cut(raw) is None) == (shape in NOT_CUT)
     assert_same(raw)
 
 
@@ -161,11 +161,11 @@ def _corpus_mails() -> list[Path]:
 
 def _parse_the_same_with_every_body_cut(monkeypatch, files: list[Path]) -> int:
     """How many of `files` were cut somewhere; each parsed the same as in full."""
-    monkeypatch.setattr(inbound_mail, "CUT_MIN", 1)
+    monkeypatch.setattr(tree, "CUT_MIN", 1)
     cut_somewhere = 0
     for path in files:
         raw = path.read_bytes()
-        cut_somewhere += inbound_mail._parse_cut(raw) is not None
+        cut_somewhere += tree._parse_cut(raw) is not None
         assert_same(raw)
     return cut_somewhere
 
@@ -228,7 +228,7 @@ def _random_part(rng: random.Random, depth: int, nl: bytes) -> bytes:
 
 
 def test_random_mime_shapes_parse_the_same_with_every_body_cut(monkeypatch):
-    monkeypatch.setattr(inbound_mail, "CUT_MIN", 1)
+    monkeypatch.setattr(tree, "CUT_MIN", 1)
     rng = random.Random(20240611)
     for _ in range(400):
         nl = rng.choice([b"\r\n", b"\r\n", b"\n"])
@@ -257,8 +257,8 @@ def test_base64_is_counted_exactly_as_it_would_be_decoded():
             lines.append(line + rng.choice([b"\r\n", b"\n"]))
         raw = b"xx" + b"".join(lines) + b"yy"
         defects: list[str] = []
-        decoded = inbound_mail._b64decode(memoryview(raw)[2:-2], defects)
-        size = inbound_mail._b64_size(raw, 2, len(raw) - 2)
+        decoded = parts._b64decode(memoryview(raw)[2:-2], defects)
+        size = tree._b64_size(raw, 2, len(raw) - 2)
         if size is not None:
             counted += 1
             assert size == (len(decoded), bool(defects)), raw

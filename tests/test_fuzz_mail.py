@@ -29,7 +29,7 @@ from unittest import mock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.mail import headers, parsing as inbound_mail
+from daemon.mail import headers, parsing as inbound_mail, parts, tree as mail_tree
 from daemon.mail.parsing import InboundMail, attachment_data, parse_mail
 from daemon.mail.trimming import trim_reply
 from daemon.mail.trimming.shapes import INVISIBLE
@@ -269,7 +269,7 @@ def _quirky_multi(data, boundary: bytes, children: list) -> Multi:
 
 def deep_chains():
     """Multiparts and attached messages nested up to 3x deeper than the parser's limit."""
-    return st.builds(_chain, st.integers(1, 3 * inbound_mail.MAX_DEPTH), st.sampled_from(["multipart", "message"]))
+    return st.builds(_chain, st.integers(1, 3 * parts.MAX_DEPTH), st.sampled_from(["multipart", "message"]))
 
 
 def _chain(depth: int, kind: str) -> bytes:
@@ -369,8 +369,8 @@ def assert_trimmed_is_part_of(text: str) -> None:
 def parse_variants(raw: bytes, cut_min: int, chunk: int) -> tuple[InboundMail, InboundMail]:
     """(the parse as the daemon runs it, the parse with small slices and every body cut)."""
     whole = parse_mail(raw)
-    with mock.patch.object(inbound_mail, "CUT_MIN", cut_min), \
-            mock.patch.object(inbound_mail, "FEED_CHUNK", chunk):
+    with mock.patch.object(mail_tree, "CUT_MIN", cut_min), \
+            mock.patch.object(mail_tree, "FEED_CHUNK", chunk):
         variant = parse_mail(raw)
     return whole, variant
 

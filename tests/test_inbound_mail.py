@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.mail import headers, parsing as inbound_mail
+from daemon.mail import headers, html_text
 from daemon.mail.parsing import InboundMail, attachment_data, parse_mail
 
 MAILS = Path(__file__).with_name("mails") / "inbound"
@@ -113,7 +113,7 @@ def test_html_only_reply_is_rendered_as_text_and_kept_raw():
 
 
 def test_html_fallback_renders_when_the_trimming_stage_is_absent(monkeypatch):
-    monkeypatch.setattr(inbound_mail, "html_to_text", None)
+    monkeypatch.setattr(html_text, "html_to_text", None)
     parsed = parse_file("reply_html_only.eml")
     assert parsed.text.startswith("Danke, das Paket ist angekommen & alles passt.")
     assert "C:\\neu\\tabelle\\2026.pdf" in parsed.text

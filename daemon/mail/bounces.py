@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass
 
 from daemon.mail.headers import normalise_message_id, one_line
-from daemon.mail.parsing import InboundMail, is_out_of_office_subject
+from daemon.mail.machine_sent import is_out_of_office_subject
+from daemon.mail.parsing import InboundMail
 
 MAX_DIAGNOSTIC = 500
 _ROBOTS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"})
