@@ -426,7 +426,7 @@ def retry(store: Store, row_id: int, now: dt.datetime | None = None) -> OutboxMe
 
 def make_transport(settings: Settings):
     if settings.outbound.mode == "smtp":
-        return SmtpTransport(settings)
+        return SmtpTransport(settings, batch_seconds=LEASE.total_seconds() / 2)
     return MaildirTransport(settings.outbound.maildir)
 
 
@@ -489,8 +489,9 @@ def _fsync_dir(path: Path) -> None:
 class SmtpTransport:
     """Up to `smtp_connections` aiosmtplib connections, each reused while it lives."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, batch_seconds: float):
         self.settings = settings
+        self.batch_seconds = batch_seconds     # a batch ends before its claim's lease runs out
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
     async def deliver(self, items) -> list[Result]:
@@ -499,7 +500,7 @@ class SmtpTransport:
         queue, results = deque(items), []
         state = {"down": None}
         workers = min(self.settings.outbound.smtp_connections, len(items))
-        budget = LEASE.total_seconds() / 2
+        budget = self.batch_seconds
         try:
             await asyncio.wait_for(asyncio.gather(*(self._worker(queue, results, state)
                                                     for _ in range(workers))), budget)
