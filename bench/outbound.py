@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import aiosmtplib  # noqa: E402
 
 from daemon.orders import service as orders  # noqa: E402
-from daemon.outbound import outbox
+from daemon.outbound import outbox, transports
 from daemon.config import settings_from_dict  # noqa: E402
 from daemon.store.database import OutboxMessage, open_store  # noqa: E402
 from daemonproc import free_port  # noqa: E402
@@ -80,7 +80,7 @@ def time_ordermail(store, settings, recorded: list) -> tuple[float, int, dict]:
     """Drain the outbox; returns (seconds, mails sent, seconds per phase)."""
     phases = {"claim": 0.0, "render": 0.0, "send": 0.0, "mark": 0.0}
     originals = {name: getattr(outbox, name) for name in ("claim_due", "prepare", "finish")}
-    original_deliver = outbox.SmtpTransport.deliver
+    original_deliver = transports.SmtpTransport.deliver
 
     def timed(name, phase):
         def wrapper(*args, **kwargs):
@@ -101,7 +101,7 @@ def time_ordermail(store, settings, recorded: list) -> tuple[float, int, dict]:
 
     outbox.claim_due, outbox.prepare, outbox.finish = (timed("claim_due", "claim"), timed("prepare", "render"),
                                                        timed("finish", "mark"))
-    outbox.SmtpTransport.deliver = deliver
+    transports.SmtpTransport.deliver = deliver
     try:
         started = time.perf_counter()
         sent = outbox.send_due(store, settings)
@@ -109,7 +109,7 @@ def time_ordermail(store, settings, recorded: list) -> tuple[float, int, dict]:
     finally:
         for name, function in originals.items():
             setattr(outbox, name, function)
-        outbox.SmtpTransport.deliver = original_deliver
+        transports.SmtpTransport.deliver = original_deliver
 
 
 async def plain_loop(port: int, mails: list) -> float:
