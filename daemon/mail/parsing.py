@@ -17,7 +17,7 @@ base64 is decoded straight from the parsed str by binascii (the stdlib
 headers are decoded by our own RFC 2047 decoder (daemon/mail/headers.py), which
 never uses an escape codec. Big leaf bodies (a photo) never reach the feedparser, which
 would hold them as lines, joined, and copied (~2.7x): they are cut out first
-and decoded, or only counted, from the raw bytes (see `_parse_cut`). A 25 MB
+and decoded, or only counted, from the raw bytes (see mail/tree.py). A 25 MB
 reply with a photo peaks at 0.02x its size under tracemalloc when its
 attachments are not kept, and at 0.75x (the decoded file) when they are.
 
