@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 import peewee as pw  # noqa: E402
 
 from daemon.orders import filters  # noqa: E402
-from daemon.store.database import (CANCELLED, MIGRATIONS_DIR, PAID, REFUNDED, SHIPPED, Order,  # noqa: E402
-                          open_store)
+from daemon.store.models import CANCELLED, PAID, REFUNDED, SHIPPED, Order
+from daemon.store.database import MIGRATIONS_DIR, 
 
 GENERATOR_VERSION = 1            # bump when the data below changes
 RESULTS = ROOT / "bench" / "results"

@@ -42,7 +42,8 @@ import aiosmtplib  # noqa: E402
 from daemon.orders import service as orders  # noqa: E402
 from daemon.outbound import outbox, transports
 from daemon.config import settings_from_dict  # noqa: E402
-from daemon.store.database import OutboxMessage, open_store  # noqa: E402
+from daemon.store.models import OutboxMessage
+from daemon.store.database import open_store
 from daemonproc import free_port  # noqa: E402
 
 GOAL = 0.5

@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from daemon.orders import service as orders  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 from daemon.orders.service import Content, NewFile, Via  # noqa: E402
-from daemon.store.database import Order, open_store  # noqa: E402
+from daemon.store.models import Order
+from daemon.store.database import open_store
 from daemonproc import free_port, gunicorn  # noqa: E402
 
 EVENTS = 50

@@ -44,7 +44,7 @@ from smtp_ingest import fresh_store, reply  # noqa: E402
 
 from daemon.handling import inbound  # noqa: E402
 from daemon.intake.spool import Spool  # noqa: E402
-from daemon.store.database import Event  # noqa: E402
+from daemon.store.models import Event
 
 GOAL_PG = 6
 

@@ -37,7 +37,7 @@ import psycopg2  # noqa: E402
 from daemon.intake import shared_rates  # noqa: E402
 from daemon.intake.connections import ExemptNetworks  # noqa: E402
 from daemon.intake.rates import MessageRates  # noqa: E402
-from daemon.store.database import open_store  # noqa: E402
+from daemon.store.database import open_store
 
 PG_URL = os.environ.get("ORDERMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 KEYS = (10, 100, 1000, 10000)

@@ -39,7 +39,8 @@ from daemon.mail import tokens  # noqa: E402
 from daemon.orders import service as orders
 from daemon.mail.addresses import token_address  # noqa: E402
 from daemon.config import settings_from_dict  # noqa: E402
-from daemon.store.database import Event, InboundMessage, open_store  # noqa: E402
+from daemon.store.models import Event, InboundMessage
+from daemon.store.database import open_store
 
 SINK = """
 import asyncio, sys

@@ -56,7 +56,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from daemon.config import settings_from_dict  # noqa: E402
 from daemon.payments.statements import importer, matching  # noqa: E402
 from daemon.payments.statements.reading import read_statement  # noqa: E402
-from daemon.store.database import Order, StatementEntry, open_store  # noqa: E402
+from daemon.store.models import Order, StatementEntry
+from daemon.store.database import open_store
 from statementfiles import Booking, camt053  # noqa: E402
 
 GOAL = 5_000                      # entries per second, SQLite

@@ -33,7 +33,7 @@ from smtp_ingest import fresh_store, reply  # noqa: E402
 
 from daemon.handling import inbound  # noqa: E402
 from daemon.intake.spool import store_message  # noqa: E402
-from daemon.store.database import Event  # noqa: E402
+from daemon.store.models import Event
 
 
 def handling_round(url: str, count: int) -> float:

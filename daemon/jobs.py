@@ -49,7 +49,8 @@ from daemon.store.job_runs import Outcome
 from daemon.store.claimants import claimant
 from daemon.config import Settings
 from daemon.errors import InputError
-from daemon.store.database import INTERNAL_KINDS, STORE_TROUBLE, Event, Order, Store, first_line, utcnow
+from daemon.store.models import INTERNAL_KINDS, Event, Order, utcnow
+from daemon.store.database import STORE_TROUBLE, Store, first_line
 
 log = logging.getLogger("ordermail.jobs")
 SECTION_ROWS = 50

@@ -8,7 +8,7 @@ from daemon.orders import numbers as order_numbers
 from daemon.outbound import notify
 from daemon.payments import girocode
 from daemon.config import SUPPORTED_LOCALES, Settings
-from daemon.store.database import Attachment, Blob, Event, Order
+from daemon.store.models import Attachment, Blob, Event, Order
 from statuspage import links, views
 from statuspage.i18n import translator
 

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 from daemon.orders import filters, service as orders
 from daemon.outbound import notify
 from daemon.config import Settings
-from daemon.store.database import Attachment, Blob, Order
+from daemon.store.models import Attachment, Blob, Order
 from statuspage import links, views
 from statuspage.i18n import translator
 

@@ -22,7 +22,8 @@ from daemon.orders import service as orders
 from daemon.store import compiled
 from daemon.config import Settings
 from daemon.orders.service import Via
-from daemon.store.database import Order, Store
+from daemon.store.models import Order
+from daemon.store.database import Store
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 NEVER_A_TOKEN = "!" * 32      # not URL-safe base64: no order has it

@@ -27,7 +27,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 
 from daemon.payments.paypal import OUTCOMES as PAYPAL_OUTCOMES
-from daemon.store.database import DATABASE_ERRORS, InboundMessage, OutboxMessage, PaypalIpn, Store, first_line, utcnow
+from daemon.store.models import InboundMessage, OutboxMessage, PaypalIpn, utcnow
+from daemon.store.database import DATABASE_ERRORS, Store, first_line
 
 log = logging.getLogger("ordermail.web")
 COUNT_CAP = 100_000

@@ -29,7 +29,7 @@ from bottle import request, response
 
 from daemon import user_numbers
 from daemon.errors import FilterSyntaxError, OrderNotFound
-from daemon.store.database import utcnow
+from daemon.store.models import utcnow
 from statuspage import customer_views, dashboard, i18n, links, signin, web_store
 from statuspage.render import Renderer
 from statuspage.throttle import Throttle, client_address

@@ -27,7 +27,8 @@ import time
 import peewee as pw
 
 from daemon import user_numbers
-from daemon.store.database import Counter, Store
+from daemon.store.models import Counter
+from daemon.store.database import Store
 
 WINDOW_SECONDS = 300
 SIGNATURE_HEADER = "X-Ordermail-Signature"

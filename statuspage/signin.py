@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from daemon.orders import service as orders
 from daemon.config import Settings
 from daemon.orders.as_json import EMAIL_RE
-from daemon.store.database import Order, Store
+from daemon.store.models import Order
+from daemon.store.database import Store
 from statuspage.web_store import SigninToken, WebSession, token_hash
 
 SIGNIN_MINUTES = 15

@@ -21,7 +21,7 @@ from markupsafe import Markup
 from daemon.outbound import notify
 from daemon.store import compiled
 from daemon.mail.richtext import sanitize_html, text_to_html
-from daemon.store.database import INTERNAL_KINDS, Attachment, Event, Order, OrderItem
+from daemon.store.models import INTERNAL_KINDS, Attachment, Event, Order, OrderItem
 from statuspage.i18n import translator
 
 # What a customer may see: a list of what is public, so a new kind stays hidden until added here.

@@ -10,7 +10,8 @@ import hashlib
 
 import peewee as pw
 
-from daemon.store.database import BaseModel, Store, utcnow
+from daemon.store.models import BaseModel, utcnow
+from daemon.store.database import Store
 
 
 class SigninToken(BaseModel):

@@ -27,7 +27,8 @@ from daemon.orders import numbers as order_numbers, service as orders
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.errors import InputError, Refused
 from daemon.orders.as_json import is_order_number
-from daemon.store.database import Order, Store
+from daemon.store.models import Order
+from daemon.store.database import Store
 
 # Well-known payment ids of both shops, used when our side has a table of
 # that name; `[api] payment_methods` comes first and may say otherwise.

@@ -30,7 +30,7 @@ from conftest import PG_URL, sample_order
 from daemon.config import ApiSettings, WebSettings
 from daemon.intake.health import DoorProbes
 from daemon.intake.spool import Spool
-from daemon.store.database import InboundMessage, Order, OutboxMessage, utcnow
+from daemon.store.models import InboundMessage, Order, OutboxMessage, utcnow
 from daemonproc import free_port, gunicorn, wait_for_port
 from statuspage.app import SECURITY_HEADERS, make_app
 from statuspage.server import WebServer

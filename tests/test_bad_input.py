@@ -16,7 +16,7 @@ from daemon.handling import commands
 from daemon.orders import service as orders
 from daemon.outbound import notify
 from daemon.orders.service import Content, NewFile, Via
-from daemon.store.database import Order, OutboxMessage, utcnow
+from daemon.store.models import Order, OutboxMessage, utcnow
 from test_api import api_settings, call, deliver_woocommerce, post_order, woocommerce_order  # noqa: F401
 from test_pages import Client, csrf_of, signed_in
 from statuspage.app import make_app

@@ -26,7 +26,7 @@ from daemon.mail import parsing as inbound_mail, parts, tree
 from daemon.mail.parsing import attachment_data, parse_mail
 from daemon.intake.smtp import _EnhancedCodes
 from daemon.intake.spool import store_message
-from daemon.store.database import InboundMessage, load_raw
+from daemon.store.models import InboundMessage, load_raw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from smtp_ingest import photo_reply  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 from conftest import sample_order
 from daemon.handling import commands
 from daemon.orders import service as orders
-from daemon.store.database import OutboxMessage
+from daemon.store.models import OutboxMessage
 
 
 @pytest.fixture

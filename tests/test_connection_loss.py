@@ -31,7 +31,8 @@ from daemon.mail.addresses import token_address
 from daemon.config import settings_from_dict
 from daemon.errors import StoreUnavailable
 from daemon.intake.spool import Spool, store_message
-from daemon.store.database import Counter, Event, InboundMessage, OutboxMessage, open_store, utcnow
+from daemon.store.models import Counter, Event, InboundMessage, OutboxMessage, utcnow
+from daemon.store.database import open_store
 from mailbuilder import mail
 from private_pg import private_pg, private_pg_cluster  # noqa: F401  (fixtures)
 from test_outbox import Sink, over_smtp

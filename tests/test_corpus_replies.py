@@ -39,7 +39,7 @@ from conftest import sample_order
 from daemon.mail import tokens
 from daemon.orders import service as orders
 from daemon.mail.addresses import token_address
-from daemon.store.database import Event, InboundMessage, Order, OutboxMessage, utcnow
+from daemon.store.models import Event, InboundMessage, Order, OutboxMessage, utcnow
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from reply_corpora import REPLY_CORPORA, CorpusMail, corpus_mails, verdict

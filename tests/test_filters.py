@@ -10,7 +10,7 @@ from daemon.orders import filters
 from daemon.errors import FilterSyntaxError
 from daemon.orders.filters import And, Everything, Field, Not, Or, Status, parse
 from daemon.orders.service import Via, create_order, mark_cancelled, mark_paid, mark_refunded, mark_shipped
-from daemon.store.database import Order
+from daemon.store.models import Order
 
 PAID, SHIPPED, CANCELLED, REFUNDED = (Status(w) for w in ("paid", "shipped", "cancelled", "refunded"))
 

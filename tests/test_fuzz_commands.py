@@ -21,7 +21,7 @@ from daemon.handling import commands
 from daemon.orders import service as orders
 from daemon.errors import InputError
 from daemon.orders.as_json import is_order_number
-from daemon.store.database import Event, Order, OrderItem, OutboxMessage
+from daemon.store.models import Event, Order, OrderItem, OutboxMessage
 from fuzzing import examples
 
 NUMBERS = ["1042", "1043", "A-7"]

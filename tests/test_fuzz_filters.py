@@ -25,7 +25,7 @@ from conftest import sample_order
 from daemon.orders import filters
 from daemon.errors import FilterSyntaxError
 from daemon.orders.service import create_order
-from daemon.store.database import STATUS_FLAGS, Order
+from daemon.store.models import STATUS_FLAGS, Order
 from fuzzing import examples
 
 # ---- the book: a few orders whose names, mails and days are hard to compare -----

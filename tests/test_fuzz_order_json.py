@@ -23,7 +23,7 @@ from daemon.config import settings_from_dict
 from daemon.errors import InputError
 from daemon.orders.as_json import NUMBER_RE, is_order_number, parse_new_order
 from daemon.orders.service import create_order
-from daemon.store.database import Order
+from daemon.store.models import Order
 from fuzzing import examples
 
 # Validation alone needs no database: these settings are never opened.

@@ -128,6 +128,6 @@ def test_any_recipient_is_classified_or_refused_never_an_error(store, settings, 
 
 def _the_order(store, settings):
     """One order per test, made on the first example."""
-    from daemon.store.database import Order
+    from daemon.store.models import Order
     order = Order.get_or_none(Order.number == "1042")
     return order or create_order(store, settings, sample_order("1042"), quiet=True)

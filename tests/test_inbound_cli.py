@@ -12,7 +12,7 @@ import json
 import pytest
 
 from daemon.handling import inbound, routing
-from daemon.store.database import InboundMessage
+from daemon.store.models import InboundMessage
 from mailbuilder import mail
 from test_replies import deliver, order, reply_to  # noqa: F401  (helper and fixtures)
 

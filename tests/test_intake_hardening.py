@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from daemon.store.database import InboundMessage
+from daemon.store.models import InboundMessage
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 

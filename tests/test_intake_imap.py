@@ -27,7 +27,7 @@ from daemon.mail.addresses import token_address
 from daemon.config import ImapSettings
 from daemon.intake.imap import TAKEN, ImapDoor
 from daemon.intake.spool import Spool
-from daemon.store.database import Event, InboundMessage, Order, OutboxMessage, utcnow
+from daemon.store.models import Event, InboundMessage, Order, OutboxMessage, utcnow
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from realservers import dovecot, dovecot_account  # noqa: F401  (fixtures)

@@ -95,7 +95,7 @@ def test_a_store_failure_after_the_commit_still_takes_the_message(store, setting
     import peewee as pw
     from daemon.handling import inbound
     from daemon.intake import pipe
-    from daemon.store.database import InboundMessage
+    from daemon.store.models import InboundMessage
 
     def store_gone(*args, **kwargs):
         raise pw.OperationalError("server closed the connection unexpectedly")

@@ -24,7 +24,7 @@ from daemon.orders import service as orders
 from daemon.mail.addresses import token_address
 from daemon.intake.connections import ConnectionLimits
 from daemon.intake.smtp import _CHUNK as DATA_CHUNK, SMTPDoor
-from daemon.store.database import Event, InboundMessage, Order
+from daemon.store.models import Event, InboundMessage, Order
 from daemonproc import Daemon, free_port, wait_until
 from mailbuilder import mail
 from realservers import swaks  # noqa: F401  (fixture)

@@ -26,7 +26,7 @@ from daemon.outbound import notify
 from daemon.store import job_runs as job_store
 from daemon.errors import InputError, OrdermailError, Refused
 from daemon.orders.service import Content, Via
-from daemon.store.database import OutboxMessage
+from daemon.store.models import OutboxMessage
 
 NOW = dt.datetime(2026, 11, 27, 6, 0)      # 07:00 in Berlin
 BERLIN = ZoneInfo("Europe/Berlin")

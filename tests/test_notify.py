@@ -23,7 +23,7 @@ from daemon.outbound import notify
 from daemon.mail.addresses import check_recipient
 from daemon.intake.spool import store_message
 from daemon.orders.service import Content, NewFile, Via
-from daemon.store.database import InboundMessage, Order, OutboxMessage
+from daemon.store.models import InboundMessage, Order, OutboxMessage
 from mailbuilder import mail
 
 NOW = dt.datetime(2026, 11, 27, 10, 0)

@@ -11,7 +11,8 @@ from daemon.handling import commands
 from daemon.orders import filters, numbers as order_numbers, service as orders
 from daemon.errors import Refused
 from daemon.orders.service import Via
-from daemon.store.database import MIGRATIONS_DIR, MODELS, Order, open_store, utcnow
+from daemon.store.models import MODELS, Order, utcnow
+from daemon.store.database import MIGRATIONS_DIR, open_store
 from daemonproc import Daemon
 
 

@@ -10,7 +10,7 @@ from conftest import sample_order
 from daemon.orders import service as orders
 from daemon.errors import InputError, OrderNotFound, Refused
 from daemon.orders.service import Content, NewFile, Via
-from daemon.store.database import Attachment, Blob, Event, Order, OrderItem, OutboxMessage, utcnow
+from daemon.store.models import Attachment, Blob, Event, Order, OrderItem, OutboxMessage, utcnow
 
 
 def kinds(number: str) -> list[str]:

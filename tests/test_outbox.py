@@ -32,7 +32,7 @@ from daemon.outbound import outbox
 from daemon.mail.addresses import check_recipient
 from daemon.errors import Refused
 from daemon.orders.service import Content, Via
-from daemon.store.database import Event, OutboxMessage
+from daemon.store.models import Event, OutboxMessage
 from daemonproc import free_port
 
 NOW = dt.datetime(2026, 11, 27, 10, 0)

@@ -21,7 +21,7 @@ from daemon.orders import service as orders
 from daemon.mail.addresses import token_address
 from daemon.errors import AutoSubmittedCommand
 from daemon.intake import pipe
-from daemon.store.database import CommandMail, InboundMessage, OutboxMessage
+from daemon.store.models import CommandMail, InboundMessage, OutboxMessage
 from mailbuilder import mail
 
 OWNER = "Olga Owner <owner@shop.example>"

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import sample_order
 from daemon.orders import service as orders
-from daemon.store.database import Order
+from daemon.store.models import Order
 from daemonproc import Daemon
 from mailbuilder import mail
 from realservers import swaks  # noqa: F401  (fixture)

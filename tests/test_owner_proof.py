@@ -13,7 +13,7 @@ import pytest
 from conftest import sample_order
 from daemon.orders import service as orders
 from daemon.intake import pipe
-from daemon.store.database import InboundMessage, Order
+from daemon.store.models import InboundMessage, Order
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 

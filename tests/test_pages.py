@@ -29,7 +29,7 @@ from daemon.handling import commands
 from daemon.orders import service as orders
 from daemon.outbound import notify
 from daemon.orders.service import Content, NewFile, Via
-from daemon.store.database import Event, Order, OutboxMessage, utcnow
+from daemon.store.models import Event, Order, OutboxMessage, utcnow
 from daemonproc import free_port
 from statuspage import i18n, links, pages
 from statuspage.app import SECURITY_HEADERS, make_app

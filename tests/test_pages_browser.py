@@ -25,7 +25,8 @@ from conftest import sample_order
 from daemon.orders import service as orders
 from daemon.config import settings_from_dict
 from daemon.orders.service import Content, NewFile, Via
-from daemon.store.database import OutboxMessage, open_store
+from daemon.store.models import OutboxMessage
+from daemon.store.database import open_store
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -21,7 +21,8 @@ from daemon.orders import service as orders
 from daemon.store import job_runs as job_store
 from daemon.mail.addresses import token_address
 from daemon.orders.service import Content, Via
-from daemon.store.database import Event, InboundMessage, InboundRaw, Order, OutboxMessage, open_store
+from daemon.store.models import Event, InboundMessage, InboundRaw, Order, OutboxMessage
+from daemon.store.database import open_store
 from mailbuilder import mail
 from payment_shop import inline_images, load, outbox_mails, scan, text_of, write_config
 from test_girocode import EPC_1042

@@ -20,7 +20,7 @@ from daemon.orders import service as orders
 from daemon.payments import paypal, paypal_verifier
 from daemon.config import PaypalSettings, settings_from_dict
 from daemon.errors import ConfigError
-from daemon.store.database import Event, Order, OutboxMessage, PaypalIpn, utcnow
+from daemon.store.models import Event, Order, OutboxMessage, PaypalIpn, utcnow
 from daemonproc import Daemon, free_port, gunicorn, wait_for_port, wait_until
 from fakepaypal import PATH, FakePayPal, closed_port_url
 from statuspage import api

@@ -41,7 +41,8 @@ from daemon.mail import tokens
 from daemon.orders import service as orders
 from daemon.mail.addresses import token_address
 from daemon.config import settings_from_dict
-from daemon.store.database import Event, InboundMessage, open_store, utcnow
+from daemon.store.models import Event, InboundMessage, utcnow
+from daemon.store.database import open_store
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from private_pg import private_pg, private_pg_cluster  # noqa: F401  (fixtures)

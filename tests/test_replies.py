@@ -16,7 +16,7 @@ from daemon.orders import service as orders
 from daemon.mail.addresses import token_address
 from daemon.errors import ExpiredRecipient, NotOurDomain, UnknownRecipient
 from daemon.intake import pipe
-from daemon.store.database import Event, InboundMessage, OutboxMessage
+from daemon.store.models import Event, InboundMessage, OutboxMessage
 from mailbuilder import mail
 
 TODAY = dt.date.today()

@@ -23,7 +23,7 @@ from daemon.outbound import notify
 from daemon.mail.addresses import token_address
 from daemon.intake import pipe
 from daemon.mail.richtext import quotes_styled_for_mail, text_to_html
-from daemon.store.database import OutboxMessage
+from daemon.store.models import OutboxMessage
 from mailbuilder import mail
 from statuspage.app import make_app
 from test_pages import Client

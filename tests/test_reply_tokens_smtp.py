@@ -18,7 +18,7 @@ from daemon.mail import tokens
 from daemon.orders import service as orders
 from daemon.mail.addresses import check_recipient, token_address
 from daemon.errors import UnknownRecipient
-from daemon.store.database import Event, InboundMessage, OutboxMessage, utcnow
+from daemon.store.models import Event, InboundMessage, OutboxMessage, utcnow
 from daemonproc import wait_until
 from mailbuilder import mail
 from test_intake_smtp import daemon, order, replies_on, smtp  # noqa: F401  (fixtures and helpers)

@@ -17,7 +17,7 @@ from daemon.mail import tokens
 from daemon.orders import service as orders
 from daemon.mail.addresses import token_address
 from daemon.intake.spool import _Pending, store_messages
-from daemon.store.database import Event, InboundMessage, OutboxMessage
+from daemon.store.models import Event, InboundMessage, OutboxMessage
 from mailbuilder import mail
 from roundtrips import StatementCount
 

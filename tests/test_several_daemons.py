@@ -36,7 +36,8 @@ from daemon.store.claimants import claimant
 from daemon.intake import shared_rates
 from daemon.intake.connections import ExemptNetworks
 from daemon.intake.rates import MessageRates
-from daemon.store.database import MIGRATIONS_DIR, Event, InboundMessage, OutboxMessage, open_store
+from daemon.store.models import Event, InboundMessage, OutboxMessage
+from daemon.store.database import MIGRATIONS_DIR, open_store
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 from test_outbox import crash_between_send_and_mark, order_with_mail, over_smtp, sink_factory  # noqa: F401  (a fixture)

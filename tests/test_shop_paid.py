@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.store.database import Event, Order, OutboxMessage
+from daemon.store.models import Event, Order, OutboxMessage
 from test_api import (api_settings, app, deliver_shopify, deliver_woocommerce, order_count,  # noqa: F401 (fixtures)
                       post_order, shopify_order, woocommerce_order)
 from conftest import sample_order

@@ -13,7 +13,7 @@ import threading
 
 from daemon.errors import StoreUnavailable
 from daemon.intake.spool import Spool
-from daemon.store.database import InboundMessage
+from daemon.store.models import InboundMessage
 
 REFUSE_INSERTS = {
     "sqlite": ["CREATE TRIGGER refuse_mail BEFORE INSERT ON inbound_message "

@@ -21,7 +21,7 @@ from daemon.config import StatementCsvSettings, StatementSettings, settings_from
 from daemon.errors import ConfigError, InputError
 from daemon.payments.statements import importer, matching, report
 from daemon.payments.statements.reading import read_statement
-from daemon.store.database import Event, OutboxMessage, StatementEntry
+from daemon.store.models import Event, OutboxMessage, StatementEntry
 from statementfiles import Booking, camt053, mt940, sparkasse_csv, zipped
 
 

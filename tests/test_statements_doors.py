@@ -16,7 +16,7 @@ from pathlib import Path
 from conftest import sample_order
 from daemon.orders import service as orders
 from daemon.intake import pipe
-from daemon.store.database import InboundMessage, OutboxMessage, StatementEntry
+from daemon.store.models import InboundMessage, OutboxMessage, StatementEntry
 from mailbuilder import mail
 from statementfiles import Booking, camt053, mt940, sparkasse_csv, zipped
 from test_owner_mail_e2e import daemon, text_of, to, wait_for_mail  # noqa: F401  (fixture)

@@ -14,7 +14,8 @@ from playhouse.migrations import Runner
 from conftest import sample_order
 from daemon.orders import service as orders
 from daemon.errors import StoreTooNew
-from daemon.store.database import MIGRATIONS_DIR, Counter, InboundMessage, Order, database_for_url, load_raw, open_store
+from daemon.store.models import Counter, InboundMessage, Order, load_raw
+from daemon.store.database import MIGRATIONS_DIR, database_for_url, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +140,8 @@ def test_a_writer_in_another_process_is_waited_for_not_failed(tmp_path):
 
 HOLD_THE_WRITER = """
 import sys, time
-from daemon.store.database import Counter, open_store
+from daemon.store.models import Counter
+from daemon.store.database import open_store
 store = open_store(sys.argv[1])
 with store.atomic():
     Counter.insert(name="theirs", value=1).execute()
@@ -172,7 +174,8 @@ def test_a_writer_holding_the_lock_is_told_when_received_mail_waits(tmp_path):
 
 HOLD_UNTIL_ASKED = """
 import sys, time
-from daemon.store.database import Counter, open_store
+from daemon.store.models import Counter
+from daemon.store.database import open_store
 store = open_store(sys.argv[1])
 
 def hold(name, seconds, say):

@@ -53,7 +53,8 @@ from daemon.mail.addresses import token_address
 from daemon.store.claimants import this_host
 from daemon.config import settings_from_dict
 from daemon.orders.service import Content, Via
-from daemon.store.database import CANCELLED, Event, InboundMessage, Order, OutboxMessage, open_store, utcnow
+from daemon.store.models import CANCELLED, Event, InboundMessage, Order, OutboxMessage, utcnow
+from daemon.store.database import open_store
 from daemonproc import Daemon, free_port, wait_for_port, wait_until
 from private_pg import private_pg, private_pg_cluster  # noqa: F401  (fixtures)
 from test_outbox import Sink

@@ -19,7 +19,7 @@ from daemon.orders import service as orders
 from daemon.outbound import notify
 from daemon.config import SUPPORTED_LOCALES, settings_from_dict
 from daemon.errors import ConfigError
-from daemon.store.database import OutboxMessage
+from daemon.store.models import OutboxMessage
 from statuspage import i18n
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from daemon.mail.addresses import token_address
 from daemon.intake.smtp import RecipientCache
 from daemon.intake.spool import store_message
 from daemon.errors import UnknownRecipient
-from daemon.store.database import Event, InboundMessage
+from daemon.store.models import Event, InboundMessage
 from daemonproc import Daemon, wait_until
 from mailbuilder import mail
 

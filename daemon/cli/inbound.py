@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from daemon.errors import InputError
 from daemon.mail.parsing import parse_mail
-from daemon.store.database import InboundMessage
+from daemon.store.models import InboundMessage
 
 
 def list_messages(state: str | None, limit: int) -> list[InboundMessage]:

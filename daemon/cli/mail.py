@@ -17,7 +17,7 @@ import json
 from daemon import jobs, user_numbers
 from daemon.outbound import outbox
 from daemon.errors import InputError
-from daemon.store.database import OutboxMessage
+from daemon.store.models import OutboxMessage
 
 
 def add_parsers(sub, common, parser_class) -> None:

@@ -16,7 +16,7 @@ import json
 from daemon import user_numbers
 from daemon.payments import paypal
 from daemon.cli.mail import listing
-from daemon.store.database import PaypalIpn
+from daemon.store.models import PaypalIpn
 
 
 def add_parsers(payments, common, parser_class) -> None:

@@ -26,7 +26,8 @@ from daemon.errors import InputError, OrdermailError
 from daemon.orders.as_json import is_order_number, parse_amount
 from daemon.orders.as_text import order_detail, order_table
 from daemon.orders.service import Content, Via
-from daemon.store.database import Order, Store
+from daemon.store.models import Order
+from daemon.store.database import Store
 from daemon.translations import Said, said
 
 VERBS = {

@@ -44,7 +44,8 @@ from daemon.store.claimants import claimant, claimant_gone as _claimant_gone
 from daemon.errors import MailRefused, Refused
 from daemon.mail.parsing import HEADER_END, InboundMail, parse_mail
 from daemon.handling.routing import Context, our_message_ids, route
-from daemon.store.database import STORE_TROUBLE, InboundMessage, Order, Store, first_line, load_raw, utcnow
+from daemon.store.models import InboundMessage, Order, load_raw, utcnow
+from daemon.store.database import STORE_TROUBLE, Store, first_line
 
 log = logging.getLogger("ordermail.inbound")
 BATCH = 20                     # claimed with one statement: several workers share a burst

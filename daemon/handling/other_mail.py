@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from daemon.orders import service as orders
 from daemon.orders.service import Content, Via
-from daemon.store.database import Order, OutboxMessage
+from daemon.store.models import Order, OutboxMessage
 
 
 def handle_bounce(ctx) -> str:

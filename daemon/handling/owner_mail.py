@@ -29,7 +29,7 @@ from daemon.orders.service import Content, NewFile, Via
 from daemon.handling.owner_auth import check_owner
 from daemon.mail.richtext import sanitize_html
 from daemon.payments.statements import importer, report as statement_report
-from daemon.store.database import CommandMail, OutboxMessage
+from daemon.store.models import CommandMail, OutboxMessage
 from daemon.translations import Said, said, say
 
 log = logging.getLogger("ordermail.owner")

@@ -27,7 +27,8 @@ from daemon.mail.addresses import Recipient
 from daemon.mail.bounces import Bounce
 from daemon.config import Settings
 from daemon.mail.parsing import InboundMail
-from daemon.store.database import InboundMessage, Order, OutboxMessage, Store
+from daemon.store.models import InboundMessage, Order, OutboxMessage
+from daemon.store.database import Store
 
 
 @dataclass(frozen=True)

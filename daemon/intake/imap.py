@@ -36,7 +36,8 @@ from daemon.mail.addresses import check_recipient
 from daemon.config import Settings
 from daemon.errors import MailRefused, OrdermailError, ShuttingDown, StoreUnavailable
 from daemon.intake.envelope import envelope_sender, header_recipients
-from daemon.store.database import first_line, utcnow
+from daemon.store.models import utcnow
+from daemon.store.database import first_line
 
 log = logging.getLogger("ordermail.imap")
 

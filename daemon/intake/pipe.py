@@ -16,7 +16,8 @@ from daemon.errors import EX_OK, MailRefused, TooLarge, UnknownRecipient
 from daemon.handling.inbound import handle_now
 from daemon.intake.envelope import envelope_sender, header_recipients
 from daemon.intake.spool import store_message
-from daemon.store.database import first_line, utcnow
+from daemon.store.models import utcnow
+from daemon.store.database import first_line
 
 
 def deliver(store, settings, stdin, recipients: list[str], envelope_from: str | None = None) -> int:

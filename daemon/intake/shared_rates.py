@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import peewee as pw
 
-from daemon.store.database import BaseModel, CharField, Store
+from daemon.store.models import BaseModel, CharField
+from daemon.store.database import Store
 
 UPSERT_ROWS = 500      # rows per INSERT … ON CONFLICT statement
 

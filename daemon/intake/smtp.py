@@ -26,7 +26,8 @@ from daemon.mail.parsing import parse_mail
 from daemon.intake.connections import ConnectionLimits, ExemptNetworks, Gate
 from daemon.intake.rates import MessageRates
 from daemon.intake.spool import ANSWER_WITHIN_SECONDS
-from daemon.store.database import DATABASE_ERRORS, first_line, utcnow
+from daemon.store.models import utcnow
+from daemon.store.database import DATABASE_ERRORS, first_line
 
 log = logging.getLogger("ordermail.smtp")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"

@@ -31,7 +31,8 @@ import peewee as pw
 from daemon.store import compiled
 from daemon.errors import ShuttingDown, StoreUnavailable
 from daemon.mail.parsing import HEADER_END
-from daemon.store.database import DATABASE_ERRORS, InboundMessage, InboundRaw, Store, first_line, utcnow
+from daemon.store.models import InboundMessage, InboundRaw, utcnow
+from daemon.store.database import DATABASE_ERRORS, Store, first_line
 
 log = logging.getLogger("ordermail.spool")
 # A sender is answered within this (a client waits 10 minutes for DATA's answer).

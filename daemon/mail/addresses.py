@@ -18,7 +18,7 @@ from daemon.mail import tokens
 from daemon.store import compiled
 from daemon.config import Settings
 from daemon.errors import ExpiredRecipient, NotOurDomain, UnknownRecipient
-from daemon.store.database import Order
+from daemon.store.models import Order
 
 ROLE_ACCOUNTS = frozenset({"postmaster", "abuse"})
 

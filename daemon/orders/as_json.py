@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from daemon.config import SUPPORTED_LOCALES, Settings
 from daemon.errors import InputError
-from daemon.store.database import INTERNAL_KINDS, LONE_SURROGATE, Event, Order
+from daemon.store.models import INTERNAL_KINDS, LONE_SURROGATE, Event, Order
 
 # Order numbers are typed by the owner in commands: short, no spaces, and with
 # a digit, so that "paid 1042 1043" can tell numbers from words.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from daemon.config import Settings
 from daemon.orders.as_json import adjustment
-from daemon.store.database import INTERNAL_KINDS, Event, Order, OrderItem
+from daemon.store.models import INTERNAL_KINDS, Event, Order, OrderItem
 
 STATUS_ORDER = ("paid", "shipped", "cancelled", "refunded")
 

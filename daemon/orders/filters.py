@@ -46,7 +46,7 @@ import peewee as pw
 from daemon.orders import numbers as order_numbers
 from daemon.errors import FilterSyntaxError
 from daemon.orders.as_json import is_order_number
-from daemon.store.database import LONE_SURROGATE, STATUS_FLAGS, Order
+from daemon.store.models import LONE_SURROGATE, STATUS_FLAGS, Order
 
 STATUS_WORDS = {
     "paid": "paid", "bezahlt": "paid",

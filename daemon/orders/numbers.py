@@ -17,7 +17,7 @@ from __future__ import annotations
 import peewee as pw
 
 from daemon.errors import OrderNotFound, Refused
-from daemon.store.database import Order
+from daemon.store.models import Order
 
 UNIQUE_INDEX = "orders_number_folded_unique"
 PLAIN_INDEX = "orders_number_folded"   # while numbers that differ only by case exist

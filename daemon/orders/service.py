@@ -34,9 +34,8 @@ from daemon.errors import InputError, Refused
 from daemon.orders.as_json import parse_new_order
 from daemon.mail.richtext import sanitize_html, text_to_html
 from daemon.translations import N_, Said, said, say
-from daemon.store.database import (CANCELLED, EVENT_KINDS, PAID, REFUNDED, SHIPPED, Attachment, Blob,
-                          Counter, Event, Order, OrderItem, OutboxMessage, Store,
-                          new_message_id, new_token, utcnow)
+from daemon.store.models import CANCELLED, EVENT_KINDS, PAID, REFUNDED, SHIPPED, Attachment, Blob, Counter, Event, Order, OrderItem, OutboxMessage, new_message_id, new_token, utcnow
+from daemon.store.database import Store
 
 FIRST_ORDER_NUMBER = 1001
 

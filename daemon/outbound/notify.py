@@ -57,7 +57,7 @@ from daemon.mail.parsing import HEADER_END
 from daemon.orders.as_json import items_total
 from daemon.translations import N_
 from daemon.mail.richtext import quotes_styled_for_mail, sanitize_html, text_to_html
-from daemon.store.database import Attachment, Blob, Event, Order, OrderItem, OutboxMessage, load_raw
+from daemon.store.models import Attachment, Blob, Event, Order, OrderItem, OutboxMessage, load_raw
 from daemon.mail.trimming import html_to_text
 
 log = logging.getLogger("ordermail.notify")

@@ -62,7 +62,8 @@ from daemon.config import Settings
 from daemon.errors import OrdermailError, Refused
 from daemon.mail.mime import BadAddress
 from daemon.orders.service import Content, Via
-from daemon.store.database import STORE_TROUBLE, OutboxMessage, Store, first_line, newest, utcnow
+from daemon.store.models import OutboxMessage, newest, utcnow
+from daemon.store.database import STORE_TROUBLE, Store, first_line
 
 log = logging.getLogger("ordermail.outbox")
 BATCH = 100

@@ -25,7 +25,7 @@ import io
 from dataclasses import dataclass
 
 from daemon.config import Settings
-from daemon.store.database import CANCELLED, PAID, Order
+from daemon.store.models import CANCELLED, PAID, Order
 
 EPC_CURRENCY = "EUR"
 EPC_MIN_AMOUNT = decimal.Decimal("0.01")

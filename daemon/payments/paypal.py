@@ -48,7 +48,8 @@ from daemon.config import Settings
 from daemon.errors import InputError, OrdermailError, Refused
 from daemon.orders.service import Content, Via
 from daemon.outbound.outbox import doubling_backoff
-from daemon.store.database import CANCELLED, Event, Order, PaypalIpn, Store, newest, utcnow
+from daemon.store.models import CANCELLED, Event, Order, PaypalIpn, newest, utcnow
+from daemon.store.database import Store
 
 log = logging.getLogger("ordermail.paypal")
 IPN_MAX_BYTES = 64 * 1024          # PayPal's messages are 1–3 KB; a cart of 100 items about 15 KB

@@ -38,7 +38,8 @@ import urllib3
 
 from daemon.payments import paypal
 from daemon.config import Settings
-from daemon.store.database import PaypalIpn, Store, first_line, utcnow
+from daemon.store.models import PaypalIpn, utcnow
+from daemon.store.database import Store, first_line
 
 log = logging.getLogger("ordermail.paypal")
 LEASE = dt.timedelta(minutes=2)                 # far above the post-back's own timeouts

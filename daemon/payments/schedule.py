@@ -36,7 +36,8 @@ from daemon.outbound import notify
 from daemon.config import PaymentMethod, Settings
 from daemon.errors import OrderNotFound
 from daemon.store.job_runs import Outcome
-from daemon.store.database import CANCELLED, PAID, SHIPPED, Order, Store
+from daemon.store.models import CANCELLED, PAID, SHIPPED, Order
+from daemon.store.database import Store
 
 # What an automatic cancellation gives as its reason, in the customer's language.
 CANCEL_REASONS = {

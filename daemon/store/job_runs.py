@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import peewee as pw
 
 from daemon.store.claimants import claimant, claimant_gone
-from daemon.store.database import BaseModel, CharField, JSONTextField, Store, TextField, utcnow
+from daemon.store.models import BaseModel, CharField, JSONTextField, TextField, utcnow
+from daemon.store.database import Store
 
 # How long a daemon elsewhere is trusted to be running a daily job it claimed:
 # longer than any run takes, shorter than the day until the next one.

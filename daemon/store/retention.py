@@ -36,7 +36,8 @@ from daemon.store import job_runs as job_store
 from daemon.config import Settings
 from daemon.errors import OrderNotFound
 from daemon.store.job_runs import Outcome
-from daemon.store.database import CANCELLED, InboundMessage, InboundRaw, Order, OutboxMessage, Store
+from daemon.store.models import CANCELLED, InboundMessage, InboundRaw, Order, OutboxMessage
+from daemon.store.database import Store
 
 PRUNE_BATCH = 200
 PRUNABLE_STATES = ("done", "duplicate")

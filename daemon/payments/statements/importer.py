@@ -39,7 +39,8 @@ from daemon.orders.service import Content, Via
 from daemon.payments.statements import matching
 from daemon.payments.statements.entries import Entry, Statement
 from daemon.payments.statements.reading import read_statement
-from daemon.store.database import StatementEntry, Store, utcnow
+from daemon.store.models import StatementEntry, utcnow
+from daemon.store.database import Store
 
 OUTCOMES = ("paid", "already_paid", "amount_differs", "unmatched")
 IMPORT_LOCK = 0x6f72_6465_7273_7431      # pg_advisory_xact_lock: one statement import at a time

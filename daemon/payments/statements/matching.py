@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from daemon.store.database import Order, Store
+from daemon.store.models import Order
+from daemon.store.database import Store
 
 # The folding of migration 0016's index, word for word: SQLite uses an
 # index on an expression only for the same expression.
