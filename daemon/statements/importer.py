@@ -30,6 +30,7 @@ a time (SQLite's one writer; a transaction lock on PostgreSQL).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from daemon import compiled, orders
@@ -43,6 +44,10 @@ from daemon.store import StatementEntry, Store, utcnow
 OUTCOMES = ("paid", "already_paid", "amount_differs", "unmatched")
 IMPORT_LOCK = 0x6f72_6465_7273_7431      # pg_advisory_xact_lock: one statement import at a time
 SETTLE_BATCH = 1000
+# SQLite's page cache while an import runs (its default is 2 MB): the paid
+# orders are spread over the whole table, and with a small cache the pages
+# they change are written out to the WAL mid-transaction and read back.
+IMPORT_CACHE_KIB = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +93,7 @@ def import_statement(store: Store, settings: Settings, data: bytes, name: str, *
     credits = [e for e in statement.entries if e.credit and e.booked]
     result = ImportResult(name, statement.format, len(statement.entries), len(credits),
                           len(statement.entries) - len(credits))
-    with store.atomic() as transaction:
+    with _roomy_cache(store), store.atomic() as transaction:
         if store.backend == "postgresql":
             store.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (IMPORT_LOCK,))
         fresh = _new_entries(credits)
@@ -101,6 +106,21 @@ def import_statement(store: Store, settings: Settings, data: bytes, name: str, *
         if preview:
             transaction.rollback()
     return result
+
+
+@contextmanager
+def _roomy_cache(store: Store):
+    """On SQLite, IMPORT_CACHE_KIB of page cache for the import, then the
+    connection's own size again (SQLite frees the pages over it)."""
+    if store.backend != "sqlite":
+        yield
+        return
+    (before,) = store.db.execute_sql("PRAGMA cache_size").fetchone()
+    store.db.execute_sql(f"PRAGMA cache_size = -{IMPORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        store.db.execute_sql(f"PRAGMA cache_size = {int(before)}")
 
 
 def _new_entries(credits: list[Entry]) -> list[Entry]:
