@@ -222,9 +222,9 @@ def test_the_same_message_id_twice_applies_nothing_twice(store, settings, two_or
 
 def test_a_delete_without_confirm_asks(store, settings, two_orders):
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="delete 1042"))
-    assert "write 'delete 1042 confirm'" in receipts()[0].data["text"]
+    assert "schreiben Sie dazu „löschen 1042 bestätigen“" in receipts()[0].data["text"]
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="löschen 1042 bestätigen"))
-    assert "deleted for good" in receipts()[1].data["text"]
+    assert "endgültig gelöscht" in receipts()[1].data["text"]
 
 
 def test_a_five_thousand_line_body_is_bounded(store, settings, two_orders):
