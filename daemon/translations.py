@@ -69,6 +69,15 @@ class Said(str):
         return Said(_JOINED, first=self, then=other)
 
 
+def joined(parts, separator: str) -> str:
+    """Sentences in a row with `separator` between them, each still said in the reader's language."""
+    parts = list(parts)
+    text = parts[0] if parts else ""
+    for part in parts[1:]:
+        text = Said(_JOINED, first=Said(_JOINED, first=text, then=separator), then=part)
+    return text
+
+
 def said(exc: BaseException) -> str:
     """An exception's message, a Said if it was raised with one."""
     first = exc.args[0] if len(exc.args) == 1 else None

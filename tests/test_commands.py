@@ -1,11 +1,11 @@
 """The owner's command grammar: each line, done or the reason it was not."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
 from conftest import sample_order
+from daemon import translations
 from daemon.handling import commands
 from daemon.orders import service as orders
 from daemon.store.models import OutboxMessage
@@ -136,11 +136,11 @@ def test_list_with_a_broken_filter_says_where(store, settings, two_orders):
 
 
 def test_help_lists_the_grammar_in_the_owners_language(store, settings):
-    [german] = run(store, settings, "hilfe")
-    assert german.ok and "versandt 1042 sendungsnummer XYZ" in german.text and "quiet" in german.text
-    english = dataclasses.replace(settings, shop=dataclasses.replace(settings.shop, locale="en"))
-    [answer] = run(store, english, "help")
-    assert "shipped 1042 tracking XYZ" in answer.text and "preview" in answer.text
+    [answer] = run(store, settings, "hilfe")
+    german = translations.say(answer.text, "de")
+    assert answer.ok and "versandt 1042 sendungsnummer XYZ" in german and "quiet" in german
+    assert "shipped 1042 tracking XYZ" in answer.text and "preview" in answer.text   # the English: API, JSON
+    assert "met 'preview' ziet u wat de regel zou doen" in translations.say(answer.text, "nl")
 
 
 def test_preview_shows_what_would_happen_and_changes_nothing(store, settings, two_orders):

@@ -23,6 +23,7 @@ from daemon.errors import AutoSubmittedCommand
 from daemon.intake import pipe
 from daemon.store.models import CommandMail, InboundMessage, OutboxMessage
 from mailbuilder import mail
+from statementfiles import Booking, camt053
 
 OWNER = "Olga Owner <owner@shop.example>"
 
@@ -221,9 +222,9 @@ def test_the_same_message_id_twice_applies_nothing_twice(store, settings, two_or
 
 def test_a_delete_without_confirm_asks(store, settings, two_orders):
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="delete 1042"))
-    assert "write 'delete 1042 confirm'" in receipts()[0].data["text"]
+    assert "schreiben Sie dazu „löschen 1042 bestätigen“" in receipts()[0].data["text"]
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="löschen 1042 bestätigen"))
-    assert "deleted for good" in receipts()[1].data["text"]
+    assert "endgültig gelöscht" in receipts()[1].data["text"]
 
 
 def test_a_five_thousand_line_body_is_bounded(store, settings, two_orders):
@@ -248,7 +249,8 @@ def test_undo_within_a_day_reverts_what_the_mail_did(store, settings, two_orders
     assert [e.kind for e in log] == ["created", "paid", "shipped", "system", "system"]
     assert all(e.visibility == "internal" for e in log[3:])
     text = receipts()[1].data["text"]
-    assert "1042: shipped rückgängig gemacht (die Kundschaft hatte die Mail schon erhalten)" in text and "1042: paid rückgängig gemacht" in text
+    assert "1042: versandt rückgängig gemacht (die Kundschaft hatte die Mail schon erhalten)" in text
+    assert "1042: bezahlt rückgängig gemacht" in text
     assert CommandMail.get(CommandMail.receipt_message_id == receipt.message_id).undone_at is not None
 
 
@@ -311,3 +313,44 @@ def test_mixed_up_encodings_in_a_command_mail_are_read_right(store, settings, tw
     assert note.body_text == "Grüße aus Köln"
     assert message.body_text == "Ihre Tasse ist fertig – bis bald"
     assert "NICHT AUSGEFÜHRT" not in receipts()[0].data["text"]
+
+
+# ---- the shop's language -------------------------------------------------------------------
+
+# What the receipts once said in English to a German shop: none of it may be left
+# (the XML parser's own detail, "line 1, column 27", is quoted as it comes).
+ENGLISH = ("order", "at column", "tracking code", "deleted", "well-formed", "no order number", "the order's total",
+           "undone", "Commands, one per line", "status words", "expected", "NOT DONE", "marked")
+
+
+def test_a_german_shop_reads_every_receipt_in_german(store, settings, two_orders):
+    """Failing and succeeding lines, a broken and a good statement, then undo: all in German."""
+    orders.create_order(store, settings, sample_order("1044"))
+    body = ("frobnicate 1042\npaid 9999\npaid 1042\nshipped 1042 tracking " + "A" * 101 + "\n"
+            "shipped 1042 1043 tracking X\ncancelled 1043 out of stock\ndelete 1044\nlist paid and (\n"
+            "list frob:x\nlist since:2026-13-45\nhelp\n")
+    statement = camt053([Booking("24.90", "Bestellung 1043"), Booking("5.00", "Danke"),
+                         Booking("10.00", "Rechnung 1042")])
+    send(store, settings, mail(to=settings.command_address, sender=OWNER, body=body, attachments=(
+        ("kaputt.xml", "application/xml", b"<Document><BkToCstmrStmt>"),
+        ("auszug.xml", "application/xml", statement))))
+    text = receipts()[0].data["text"]
+    assert "NICHT AUSGEFÜHRT: eine Sendungsnummer hat höchstens 100 Zeichen; diese hat 101" in text
+    assert "eine Sendungsnummer gehört zu einer Bestellung" in text
+    assert "schreiben Sie dazu „löschen 1044 bestätigen“" in text
+    assert "Status oder Feld erwartet nach '(' in Spalte 11" in text
+    assert "unbekanntes Feld 'frob:' in Spalte 1 (Felder:" in text
+    assert "ungültiges Datum '2026-13-45' für since: in Spalte 7" in text
+    assert "Befehle, einer pro Zeile" in text
+    assert "kaputt.xml: kein wohlgeformtes XML" in text
+    assert "keine Bestellnummer gefunden" in text and "die Bestellsumme" in text
+    send(store, settings, mail(to=settings.command_address, sender=OWNER, body="delete 1044 bestätigen"))
+    assert "Bestellung 1044 und ihr Protokoll (Einträge: 1) endgültig gelöscht" in receipts()[1].data["text"]
+    send(store, settings, mail(to=settings.command_address, sender=OWNER, subject="Re: x", body="undo",
+                               in_reply_to=receipts()[0].message_id))
+    undone = receipts()[2].data["text"]
+    assert "1042: bezahlt rückgängig gemacht" in undone
+    for receipt in receipts():
+        said = receipt.data["text"].split("\n-- \n")[0]
+        left = [phrase for phrase in ENGLISH if phrase in said]
+        assert not left, (left, said)

@@ -46,8 +46,8 @@ def test_payments_import_prints_what_it_did_and_again_changes_nothing(ordermail,
     assert "camt053_2026-11-20.xml (camt.053): 4 Buchungen, 3 Gutschriften, 1 Lastschrift oder nicht gebuchte Buchung übergangen" in out
     assert "Jetzt bezahlt (1):\n  1042" in out and "Erika Mustermann: Bestellung 1042" in out
     assert "Betrag weicht ab: nicht als bezahlt vermerkt, an der Bestellung notiert (1):\n  1043" in out
-    assert "the order's total is 24.90 EUR" in out
-    assert "Nicht zugeordnete Gutschriften (1):\n  -" in out and "Untermieter: Miete Dezember — no order number found" in out
+    assert "die Bestellsumme beträgt 24.90 EUR" in out
+    assert "Nicht zugeordnete Gutschriften (1):\n  -" in out and "Untermieter: Miete Dezember — keine Bestellnummer gefunden" in out
     shown = json.loads(ordermail("order", "show", "1042", "--format", "json").stdout)
     assert shown["status"]["paid"] and shown["events"][-1]["author"] == "system"
 
@@ -136,7 +136,7 @@ def test_undo_of_a_mailed_statement_puts_the_orders_back_and_it_stays_imported(s
     send(store, settings, mail(to=settings.command_address, sender=OWNER, subject="Re: Auszug", body="undo",
                                in_reply_to=receipt.message_id))
     assert orders.find_order("1042").paid_at is None
-    assert "1042: paid rückgängig gemacht" in receipts()[1].data["text"]
+    assert "1042: bezahlt rückgängig gemacht" in receipts()[1].data["text"]
     again = mail(to=settings.command_address, sender=OWNER, subject="Auszug nochmal", body="",
                  attachments=(("auszug.xml", "application/xml", statement()),))
     send(store, settings, again)
@@ -150,7 +150,7 @@ def test_a_broken_statement_by_mail_is_one_line_in_the_receipt_and_the_commands_
                attachments=(("auszug.xml", "text/xml", b"<Document><BkToCstmrStmt><Stmt><Ntry>"),))
     send(store, settings, raw)
     text = receipts()[0].data["text"]
-    assert "> auszug.xml\nNICHT AUSGEFÜHRT: auszug.xml: not well-formed XML" in text
+    assert "> auszug.xml\nNICHT AUSGEFÜHRT: auszug.xml: kein wohlgeformtes XML" in text
     assert "1043: interner Vermerk hinzugefügt" in text
     assert StatementEntry.select().count() == 0
 

@@ -28,7 +28,7 @@ from daemon.orders.as_text import order_detail, order_table
 from daemon.orders.service import Content, Via
 from daemon.store.models import Order
 from daemon.store.database import Store
-from daemon.translations import Said, said
+from daemon.translations import N_, Said, said
 
 VERBS = {
     "paid": "paid", "bezahlt": "paid",
@@ -48,6 +48,8 @@ CONFIRM_WORDS = frozenset({"confirm", "bestätigen", "bestaetigen"})
 TRACKING_WORDS = frozenset({"tracking", "sendungsnummer", "trackingnummer"})
 CARRIER_WORDS = frozenset({"carrier", "versanddienst", "paketdienst"})
 SHIPPING_LIMITS = {"tracking": Order.tracking_code.max_length, "carrier": Order.carrier.max_length}
+TOO_LONG = {"tracking": N_("a tracking code has at most %(most)s characters; this one has %(length)s"),
+            "carrier": N_("a carrier name has at most %(most)s characters; this one has %(length)s")}
 FULL_WORDS = frozenset({"full", "voll", "komplett"})
 AMOUNT_RE = re.compile(r"[€$£]?\d[\d.,]*(?:€|\$|£)?")
 MANY_ORDER_VERBS = frozenset({"paid", "shipped", "cancelled", "delete", "show"})
@@ -149,7 +151,7 @@ def _text_from(line: str, start: int) -> str:
 
 def _run_whole_line(settings: Settings, parsed: Parsed):
     if parsed.verb == "help":
-        return False, help_text(settings.shop.locale), None
+        return False, help_text(), None
     if parsed.verb == "list":
         return False, _list(settings, parsed.rest), None
     raise InputError(Said("'%(verb)s' needs an order number", verb=parsed.verb))
@@ -209,11 +211,10 @@ def _shipping_words(parsed: Parsed) -> tuple[str | None, str | None]:
             raise InputError(Said("'%(word)s' needs a value", word=word))
         value, longest = words.pop(0), SHIPPING_LIMITS[key]
         if len(value) > longest:       # never cut: a cut tracking code tracks another parcel, or none
-            raise InputError(f"a {key} {'code' if key == 'tracking' else 'name'} has at most {longest} characters; "
-                             f"this one has {len(value)}")
+            raise InputError(Said(TOO_LONG[key], most=longest, length=len(value)))
         found[key] = value
     if found["tracking"] and len(parsed.numbers) > 1:
-        raise InputError("a tracking code goes with one order; give one 'shipped' line per order")
+        raise InputError(Said("a tracking code goes with one order; give one 'shipped' line per order"))
     return found["tracking"], found["carrier"]
 
 
@@ -244,11 +245,9 @@ def _list(settings: Settings, expression: str) -> str:
     return order_table(found[:limit], more=len(found) > limit)
 
 
-def help_text(locale: str = "en") -> str:
-    return HELP.get(locale, HELP["en"])
-
-
-HELP_EN = """\
+def help_text() -> Said:
+    """The commands, said in the shop's language where shown (the catalogs hold each language's words)."""
+    return Said("""\
 Commands, one per line (German words work too):
   paid 1042 1043                    mark orders paid (bezahlt)
   shipped 1042 tracking XYZ carrier DHL   mark shipped (versandt)
@@ -264,42 +263,4 @@ Add the word 'quiet' to a line to change the order without mailing the customer,
 or 'preview' to see what the line would do without doing it.
 Reply 'undo' to a receipt within 24 hours to take back what that mail did.
 Filters: paid shipped cancelled refunded, and/or/not, ( ), customer:NAME email:ADDR
-since:YYYY-MM-DD until:YYYY-MM-DD method:NAME number:N"""
-
-HELP_DE = """\
-Befehle, einer pro Zeile (englische Wörter gehen auch):
-  bezahlt 1042 1043                 als bezahlt markieren (paid)
-  versandt 1042 sendungsnummer XYZ paketdienst DHL   als versandt markieren
-  storniert 1042 nicht lieferbar    stornieren, mit Grund
-  erstattet 1042 12,50 Deckel kaputt   Betrag erstatten, oder 'voll'
-  nachricht 1042 Ihre Kanne ist fertig   Nachricht an die Kundin/den Kunden
-  vermerk 1042 Lieferant Ref. A77   interner Vermerk, wird nie verschickt
-  löschen 1042 bestätigen           Bestellung und Protokoll endgültig löschen
-  zeige 1042                        Bestellung mit ganzem Protokoll
-  liste nicht bezahlt und nicht storniert   Bestellungen nach Filter
-  hilfe                             dieser Text
-Mit dem Wort 'quiet' in einer Zeile wird die Kundschaft nicht benachrichtigt,
-mit 'vorschau' sehen Sie, was die Zeile täte, ohne dass etwas geschieht.
-Antworten Sie binnen 24 Stunden 'rückgängig' auf eine Quittung, um die Mail zurückzunehmen.
-Filter: bezahlt versandt storniert erstattet, und/oder/nicht, ( ), customer:NAME
-email:ADRESSE since:JJJJ-MM-TT until:JJJJ-MM-TT method:NAME number:N"""
-
-HELP_FR = """\
-Commandes, une par ligne (mots anglais ou allemands) :
-  paid 1042 1043                    marquer payé
-  shipped 1042 tracking XYZ carrier Colissimo   marquer expédié
-  cancelled 1042 rupture de stock   annuler, avec un motif
-  refunded 1042 12.50 couvercle cassé   rembourser un montant, ou 'full'
-  message 1042 Votre théière est prête   un message au client
-  note 1042 réf. fournisseur A77    une note interne, jamais envoyée
-  delete 1042 confirm               supprimer la commande et son journal
-  show 1042                         la commande et tout son journal
-  list not paid and not cancelled   les commandes selon un filtre
-  help                              ce texte
-Le mot 'quiet' sur une ligne : le client n'est pas prévenu ; 'preview' : voir
-ce que la ligne ferait, sans rien faire. Répondez 'undo' à un accusé dans les
-24 heures pour annuler ce que le mail a fait.
-Filtres : paid shipped cancelled refunded, and/or/not, ( ), customer:NOM
-email:ADRESSE since:AAAA-MM-JJ until:AAAA-MM-JJ method:NOM number:N"""
-
-HELP = {"en": HELP_EN, "de": HELP_DE, "fr": HELP_FR}
+since:YYYY-MM-DD until:YYYY-MM-DD method:NAME number:N""")

@@ -47,6 +47,7 @@ from daemon.orders import numbers as order_numbers
 from daemon.errors import FilterSyntaxError
 from daemon.orders.as_json import is_order_number
 from daemon.store.models import LONE_SURROGATE, STATUS_FLAGS, Order
+from daemon.translations import Said, said
 
 STATUS_WORDS = {
     "paid": "paid", "bezahlt": "paid",
@@ -62,7 +63,7 @@ KEY_LENGTH = 200            # the width of customer_key / surname_key
 ALL_MASKS = frozenset(range(16))
 
 _FIELD_LIST = ", ".join(f"{name}:" for name in FIELDS)
-_VOCABULARY = f"status words: {', '.join(STATUS_FLAGS)}; fields: {_FIELD_LIST}"
+_STATUS_LIST = ", ".join(STATUS_FLAGS)
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # How a message shows characters one cannot see: \uXXXX.
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -145,8 +146,8 @@ def _tokens(text: str) -> list[_Token]:
             i += 1
             continue
         if char == '"':
-            return tokens + [_error(f"unexpected '\"' at column {i + 1} (quotes go around "
-                                    'a field\'s value, as in customer:"Erika Mustermann")', i)]
+            return tokens + [_error(Said("unexpected '\"' at column %(column)s (quotes go around "
+                                         "a field's value, as in customer:\"Erika Mustermann\")", column=i + 1), i)]
         start = i
         while i < len(text) and not text[i].isspace() and text[i] not in _WORD_END:
             i += 1
@@ -160,11 +161,11 @@ def _tokens(text: str) -> list[_Token]:
             try:
                 value, i = _quoted(text, i)
             except FilterSyntaxError as exc:
-                return tokens + [_error(str(exc), i)]
+                return tokens + [_error(said(exc), i)]
         try:
             node = _field(name, value, start, value_start)
         except FilterSyntaxError as exc:
-            return tokens + [_error(str(exc), start)]
+            return tokens + [_error(said(exc), start)]
         tokens.append(_Token("field", text[start:i], start + 1, node))
 
 
@@ -190,7 +191,8 @@ def _word_token(word: str, start: int) -> _Token:
         return _Token(OPERATORS[folded], word, start + 1)
     if folded in STATUS_WORDS:
         return _Token("status", word, start + 1, Status(STATUS_WORDS[folded]))
-    return _error(f"unknown word {_shown(word)} at column {start + 1} ({_VOCABULARY})", start)
+    return _error(Said("unknown word %(word)s at column %(column)s (status words: %(words)s; fields: %(fields)s)",
+                       word=_shown(word), column=start + 1, words=_STATUS_LIST, fields=_FIELD_LIST), start)
 
 
 def _quoted(text: str, i: int) -> tuple[str, int]:
@@ -205,28 +207,29 @@ def _quoted(text: str, i: int) -> tuple[str, int]:
         else:
             chars.append(text[j])
             j += 1
-    raise FilterSyntaxError(f"unclosed quote at column {i + 1}")
+    raise FilterSyntaxError(Said("unclosed quote at column %(column)s", column=i + 1))
 
 
 def _field(name: str, value: str, start: int, value_start: int) -> Field:
     """A field term with its value checked and normalised."""
     field = name.casefold()
-    at = f"at column {value_start + 1}"
     if field not in FIELDS:
-        raise FilterSyntaxError(f"unknown field {_shown(name + ':')} at column {start + 1} (fields: {_FIELD_LIST})")
+        raise FilterSyntaxError(Said("unknown field %(field)s at column %(column)s (fields: %(fields)s)",
+                                     field=_shown(name + ':'), column=start + 1, fields=_FIELD_LIST))
     if not value.strip():
-        raise FilterSyntaxError(f"{field}: needs a value {at}, as in "
-                                f"{field}:{_EXAMPLES[field]}")
+        raise FilterSyntaxError(Said("%(field)s: needs a value at column %(column)s, as in %(field)s:%(example)s",
+                                     field=field, column=value_start + 1, example=_EXAMPLES[field]))
     if field == "customer":
         return Field(field, search_key(value))
     if field == "email":
         return Field(field, value.strip().lower())
     if field in ("since", "until"):
-        return Field(field, _date(field, value, at))
+        return Field(field, _date(field, value, value_start + 1))
     if field == "number":
         number = value.strip().lstrip("#")
         if not is_order_number(number):
-            raise FilterSyntaxError(f"{_shown(value)} is not an order number {at} (as in number:1042)")
+            raise FilterSyntaxError(Said("%(value)s is not an order number at column %(column)s (as in number:1042)",
+                                         value=_shown(value), column=value_start + 1))
         return Field(field, number)
     return Field(field, value.strip())          # method
 
@@ -235,14 +238,15 @@ _EXAMPLES = {"customer": '"Erika Mustermann"', "email": "erika@", "since": "2026
              "until": "2026-03-31", "method": "paypal", "number": "1042"}
 
 
-def _date(field: str, value: str, at: str) -> dt.date:
+def _date(field: str, value: str, column: int) -> dt.date:
     try:
         if _DATE_RE.fullmatch(value):
             return dt.date.fromisoformat(value)
     except ValueError:
         pass
-    raise FilterSyntaxError(f"invalid date {_shown(value)} for {field}: {at} "
-                            f"(write a real day as YYYY-MM-DD, e.g. {_EXAMPLES[field]})")
+    raise FilterSyntaxError(Said("invalid date %(value)s for %(field)s: at column %(column)s "
+                                 "(write a real day as YYYY-MM-DD, e.g. %(example)s)",
+                                 value=_shown(value), field=field, column=column, example=_EXAMPLES[field]))
 
 
 # ---- parsing -------------------------------------------------------------------------
@@ -250,10 +254,10 @@ def _date(field: str, value: str, at: str) -> dt.date:
 def parse(text: str) -> Node:
     """The syntax tree of a filter; raises FilterSyntaxError naming the column."""
     if len(text) > MAX_LENGTH:
-        raise FilterSyntaxError(f"the filter is longer than {MAX_LENGTH} characters")
+        raise FilterSyntaxError(Said("the filter is longer than %(most)s characters", most=MAX_LENGTH))
     bad = LONE_SURROGATE.search(text)   # bytes in argv that were not UTF-8 (found by fuzzing)
     if bad:
-        raise FilterSyntaxError(f"the filter is not UTF-8 text at column {bad.start() + 1}")
+        raise FilterSyntaxError(Said("the filter is not UTF-8 text at column %(column)s", column=bad.start() + 1))
     return _Parser(_tokens(text)).parse()
 
 
@@ -269,7 +273,7 @@ class _Parser:
         node = self._or()
         token = self._peek()
         if token.kind == ")":
-            raise FilterSyntaxError(f"unexpected ')' at column {token.column} (no '(' to close)")
+            raise FilterSyntaxError(Said("unexpected ')' at column %(column)s (no '(' to close)", column=token.column))
         return node
 
     def _peek(self) -> _Token:
@@ -304,8 +308,8 @@ class _Parser:
     def _no_juxtaposition(self) -> None:
         token = self._peek()
         if token.kind in ("status", "field", "(", "not"):
-            raise FilterSyntaxError(f"expected 'and' or 'or' before {_shown(token.text)} "
-                                    f"at column {token.column}")
+            raise FilterSyntaxError(Said("expected 'and' or 'or' before %(word)s at column %(column)s",
+                                         word=_shown(token.text), column=token.column))
 
     def _not(self) -> Node:
         if self._peek().kind != "not":
@@ -324,22 +328,23 @@ class _Parser:
         with self._deeper(token):
             node = self._or()
         if self._peek().kind != ")":       # only the end is left: see _no_juxtaposition
-            raise FilterSyntaxError(f"unclosed parenthesis at column {token.column}")
+            raise FilterSyntaxError(Said("unclosed parenthesis at column %(column)s", column=token.column))
         self.at += 1
         return node
 
     def _operand_expected(self, token: _Token) -> str:
         if self.at == 0:
-            return f"expected a status or field, not {_shown(token.text)}, at column {token.column}"
-        return (f"expected a status or field after {_shown(self.tokens[self.at - 1].text)} "
-                f"at column {token.column}")
+            return Said("expected a status or field, not %(word)s, at column %(column)s",
+                        word=_shown(token.text), column=token.column)
+        return Said("expected a status or field after %(word)s at column %(column)s",
+                    word=_shown(self.tokens[self.at - 1].text), column=token.column)
 
     @contextlib.contextmanager
     def _deeper(self, token: _Token):
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise FilterSyntaxError(f"the filter nests deeper than {MAX_DEPTH} levels "
-                                    f"at column {token.column}")
+            raise FilterSyntaxError(Said("the filter nests deeper than %(most)s levels at column %(column)s",
+                                         most=MAX_DEPTH, column=token.column))
         try:
             yield
         finally:

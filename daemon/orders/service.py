@@ -321,8 +321,9 @@ def reissue_status_link(store, settings, number, *, mail: bool = True, via=Via()
         if mail:
             queue_mail(settings, "status_link", order.customer_email, order=order, now=now,
                        data={"reason": "relink" if via.author == "owner" else "expired"})
-        what = "re-issued and mailed to the customer" if mail else "re-issued (not mailed)"
-        return {"status_link": "reissued", "mailed": mail}, f"{order.number}: status link {what}"
+        summary = (Said("%(number)s: status link re-issued and mailed to the customer", number=order.number) if mail
+                   else Said("%(number)s: status link re-issued (not mailed)", number=order.number))
+        return {"status_link": "reissued", "mailed": mail}, summary
     return _change(store, settings, number, "system", Content(subject="Status link re-issued"), via, apply)
 
 
@@ -378,7 +379,8 @@ def undo_event(store, settings, number, event_id: int, before: dict, *, via=Via(
         if event is None:
             raise Refused(Said("%(number)s: that change is no longer in the log", number=order.number))
         if event.data.get("undone"):
-            raise _Unchanged(Said("%(number)s: %(kind)s was already undone", number=order.number, kind=event.kind))
+            raise _Unchanged(Said("%(number)s: %(kind)s was already undone", number=order.number,
+                                  kind=kind_word(event.kind)))
         later = Event.select().where((Event.order == order) & (Event.id > event.id) & Event.kind.in_(STATUS_KINDS))
         if event.kind in STATUS_KINDS and any(not e.data.get("undone") for e in later):
             raise Refused(Said("%(number)s changed again since; undo that by hand", number=order.number))
@@ -389,7 +391,7 @@ def undo_event(store, settings, number, event_id: int, before: dict, *, via=Via(
         event.save(only=[Event.data])
         mailed = Said(" (the customer had already been mailed)") if event.notified else ""
         return {"undoes": event.id, "kind": event.kind}, Said("%(number)s: %(kind)s undone%(mailed)s",
-                                                              number=order.number, kind=event.kind, mailed=mailed)
+                                                              number=order.number, kind=kind_word(event.kind), mailed=mailed)
     return _change(store, settings, number, "system", Content(subject="Undone by the owner"), via, apply)
 
 
@@ -410,11 +412,12 @@ def _from_json(name: str, value):
 def delete_order(store: Store, number: str, *, confirm: bool) -> Change:
     """Remove an order and its whole log for good — only when confirmed."""
     if not confirm:
-        raise Refused(f"deleting removes order {number} and its whole log for good; "
-                      f"write 'delete {number} confirm' to do it")
+        raise Refused(Said("deleting removes order %(number)s and its whole log for good; "
+                           "write 'delete %(number)s confirm' to do it", number=number))
     with store.atomic():
         events = _delete(_locked_order(store, number))
-    return Change(number, True, f"order {number} and its log ({events} events) deleted for good")
+    return Change(number, True, Said("order %(number)s and its log (%(events)s events) deleted for good",
+                                     number=number, events=events))
 
 
 def delete_cancelled(store: Store, number: str, *, quiet_since) -> Change:
@@ -427,7 +430,8 @@ def delete_cancelled(store: Store, number: str, *, quiet_since) -> Change:
         if reason:
             return Change(order.number, False, f"{order.number} kept: {reason}")
         events = _delete(order)
-    return Change(number, True, f"order {number} and its log ({events} events) deleted for good")
+    return Change(number, True, Said("order %(number)s and its log (%(events)s events) deleted for good",
+                                     number=number, events=events))
 
 
 def _keep_reason(order: Order, quiet_since) -> str:
@@ -699,3 +703,15 @@ def _day(moment) -> str:
 
 def _size(n: int) -> str:
     return f"{n / 1_048_576:.1f} MB" if n >= 1_048_576 else f"{n / 1024:.0f} KB"
+
+
+# The kinds of event as a receipt names them ("1042: paid undone"): the English is the kind itself.
+KIND_WORDS = {"created": N_("created"), "paid": N_("paid"), "shipped": N_("shipped"),
+              "cancelled": N_("cancelled"), "refunded": N_("refunded"), "message": N_("message"),
+              "note": N_("note"), "customer_reply": N_("customer_reply"), "bounce": N_("bounce"),
+              "system": N_("system"), "payment_reminder": N_("payment_reminder")}
+
+
+def kind_word(kind: str) -> str:
+    """The kind of an event as a Said (said in the shop's language), or as it is if unknown."""
+    return Said(KIND_WORDS[kind]) if kind in KIND_WORDS else kind

@@ -26,6 +26,7 @@ from daemon.config import StatementCsvSettings
 from daemon.errors import InputError
 from daemon.payments.statements.entries import (Entry, Identities, Statement, clean_text, parse_currency,
                                        reference_or_empty)
+from daemon.translations import Said
 
 HEADER_LINES = 50
 DELIMITERS = (";", ",", "\t", "|")
@@ -65,7 +66,7 @@ def read(text: str, name: str, settings: StatementCsvSettings) -> Statement | No
     identities = Identities("csv")
     entries = []
     for number, row in enumerate(rows, start=layout.header + 2):
-        entry = _entry(row, layout, settings, identities, f"{name}: line {number}")
+        entry = _entry(row, layout, settings, identities, Said("%(name)s: line %(line)s", name=name, line=number))
         if entry is not None:
             entries.append(entry)
     return Statement("csv", tuple(entries))
@@ -132,7 +133,7 @@ def _entry(row: list[str], layout: Layout, settings: StatementCsvSettings, ident
     if len(row) <= needed:
         if sum(1 for cell in row if cell.strip()) <= 2:    # a blank or closing line (balance, sum)
             return None
-        raise InputError(f"{where}: {len(row)} columns, the header has more")
+        raise InputError(Said("%(where)s: %(count)s columns, the header has more", where=where, count=len(row)))
 
     def cell(field: str) -> str:
         return row[columns[field]].strip() if field in columns else ""
@@ -140,7 +141,7 @@ def _entry(row: list[str], layout: Layout, settings: StatementCsvSettings, ident
     if not cell("amount"):
         return None
     amount = parse_amount(cell("amount"), settings.decimal_separator, where)
-    currency = parse_currency(cell("currency") or settings.currency, f"{where}, currency")
+    currency = parse_currency(cell("currency") or settings.currency, Said("%(where)s, currency", where=where))
     remittance = clean_text(" ".join(row[i] for i in columns["remittance"]))
     reference = reference_or_empty(cell("reference"))
     payer = clean_text(cell("payer"), 200)
@@ -166,7 +167,7 @@ def parse_amount(text: str, separator: str, where: str) -> decimal.Decimal:
         head = value[:decimal_mark.start()] if decimal_mark else value
         value = re.sub(r"[.,]", "", head) + (f".{decimal_mark.group(1)}" if decimal_mark else "")
     if not re.fullmatch(r"\d+(\.\d+)?", value):
-        raise InputError(f"{where}: {text!r} is not an amount")
+        raise InputError(Said("%(where)s: %(text)s is not an amount", where=where, text=repr(text)))
     return sign * decimal.Decimal(value)
 
 

@@ -24,6 +24,7 @@ from lxml import etree
 from daemon.errors import InputError
 from daemon.payments.statements.entries import (Entry, Identities, Statement, clean_text, parse_currency,
                                        parse_decimal, reference_or_empty)
+from daemon.translations import Said
 
 MESSAGES = {"BkToCstmrStmt": "camt.053", "BkToCstmrAcctRpt": "camt.052",
             "BkToCstmrDbtCdtNtfctn": "camt.054"}
@@ -40,7 +41,8 @@ def read(data: bytes, name: str) -> Statement:
             reader.take(element)
         reader.check(stream.root)
     except etree.XMLSyntaxError as exc:
-        raise InputError(f"{name}: not well-formed XML ({clean_text(str(exc), 160)})") from None
+        raise InputError(Said("%(name)s: not well-formed XML (%(error)s)",
+                              name=name, error=clean_text(str(exc), 160))) from None
     return Statement(reader.message, tuple(reader.entries))
 
 
@@ -73,31 +75,32 @@ class _Reader:
     def check(self, root) -> None:
         """A CAMT document: <Document> holding a statement, report or notification, no DOCTYPE."""
         if root is None:
-            raise InputError(f"{self.name}: an empty XML document")
+            raise InputError(Said("%(name)s: an empty XML document", name=self.name))
         if root.getroottree().docinfo.doctype:
-            raise InputError(f"{self.name}: XML with a DOCTYPE is refused (a bank statement has none)")
+            raise InputError(Said("%(name)s: XML with a DOCTYPE is refused (a bank statement has none)", name=self.name))
         first = next((c for c in root if isinstance(c.tag, str)), None)
         self.message = MESSAGES.get(_local(first.tag)) if first is not None else None
         if _local(root.tag) != "Document" or self.message is None:
             found = _local(first.tag) if _local(root.tag) == "Document" and first is not None else _local(root.tag)
-            raise InputError(f"{self.name}: XML, but no bank statement (expected a CAMT document, found <{found}>)")
+            raise InputError(Said("%(name)s: XML, but no bank statement (expected a CAMT document, found <%(found)s>)",
+                                  name=self.name, found=found))
 
     def _entries(self, ntry, position: int) -> list[Entry]:
-        where = f"{self.name}: entry {position}"
+        where = Said("%(name)s: entry %(position)s", name=self.name, position=position)
         fields = _Paths(ntry, self.steps)
         details = [_Paths(tx, self.steps) for tx in _children(ntry, "NtryDtls", "TxDtls")]
         own_amounts = len(details) > 1 and all(tx.amount() is not None for tx in details)
         if not own_amounts:
             tx = details[0] if details else _Paths(None, self.steps)
             return [self._entry(fields, tx, fields.first("Amt"), 0, where)]
-        return [self._entry(fields, tx, tx.amount(), index, f"{where}, transaction {index + 1}")
+        return [self._entry(fields, tx, tx.amount(), index, Said("%(where)s, transaction %(index)s", where=where, index=index + 1))
                 for index, tx in enumerate(details)]
 
     def _entry(self, ntry: "_Paths", tx: "_Paths", amount_element, index: int, where: str) -> Entry:
         if amount_element is None:
-            raise InputError(f"{where}: no amount")
+            raise InputError(Said("%(where)s: no amount", where=where))
         amount = parse_decimal(amount_element.text or "", where)
-        currency = parse_currency(amount_element.get("Ccy"), f"{where}, currency")
+        currency = parse_currency(amount_element.get("Ccy"), Said("%(where)s, currency", where=where))
         indicator = tx.text("CdtDbtInd") or ntry.text("CdtDbtInd")
         reversal = ntry.text("RvslInd").lower() == "true"
         status = ntry.text("Sts/Cd") or ntry.text("Sts")

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from daemon.errors import InputError
+from daemon.translations import Said
 
 MAX_TEXT = 500                  # characters of a remittance text kept (and searched)
 NO_REFERENCE = frozenset({"", "NOTPROVIDED", "NONREF", "NOTAVAILABLE", "NONE"})
@@ -92,14 +93,14 @@ def parse_decimal(text: str, where: str) -> decimal.Decimal:
     try:
         amount = decimal.Decimal(text.strip())
     except (decimal.InvalidOperation, AttributeError):
-        raise InputError(f"{where}: {text!r} is not an amount") from None
+        raise InputError(Said("%(where)s: %(text)s is not an amount", where=where, text=repr(text))) from None
     if not amount.is_finite() or abs(amount) >= 10**15:
-        raise InputError(f"{where}: {text!r} is not an amount")
+        raise InputError(Said("%(where)s: %(text)s is not an amount", where=where, text=repr(text)))
     return amount
 
 
 def parse_currency(text: str | None, where: str) -> str:
     code = (text or "").strip().upper()
     if not CURRENCY_RE.fullmatch(code):
-        raise InputError(f"{where}: {text!r} is not a currency code")
+        raise InputError(Said("%(where)s: %(text)s is not a currency code", where=where, text=repr(text)))
     return code

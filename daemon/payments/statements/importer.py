@@ -43,6 +43,7 @@ from daemon.payments.statements.entries import Entry, Statement
 from daemon.payments.statements.reading import read_statement
 from daemon.store.models import StatementEntry, utcnow
 from daemon.store.database import Store
+from daemon.translations import Said, joined
 
 OUTCOMES = ("paid", "already_paid", "amount_differs", "unmatched")
 IMPORT_LOCK = 0x6f72_6465_7273_7431      # pg_advisory_xact_lock: one statement import at a time
@@ -185,22 +186,23 @@ class _Settler:
 
     def _decide(self, entry: Entry, named: list[matching.OrderRow]) -> Outcome:
         if not named:
-            return Outcome("unmatched", entry, (), "no order number found")
+            return Outcome("unmatched", entry, (), Said("no order number found"))
         same_currency = [o for o in named if o.currency == entry.currency]
         if not same_currency:
             other = named[0]
             return Outcome("unmatched", entry, tuple(named),
-                           f"foreign currency: {entry.currency}, order {other.number} is in {other.currency}")
+                           Said("foreign currency: %(currency)s, order %(number)s is in %(other)s",
+                                currency=entry.currency, number=other.number, other=other.currency))
         exact = [o for o in same_currency if o.total == entry.amount]
         if len(exact) == 1:
             return self._pay(entry, exact)
         if len(exact) > 1:
-            return Outcome("unmatched", entry, tuple(exact), "names several orders of this amount")
+            return Outcome("unmatched", entry, tuple(exact), Said("names several orders of this amount"))
         if len(same_currency) > 1 and sum(o.total for o in same_currency) == entry.amount:
             return self._pay(entry, same_currency)
         if len(same_currency) == 1:
             return self._amount_differs(entry, same_currency[0])
-        return Outcome("unmatched", entry, tuple(same_currency), "names several orders, none of this amount")
+        return Outcome("unmatched", entry, tuple(same_currency), Said("names several orders, none of this amount"))
 
     def _pay(self, entry: Entry, rows: list[matching.OrderRow]) -> Outcome:
         self.paying.update(row.id for row in rows)
@@ -208,9 +210,11 @@ class _Settler:
 
     def _amount_differs(self, entry: Entry, row: matching.OrderRow) -> Outcome:
         if row.paid_at is not None or row.id in self.paying:
-            return Outcome("already_paid", entry, (row,), f"this credit is {entry.amount} {entry.currency}, "
-                                                          f"the order's total {row.total} {row.currency}")
-        return Outcome("amount_differs", entry, (row,), f"the order's total is {row.total} {row.currency}")
+            return Outcome("already_paid", entry, (row,), Said(
+                "this credit is %(amount)s %(currency)s, the order's total %(total)s %(other)s",
+                amount=entry.amount, currency=entry.currency, total=row.total, other=row.currency))
+        return Outcome("amount_differs", entry, (row,), Said("the order's total is %(total)s %(currency)s",
+                                                             total=row.total, currency=row.currency))
 
     def _book(self, decided: list[Outcome]) -> list[Outcome]:
         """The notes, then the payments, each one batch of the domain service; the outcomes as booked.
@@ -234,7 +238,7 @@ class _Settler:
                                 for c in booked if c.done)
         done, summaries = [c.done for c in booked], [c.summary for c in booked]
         kind = "paid" if any(done) else "already_paid"
-        detail = "; ".join(summaries) if not all(done) or any("(" in s for s in summaries) else ""
+        detail = joined(summaries, "; ") if not all(done) or any("(" in s for s in summaries) else ""
         return Outcome(kind, outcome.entry, outcome.orders, detail)
 
     def _note(self, entry: Entry, row: matching.OrderRow) -> orders.PerOrder:

@@ -16,11 +16,12 @@ from daemon.config import StatementSettings
 from daemon.errors import InputError
 from daemon.payments.statements import bank_csv, camt, swift
 from daemon.payments.statements.entries import Statement
+from daemon.translations import N_, Said
 
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_ZIP_FILES = 100
 SNIFF_BYTES = 4096
-FORMATS_WE_READ = "CAMT.053 XML (also zipped), MT940, or a CSV export whose header line names its columns"
+FORMATS_WE_READ = N_("CAMT.053 XML (also zipped), MT940, or a CSV export whose header line names its columns")
 
 
 def read_statement(data: bytes, name: str, settings: StatementSettings) -> Statement:
@@ -28,8 +29,8 @@ def read_statement(data: bytes, name: str, settings: StatementSettings) -> State
     _within(len(data), name, settings)
     statement = _read_zip(data, name, settings) if data.startswith(ZIP_MAGIC) else _read_one(data, name, settings)
     if len(statement.entries) > settings.max_entries:
-        raise InputError(f"{name}: {len(statement.entries)} entries, more than the {settings.max_entries} "
-                         "of [statements] max_entries")
+        raise InputError(Said("%(name)s: %(count)s entries, more than the %(most)s of [statements] max_entries",
+                              name=name, count=len(statement.entries), most=settings.max_entries))
     return statement
 
 
@@ -38,32 +39,33 @@ def _read_zip(data: bytes, name: str, settings: StatementSettings) -> Statement:
         archive = zipfile.ZipFile(io.BytesIO(data))
         files = sorted((i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as exc:
-        raise InputError(f"{name}: a damaged .zip ({exc})") from None
+        raise InputError(Said("%(name)s: a damaged .zip (%(error)s)", name=name, error=str(exc))) from None
     if not files:
-        raise InputError(f"{name}: an empty .zip")
+        raise InputError(Said("%(name)s: an empty .zip", name=name))
     if len(files) > MAX_ZIP_FILES:
-        raise InputError(f"{name}: a .zip of {len(files)} files, more than {MAX_ZIP_FILES}")
+        raise InputError(Said("%(name)s: a .zip of %(count)s files, more than %(most)s",
+                              name=name, count=len(files), most=MAX_ZIP_FILES))
     statement, budget = Statement("", ()), settings.max_bytes
     for info in files:
         member = f"{name}/{info.filename}"
         content = _unpack(archive, info, member, budget)
         budget -= len(content)
         if content.startswith(ZIP_MAGIC):
-            raise InputError(f"{member}: a .zip inside a .zip is not read")
+            raise InputError(Said("%(name)s: a .zip inside a .zip is not read", name=member))
         statement = statement + _read_one(content, member, settings)
     return statement
 
 
 def _unpack(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: str, budget: int) -> bytes:
     if info.flag_bits & 0x1:
-        raise InputError(f"{member}: encrypted; export the statement without a password")
+        raise InputError(Said("%(name)s: encrypted; export the statement without a password", name=member))
     try:
         with archive.open(info) as stream:
             content = stream.read(budget + 1)    # never more, whatever the header claims
     except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError) as exc:
-        raise InputError(f"{member}: cannot be unpacked ({exc})") from None
+        raise InputError(Said("%(name)s: cannot be unpacked (%(error)s)", name=member, error=str(exc))) from None
     if len(content) > budget:
-        raise InputError(f"{member}: unpacked, the .zip holds more than [statements] max_bytes allows")
+        raise InputError(Said("%(name)s: unpacked, the .zip holds more than [statements] max_bytes allows", name=member))
     return content
 
 
@@ -72,16 +74,19 @@ def _read_one(data: bytes, name: str, settings: StatementSettings) -> Statement:
     if head.startswith(b"<"):
         return camt.read(data, name)
     if head.startswith(b"%PDF"):
-        raise InputError(f"{name}: a PDF is for reading, not for importing; export {FORMATS_WE_READ}")
+        raise InputError(Said("%(name)s: a PDF is for reading, not for importing; export %(formats)s",
+                              name=name, formats=Said(FORMATS_WE_READ)))
     if b"\x00" in head:
-        raise InputError(f"{name}: not a bank statement (binary data); export {FORMATS_WE_READ}")
+        raise InputError(Said("%(name)s: not a bank statement (binary data); export %(formats)s",
+                              name=name, formats=Said(FORMATS_WE_READ)))
     text = decode(data, settings.csv.encoding, name)
     if swift.looks_like(text):
         return swift.read(text, name)
     statement = bank_csv.read(text, name, settings.csv)
     if statement is None:
-        layout = " with the columns of [statements.csv]" if settings.csv.custom else ""
-        raise InputError(f"{name}: not a bank statement this can read{layout}; export {FORMATS_WE_READ}")
+        layout = Said(" with the columns of [statements.csv]") if settings.csv.custom else ""
+        raise InputError(Said("%(name)s: not a bank statement this can read%(layout)s; export %(formats)s",
+                              name=name, layout=layout, formats=Said(FORMATS_WE_READ)))
     return statement
 
 
@@ -91,7 +96,8 @@ def decode(data: bytes, encoding: str, name: str) -> str:
         try:
             return data.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise InputError(f"{name}: not {encoding} text (byte {exc.start})") from None
+            raise InputError(Said("%(name)s: not %(encoding)s text (byte %(byte)s)",
+                                  name=name, encoding=encoding, byte=exc.start)) from None
     for candidate in ("utf-8-sig", "cp1252"):
         try:
             return data.decode(candidate)
@@ -102,4 +108,5 @@ def decode(data: bytes, encoding: str, name: str) -> str:
 
 def _within(size: int, name: str, settings: StatementSettings) -> None:
     if size > settings.max_bytes:
-        raise InputError(f"{name}: larger than the {settings.max_bytes} bytes of [statements] max_bytes")
+        raise InputError(Said("%(name)s: larger than the %(most)s bytes of [statements] max_bytes",
+                              name=name, most=settings.max_bytes))

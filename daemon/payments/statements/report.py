@@ -15,14 +15,14 @@ HEADINGS = {
 
 def as_text(result: ImportResult, *, limit: int | None = None, lang: str = "en", shop_dir: str = "") -> str:
     """The report in `lang` (the shop's); `limit`: at most this many lines per heading
-    (a receipt by mail stays readable). The entries' details stay as the importer wrote them."""
+    (a receipt by mail stays readable)."""
     words = translations.get(lang, shop_dir)
     lines = [_summary(result, words)]
     for kind, heading in HEADINGS.items():
         found = result.of(kind)
         if found:
             lines.append(words.gettext(heading) % {"count": len(found)})
-            lines.extend(f"  {_line(o)}" for o in found[:limit])
+            lines.extend(f"  {_line(o, lang, shop_dir)}" for o in found[:limit])
             if limit is not None and len(found) > limit:
                 lines.append("  " + words.gettext("… and %(count)s more") % {"count": len(found) - limit})
     if result.imported_before:
@@ -53,12 +53,12 @@ def _summary(result: ImportResult, words) -> str:
     return text
 
 
-def _line(outcome: Outcome) -> str:
+def _line(outcome: Outcome, lang: str, shop_dir: str) -> str:
     entry = outcome.entry
     numbers = " + ".join(outcome.numbers) if outcome.kind != "unmatched" or outcome.numbers else "-"
     day = entry.booked_on.isoformat() if entry.booked_on else "?"
     said = ": ".join(p for p in (entry.payer, _short(entry.remittance)) if p)
-    detail = f" — {outcome.detail}" if outcome.detail else ""
+    detail = f" — {translations.say(outcome.detail, lang, shop_dir)}" if outcome.detail else ""
     return f"{numbers:<8} {entry.amount:>10} {entry.currency}  {day}  {said}{detail}"
 
 

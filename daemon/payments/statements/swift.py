@@ -24,6 +24,7 @@ import mt940
 from daemon.errors import InputError
 from daemon.payments.statements.entries import (Entry, Identities, Statement, clean_text, parse_currency,
                                        reference_or_empty)
+from daemon.translations import Said
 
 PIECE = re.compile(r"\?(2\d|6[0-3])([^?]*)")      # ?20-?29, ?60-?63: the remittance
 RAW = "ordermail_raw_details"
@@ -39,22 +40,22 @@ def read(text: str, name: str) -> Statement:
     try:
         blocks = mt940.parse_statements(io.StringIO(text), processors=_PROCESSORS, options=OPTIONS)
     except Exception as exc:     # the package raises RuntimeError, ValueError, KeyError… on a broken field
-        raise InputError(f"{name}: not a readable MT940 statement ({type(exc).__name__}: "
-                         f"{clean_text(str(exc), 120)})") from None
+        raise InputError(Said("%(name)s: not a readable MT940 statement (%(error)s)",
+                              name=name, error=f"{type(exc).__name__}: {clean_text(str(exc), 120)}")) from None
     identities = Identities("mt940")
     entries = []
     for block in blocks:
         account = str(block.data.get("account_identification") or "")
         for position, transaction in enumerate(block, start=len(entries) + 1):
-            entries.append(_entry(transaction.data, account, identities, f"{name}: entry {position}"))
+            entries.append(_entry(transaction.data, account, identities, Said("%(name)s: entry %(position)s", name=name, position=position)))
     return Statement("mt940", tuple(entries))
 
 
 def _entry(data: dict, account: str, identities: Identities, where: str) -> Entry:
     amount = data.get("amount")
     if amount is None:
-        raise InputError(f"{where}: no amount")
-    currency = parse_currency(getattr(amount, "currency", None) or data.get("currency"), f"{where}, currency")
+        raise InputError(Said("%(where)s: no amount", where=where))
+    currency = parse_currency(getattr(amount, "currency", None) or data.get("currency"), Said("%(where)s, currency", where=where))
     raw = (data.get(RAW) or "").replace("\r", "")
     joined, spaced = _remittance(data.get("purpose"), raw)
     payer = clean_text(data.get("applicant_name") or "", 200)
