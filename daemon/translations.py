@@ -68,14 +68,40 @@ class Said(str):
     def __add__(self, other: str) -> "Said":
         return Said(_JOINED, first=self, then=other)
 
+    def in_language(self, lang: str, shop_dir: str) -> str:
+        translated = get(lang, shop_dir).gettext(self.msgid)
+        if not self.values:
+            return translated
+        return translated % {key: say(value, lang, shop_dir) for key, value in self.values.items()}
+
 
 def joined(parts, separator: str) -> str:
-    """Sentences in a row with `separator` between them, each still said in the reader's language."""
+    """Sentences in a row with `separator` between them, each still said in the reader's language.
+    One flat Said however many parts (an order's whole log), so saying it never recurses deeply."""
     parts = list(parts)
-    text = parts[0] if parts else ""
-    for part in parts[1:]:
-        text = Said(_JOINED, first=Said(_JOINED, first=text, then=separator), then=part)
-    return text
+    if len(parts) < 2:
+        return parts[0] if parts else ""
+    msgid = separator.replace("%", "%%").join(f"%(p{i})s" for i in range(len(parts)))
+    return Said(msgid, **{f"p{i}": part for i, part in enumerate(parts)})
+
+
+class Columns(Said):
+    """Rows of cells (each a str or a Said) in aligned columns, two spaces apart, the last one
+    ragged: the widths are measured in the reader's language, since the words' lengths differ."""
+
+    def __new__(cls, rows: list[tuple]):
+        self = str.__new__(cls, _aligned([[str(cell) for cell in row] for row in rows]))
+        self.msgid, self.values, self.rows = "", {}, rows
+        return self
+
+    def in_language(self, lang: str, shop_dir: str) -> str:
+        return _aligned([[say(cell, lang, shop_dir) for cell in row] for row in self.rows])
+
+
+def _aligned(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)] if rows else []
+    return "\n".join("  ".join(cell.ljust(widths[i]) if i < len(widths) else cell for i, cell in enumerate(row)).rstrip()
+                     for row in rows)
 
 
 def said(exc: BaseException) -> str:
@@ -88,11 +114,7 @@ def say(text: str, lang: str, shop_dir: str | None = None) -> str:
     """`text` in `lang` if it is a Said (else as it is)."""
     if not isinstance(text, Said):
         return str(text)
-    words = get(lang, _shop_folder if shop_dir is None else shop_dir)
-    translated = words.gettext(text.msgid)
-    if not text.values:
-        return translated
-    return translated % {key: say(value, lang, shop_dir) for key, value in text.values.items()}
+    return text.in_language(lang, _shop_folder if shop_dir is None else shop_dir)
 
 
 def catalog_path(folder: Path, lang: str) -> Path:

@@ -128,7 +128,8 @@ def test_a_total_that_differs_from_its_items_wins_and_the_difference_is_shown(st
     shipped = sample_order("1043", items=[{"name": "Tasse", "quantity": 1, "unit_price": "5.00"}], total="9.90")
     made = ordermail("order", "create", "--json", "-", stdin=json.dumps(free))
     assert made.returncode == 0
-    assert "the items add up to 5.00 EUR; the total counts (-5.00 EUR shipping, fees and discounts)" in made.stdout
+    assert ("die Artikel ergeben 5.00 EUR; es gilt die Summe (-5.00 EUR Versand, Gebühren und Rabatte)"
+            in made.stdout)
     orders.create_order(store, settings, shipped)
     document = json.loads(ordermail("order", "show", "1042", "--format", "json").stdout)
     assert (document["total"], document["items_total"]) == ("0.00", "5.00")

@@ -31,7 +31,7 @@ def create(ordermail, **change):
 def test_create_then_show_as_json_follows_the_contract(ordermail):
     created = create(ordermail)
     assert created.returncode == 0, created.stderr
-    assert "Order 1042 — open (not paid)" in created.stdout
+    assert "Bestellung 1042 — offen (nicht bezahlt)" in created.stdout   # the shop is German
     shown = ordermail("order", "show", "1042", "--format", "json")
     document = json.loads(shown.stdout)
     assert document["status"] == {"paid": False, "shipped": False, "cancelled": False, "refunded": False}
@@ -58,7 +58,7 @@ def test_create_reads_a_file_too(ordermail, tmp_path):
 ])
 def test_bad_order_input_is_one_line_and_exit_2(ordermail, stdin, code, text):
     assert_one_line_error(ordermail("order", "create", "--json", "-", stdin=stdin), code, text)
-    assert "no orders match" in ordermail("orders", "list").stdout
+    assert "keine Bestellung passt" in ordermail("orders", "list").stdout
 
 
 def test_an_existing_number_exits_1(ordermail):

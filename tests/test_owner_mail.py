@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import datetime as dt
 import io
+import re
 import subprocess
 
 import dkim
@@ -205,7 +206,11 @@ def test_quiet_in_a_command_mail(store, settings, two_orders):
 def test_show_list_and_help_answer_in_the_receipt(store, settings, two_orders):
     send(store, settings, mail(to=settings.command_address, sender=OWNER, body="show 1042\nlist not paid\nhilfe"))
     text = receipts()[0].data["text"]
-    assert "Order 1042 — open (not paid)" in text and "1043" in text and "Befehle, einer pro Zeile" in text
+    assert "Bestellung 1042 — offen (nicht bezahlt)" in text and "Befehle, einer pro Zeile" in text
+    assert "Kundschaft: Erika Mustermann" in text and "Protokoll:" in text and "angelegt" in text
+    assert re.search(r"NUMMER +ANGELEGT +KUNDSCHAFT +SUMME +STATUS", text) and "1043" in text
+    for english in ("Order 1042", "Customer:", "Log:", "NUMBER", "open (not paid)", " by system"):
+        assert english not in text
     assert "mit „rückgängig“" not in text                           # nothing to undo
 
 

@@ -499,6 +499,9 @@ def test_ordermail_order_relink_revokes_the_link_and_mails_the_new_one(store, se
     quiet = parser.parse_args(["relink", "1042", "--quiet"])
     cli_web.HANDLERS[("order", "relink")](quiet, settings, store)
     assert OutboxMessage.select().where(OutboxMessage.kind == "status_link").count() == 1
+    said = capsys.readouterr().out                              # the German shop's owner reads German
+    assert said.startswith("1042: der alte Statuslink gilt nicht mehr; neuer Link nicht verschickt (--quiet):\n")
+    assert said.strip().endswith(settings.status_url(token_of()))
 
 
 def test_the_relink_command_runs_from_the_real_command_line(store, settings, ordermail):

@@ -490,6 +490,21 @@ def test_the_owners_terminal_gets_no_control_characters_from_a_posted_message(ap
     assert "\\x9b" in out and "Erika" in out
 
 
+def test_the_german_shop_reads_the_list_and_a_stored_reason_in_german(app, pp_settings, store, fake, order, capsys):
+    fake.script = ["INVALID"]
+    post_ipn(app, ipn_body())
+    verify(pp_settings, store)
+    assert the_ipn().reason.startswith("PayPal says INVALID")           # stored (and in JSON) in English
+    assert run_cli(store, pp_settings, "payments", "ipn", "list") == 0
+    listed = capsys.readouterr().out
+    assert "EMPFANGEN" in listed and "PayPal sagt INVALID: diese Nachricht kam nicht von PayPal" in listed
+    assert run_cli(store, pp_settings, "payments", "ipn", "show", str(the_ipn().id)) == 0
+    shown = capsys.readouterr().out
+    assert "Grund:      PayPal sagt INVALID" in shown and "Wie gesendet:" in shown and "Reason:" not in shown
+    assert run_cli(store, pp_settings, "payments", "ipn", "list", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["messages"][0]["reason"].startswith("PayPal says INVALID")
+
+
 def test_a_message_stored_while_paypal_is_down_survives_a_restart_and_pays_once(
         database_url, settings, store, order, tmp_path):
     url = closed_port_url()

@@ -97,6 +97,8 @@ def test_an_amount_that_differs_is_noted_on_the_order_not_paid(store, settings):
     note = log("1042")[-1]
     assert note.kind == "system" and note.visibility == "internal" and not note.notified
     assert "20.00 EUR" in note.body_text and "24.90 EUR" in note.body_text
+    assert note.subject == "Banküberweisung: der Betrag weicht ab"     # the German shop's owner reads it
+    assert "nicht als bezahlt markiert" in note.body_text and "Verwendungszweck: Bestellung 1042" in note.body_text
     assert mails("paid") == []
     assert "the order's total is 24.90 EUR" in report.as_text(result)
 

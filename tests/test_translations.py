@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCALES = ROOT / "templates" / "locale"
 NOW = dt.datetime(2026, 11, 27, 10, 0)
 # %(name)s and %(num)d (templates, receipts) and {name} (pages), each as a name
-PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]|\{(\w+)\}")
+PLACEHOLDER = re.compile(r"%\((\w+)\)-?\d*[sd]|\{(\w+)\}")
 
 
 def placeholders(text) -> set[str]:

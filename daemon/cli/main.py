@@ -221,7 +221,7 @@ def print_order(order, settings: Settings, fmt: str) -> int:
     if fmt == "json":
         print(json.dumps(order_to_json(order, settings, events), ensure_ascii=False, indent=2))
     else:
-        print(order_detail(order, events, settings))
+        print(say(order_detail(order, events, settings), settings.shop.locale, settings.outbound.templates_dir))
     return 0
 
 
@@ -234,7 +234,7 @@ def cmd_orders_list(args, settings: Settings, store) -> int:
         print(json.dumps({"orders": [order_to_json(o, settings, []) | {"events": None} for o in found],
                           "more": more}, ensure_ascii=False, indent=2))
     else:
-        print(order_table(found, more=more))
+        print(say(order_table(found, more=more), settings.shop.locale, settings.outbound.templates_dir))
     return 0
 
 

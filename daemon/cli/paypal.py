@@ -17,6 +17,7 @@ from daemon import user_numbers
 from daemon.payments import paypal
 from daemon.cli.mail import listing
 from daemon.store.models import PaypalIpn
+from daemon.translations import Columns, Said, joined, say
 
 
 def add_parsers(payments, common, parser_class) -> None:
@@ -38,7 +39,7 @@ def cmd_ipn(args, settings, store) -> int:
 
 
 def _list(args, settings, store) -> int:
-    return listing(args, paypal.list_messages, message_json, message_table)
+    return listing(args, paypal.list_messages, message_json, lambda rows: _said(message_table(rows), settings))
 
 
 def _show(args, settings, store) -> int:
@@ -47,13 +48,22 @@ def _show(args, settings, store) -> int:
     if args.format == "json":
         print(json.dumps(document, ensure_ascii=False, indent=2))
         return 0
-    lines = [f"PayPal message {row.id}, received {row.received_at:%Y-%m-%d %H:%M:%S} UTC, {row.size} bytes",
-             f"State:    {_fate(row)}", f"Reason:   {row.reason or row.last_error or '-'}",
-             f"Attempts: {row.attempts}", f"Order:    {document['order'] or '-'}", ""]
+    lines = [Said("PayPal message %(id)s, received %(when)s UTC, %(size)s bytes", id=row.id,
+                  when=f"{row.received_at:%Y-%m-%d %H:%M:%S}", size=row.size),
+             Said("State:    %(fate)s", fate=_fate(row)),
+             Said("Reason:   %(reason)s", reason=paypal.reason_said(row.reason) or row.last_error or "-"),
+             Said("Attempts: %(attempts)s", attempts=row.attempts),
+             Said("Order:    %(order)s", order=document["order"] or "-"), ""]
     lines += [f"{name} = {value}" for name, value in document["fields"]]
-    lines += ["", "As posted:", document["raw"]]
-    print("\n".join(printable(line) for line in lines))
+    lines += ["", Said("As posted:"), document["raw"]]
+    print(_said(joined(lines, "\n"), settings))
     return 0
+
+
+def _said(text: str, settings) -> str:
+    """In the shop's language, each line printable (the values come from anyone's post)."""
+    return "\n".join(printable(line) for line in say(text, settings.shop.locale,
+                                                       settings.outbound.templates_dir).split("\n"))
 
 
 def printable(text: str) -> str:
@@ -98,29 +108,31 @@ def _fields(row: PaypalIpn) -> list[tuple[str, str]]:
 
 def _fate(row: PaypalIpn) -> str:
     if row.state == "pending" and row.verdict == "VERIFIED":
-        return f"verified, waiting for its order; looked for again at {row.next_attempt_at:%Y-%m-%d %H:%M}"
+        return Said("verified, waiting for its order; looked for again at %(when)s",
+                    when=f"{row.next_attempt_at:%Y-%m-%d %H:%M}")
     if row.state == "pending" and row.attempts:
-        return f"pending, PayPal not reached; next try {row.next_attempt_at:%Y-%m-%d %H:%M}"
+        return Said("pending, PayPal not reached; next try %(when)s", when=f"{row.next_attempt_at:%Y-%m-%d %H:%M}")
     if row.state == "done":
         return f"{row.verdict.lower()}: {row.outcome}"
     return row.state
 
 
 def message_table(rows: list[PaypalIpn]) -> str:
+    """Newest first; the headings and a known reason in the shop's language where said."""
     if not rows:
-        return "no PayPal messages"
-    lines = [f"{'ID':>6}  {'RECEIVED':16}  {'TXN':17}  {'INVOICE':8}  {'STATUS':10}  {'AMOUNT':>12}  "
-             f"{'STATE':16}  NOTE"]
+        return Said("no PayPal messages")
+    table = [(Said("ID"), Said("RECEIVED"), Said("TXN"), Said("INVOICE"), Said("STATUS"), Said("AMOUNT"),
+              Said("STATE"), Said("NOTE"))]
     for row in rows:
         document = message_json(row)
         amount = f"{document['amount'] or ''} {document['currency'] or ''}".strip()
         state = row.outcome if row.state == "done" else row.state
         note = row.reason if row.state in ("done", "failed") else row.last_error or row.reason
-        lines.append(printable(
-            f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M}  {(row.txn_id or '-')[:17]:17}  "
-            f"{(row.invoice or '-')[:8]:8}  {(row.payment_status or '-')[:10]:10}  {amount[:12]:>12}  "
-            f"{state[:16]:16}  {(note or '')[:70]}"))
-    return "\n".join(lines)
+        known = paypal.reason_said(note or "")
+        table.append((str(row.id), f"{row.received_at:%Y-%m-%d %H:%M}", (row.txn_id or "-")[:17],
+                      (row.invoice or "-")[:8], (row.payment_status or "-")[:10], amount[:12], state[:16],
+                      known if isinstance(known, Said) else known[:70]))
+    return Columns(table)
 
 
 HANDLERS = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from daemon.config import Settings
+from daemon.translations import Said, say
 from statuspage import links
 
 
@@ -26,8 +27,10 @@ def cmd_order_relink(args, settings: Settings, store) -> int:
     if args.format == "json":
         print(json.dumps({"number": order.number, "status_url": url, "mailed": not args.quiet}))
     else:
-        mailed = "not mailed (--quiet)" if args.quiet else f"mailed to {order.customer_email}"
-        print(f"{order.number}: the old status link no longer works; new link {mailed}:\n{url}")
+        mailed = (Said("not mailed (--quiet)") if args.quiet
+                  else Said("mailed to %(email)s", email=order.customer_email))
+        print(say(Said("%(number)s: the old status link no longer works; new link %(mailed)s:\n%(url)s",
+                       number=order.number, mailed=mailed, url=url), settings.shop.locale, settings.outbound.templates_dir))
     return 0
 
 

@@ -32,6 +32,7 @@ from daemon.store import compiled
 from daemon.config import Settings
 from daemon.errors import InputError, Refused
 from daemon.orders.as_json import parse_new_order
+from daemon.orders.as_text import kind_word
 from daemon.mail.richtext import sanitize_html, text_to_html
 from daemon.translations import N_, Said, said, say
 from daemon.store.models import CANCELLED, EVENT_KINDS, PAID, REFUNDED, SHIPPED, Attachment, Blob, Counter, Event, Order, OrderItem, OutboxMessage, new_message_id, new_token, utcnow
@@ -428,7 +429,7 @@ def delete_cancelled(store: Store, number: str, *, quiet_since) -> Change:
         order = _locked_order(store, number)
         reason = _keep_reason(order, quiet_since)
         if reason:
-            return Change(order.number, False, f"{order.number} kept: {reason}")
+            return Change(order.number, False, Said("%(number)s kept: %(reason)s", number=order.number, reason=reason))
         events = _delete(order)
     return Change(number, True, Said("order %(number)s and its log (%(events)s events) deleted for good",
                                      number=number, events=events))
@@ -436,14 +437,14 @@ def delete_cancelled(store: Store, number: str, *, quiet_since) -> Change:
 
 def _keep_reason(order: Order, quiet_since) -> str:
     if not order.has(CANCELLED):
-        return "no longer cancelled"
+        return Said("no longer cancelled")
     if order.updated_at >= quiet_since:
-        return "changed since"
+        return Said("changed since")
     if order.has(PAID) and (order.refunded_amount or 0) < order.total:
-        return "paid and not refunded in full"
+        return Said("paid and not refunded in full")
     if OutboxMessage.select().where((OutboxMessage.order == order)
                                     & OutboxMessage.state.in_(("pending", "sending"))).exists():
-        return "a mail about it is still to be sent"
+        return Said("a mail about it is still to be sent")
     return ""
 
 
@@ -704,14 +705,3 @@ def _day(moment) -> str:
 def _size(n: int) -> str:
     return f"{n / 1_048_576:.1f} MB" if n >= 1_048_576 else f"{n / 1024:.0f} KB"
 
-
-# The kinds of event as a receipt names them ("1042: paid undone"): the English is the kind itself.
-KIND_WORDS = {"created": N_("created"), "paid": N_("paid"), "shipped": N_("shipped"),
-              "cancelled": N_("cancelled"), "refunded": N_("refunded"), "message": N_("message"),
-              "note": N_("note"), "customer_reply": N_("customer_reply"), "bounce": N_("bounce"),
-              "system": N_("system"), "payment_reminder": N_("payment_reminder")}
-
-
-def kind_word(kind: str) -> str:
-    """The kind of an event as a Said (said in the shop's language), or as it is if unknown."""
-    return Said(KIND_WORDS[kind]) if kind in KIND_WORDS else kind

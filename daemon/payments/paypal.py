@@ -38,6 +38,7 @@ import datetime as dt
 import decimal
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -50,6 +51,7 @@ from daemon.orders.service import Content, Via
 from daemon.outbound.outbox import doubling_backoff
 from daemon.store.models import CANCELLED, Event, Order, PaypalIpn, newest, utcnow
 from daemon.store.database import Store
+from daemon.translations import N_, Said
 
 log = logging.getLogger("ordermail.paypal")
 IPN_MAX_BYTES = 64 * 1024          # PayPal's messages are 1–3 KB; a cart of 100 items about 15 KB
@@ -63,6 +65,41 @@ REVERSALS = ("Refunded", "Reversed", "Canceled_Reversal")
 DECISION_FIELDS = ("payment_status", "txn_id", "invoice", "receiver_email", "mc_gross", "mc_currency",
                    "parent_txn_id")
 STATES = ("pending", "verifying", "done", "failed")
+
+# Why a message was settled so: stored in English (the log, `--format json`); `ipn list`
+# and `ipn show` say a stored reason in the shop's language when it reads as one of these.
+REASONS = {
+    "made_paid": N_("txn_id %(txn)s made an order paid already"),
+    "invalid": N_("PayPal says INVALID: it did not send this message (forged or altered)"),
+    "repeated": N_("the field %(field)s appears more than once"),
+    "not_payment": N_("not about a payment (txn_type %(txn_type)s)"),
+    "no_txn": N_("no usable txn_id"),
+    "handled": N_("txn_id %(txn)s (%(status)s) was handled before, as message %(id)s"),
+    "receiver": N_("a payment to %(receiver)s, not to our %(ours)s"),
+    "no_order_status": N_("%(status)s: no order %(invoice)s"),
+    "waiting": N_("waiting for order %(invoice)s to arrive"),
+    "no_order": N_("no order %(invoice)s"),
+    "not_amount": N_("mc_gross %(gross)s is not an amount"),
+    "currency": N_("paid in %(currency)s, the order is in %(other)s"),
+    "amount": N_("paid %(amount)s %(currency)s, the order's total is %(total)s %(other)s"),
+    "paid_already": N_("txn_id %(txn)s paid %(number)s already"),
+    "already_paid": N_("%(number)s was already paid; logged"),
+}
+_READ_BACK = [(msgid, re.compile(re.sub(r"%\\\((\w+)\\\)s", r"(?P<\1>.*?)", re.escape(msgid)), re.S))
+              for msgid in REASONS.values()]
+
+
+def _why(key: str, **values) -> Said:
+    return Said(REASONS[key], **values)
+
+
+def reason_said(stored: str) -> str:
+    """A stored reason as a Said when it reads as one of REASONS (else as it is: a parser's error, a summary)."""
+    for msgid, pattern in _READ_BACK:
+        found = pattern.fullmatch(stored)
+        if found:
+            return Said(msgid, **found.groupdict())
+    return stored
 OUTCOMES = ("paid", "already_paid", "pending", "reversal", "noted", "wrong_receiver", "wrong_currency",
             "wrong_amount", "unknown_invoice", "replay", "ignored", "malformed", "invalid")
 
@@ -180,7 +217,7 @@ def settle(store: Store, settings: Settings, ipn_id: int, verdict: str, now: dt.
         if not _paid_by(row.txn_id):
             raise
         # another verifier made this txn_id paid meanwhile: everything above was rolled back
-        settled = Settled("replay", f"txn_id {row.txn_id} made an order paid already")
+        settled = Settled("replay", _why("made_paid", txn=row.txn_id))
         with store.atomic():
             _record(settings, row, verdict, settled, now)
     level = logging.INFO if settled.outcome in ("paid", "pending", "") else logging.WARNING
@@ -201,7 +238,7 @@ def _record(settings: Settings, row: PaypalIpn, verdict: str, settled: Settled, 
 
 def _decide(store: Store, settings: Settings, row: PaypalIpn, verdict: str, now: dt.datetime) -> Settled:
     if verdict != "VERIFIED":
-        return Settled("invalid", "PayPal says INVALID: it did not send this message (forged or altered)")
+        return Settled("invalid", _why("invalid"))
     try:
         message = parse(row.raw)
     except NotAnIpn as exc:
@@ -209,25 +246,25 @@ def _decide(store: Store, settings: Settings, row: PaypalIpn, verdict: str, now:
     repeated = message.repeated(DECISION_FIELDS)
     status, txn = message.get("payment_status"), message.get("txn_id")
     if repeated:
-        return Settled("malformed", f"the field {repeated[0]} appears more than once")
+        return Settled("malformed", _why("repeated", field=repeated[0]))
     if not status:
-        return Settled("ignored", f"not about a payment (txn_type {message.get('txn_type')!r})")
+        return Settled("ignored", _why("not_payment", txn_type=repr(message.get('txn_type'))))
     if not txn or len(txn) > 64:
-        return Settled("malformed", "no usable txn_id")
+        return Settled("malformed", _why("no_txn"))
     earlier = _handled_before(row, txn, status)
     if earlier is not None:
-        return Settled("replay", f"txn_id {txn} ({status}) was handled before, as message {earlier.id}")
+        return Settled("replay", _why("handled", txn=txn, status=status, id=earlier.id))
     order = _order_of(message)
     receiver, ours = message.get("receiver_email").strip(), settings.paypal.receiver_email
     if receiver.lower() != ours.lower():
-        why = f"a payment to {receiver or 'no receiver_email'}, not to our {ours}"
+        why = _why("receiver", receiver=receiver or "no receiver_email", ours=ours)
         if status == "Completed":
             return _refuse(store, settings, "wrong_receiver", why, message, order, now)
         return Settled("wrong_receiver", why, order.id if order else None)
     if status == "Completed":
         return _completed(store, settings, row, message, order, now)
     if order is None:
-        return Settled("unknown_invoice", f"{status}: no order {_invoice(message) or '(no invoice)'}")
+        return Settled("unknown_invoice", _why("no_order_status", status=status, invoice=_invoice(message) or "(no invoice)"))
     return _note(store, settings, row, message, order, now)
 
 
@@ -236,21 +273,21 @@ def _completed(store, settings, row: PaypalIpn, message: IpnMessage, order: Orde
     amount, currency = _money(message.get("mc_gross")), message.get("mc_currency").strip().upper()
     if order is None:
         if now < row.received_at + ORDER_WAIT:
-            return Settled("", f"waiting for order {invoice or '(no invoice)'} to arrive", wait=True)
+            return Settled("", _why("waiting", invoice=invoice or "(no invoice)"), wait=True)
         text = (f"PayPal payment {message.get('txn_id')} of {message.get('mc_gross')} {currency} "
                 f"names invoice {invoice or '(none)'}, and no such order arrived within "
                 f"{ORDER_WAIT.total_seconds() / 3600:.0f} hours. The money is in your PayPal account; "
                 "'ordermail payments ipn list' shows the message.")
         alert(settings, None, "PayPal payment for no known order", text, now)
-        return Settled("unknown_invoice", f"no order {invoice or '(no invoice)'}")
+        return Settled("unknown_invoice", _why("no_order", invoice=invoice or "(no invoice)"))
     if amount is None:
-        return Settled("malformed", f"mc_gross {message.get('mc_gross')!r} is not an amount", order.id)
+        return Settled("malformed", _why("not_amount", gross=repr(message.get('mc_gross'))), order.id)
     if currency != order.currency.upper():
         return _refuse(store, settings, "wrong_currency",
-                       f"paid in {currency or 'no currency'}, the order is in {order.currency}", message, order, now)
+                       _why("currency", currency=currency or "no currency", other=order.currency), message, order, now)
     if amount != order.total:
         return _refuse(store, settings, "wrong_amount",
-                       f"paid {amount} {currency}, the order's total is {order.total} {order.currency}",
+                       _why("amount", amount=amount, currency=currency, total=order.total, other=order.currency),
                        message, order, now)
     data = {"source": "paypal", "txn_id": message.get("txn_id"), "amount": str(amount), "currency": currency,
             "ipn": row.id}
@@ -271,7 +308,7 @@ def _already_paid(store, settings, message: IpnMessage, order: Order, data: dict
                .order_by(Event.id.desc()).first())
     earlier_txn = (earlier.data or {}).get("txn_id") if earlier else None
     if earlier_txn == data["txn_id"]:     # the same payment, settled by a parallel verifier a moment ago
-        return Settled("replay", f"txn_id {earlier_txn} paid {order.number} already", order.id)
+        return Settled("replay", _why("paid_already", txn=earlier_txn, number=order.number), order.id)
     text = (f"PayPal payment {data['txn_id']} of {data['amount']} {data['currency']} arrived; "
             f"the order was already paid on {order.paid_at:%Y-%m-%d}.")
     orders.add_event(store, settings, order.number, "system", Content(subject="PayPal: payment for a paid order",
@@ -279,7 +316,7 @@ def _already_paid(store, settings, message: IpnMessage, order: Order, data: dict
     if earlier_txn:
         alert(settings, order, "PayPal: order paid twice",
               f"{text} It was paid by PayPal payment {earlier_txn} before: the customer paid twice.", now)
-    return Settled("already_paid", f"{order.number} was already paid; logged", order.id)
+    return Settled("already_paid", _why("already_paid", number=order.number), order.id)
 
 
 def _note(store, settings, row: PaypalIpn, message: IpnMessage, order: Order, now) -> Settled:

@@ -43,7 +43,7 @@ from daemon.payments.statements.entries import Entry, Statement
 from daemon.payments.statements.reading import read_statement
 from daemon.store.models import StatementEntry, utcnow
 from daemon.store.database import Store
-from daemon.translations import Said, joined
+from daemon.translations import Said, joined, say
 
 OUTCOMES = ("paid", "already_paid", "amount_differs", "unmatched")
 IMPORT_LOCK = 0x6f72_6465_7273_7431      # pg_advisory_xact_lock: one statement import at a time
@@ -242,11 +242,18 @@ class _Settler:
         return Outcome(kind, outcome.entry, outcome.orders, detail)
 
     def _note(self, entry: Entry, row: matching.OrderRow) -> orders.PerOrder:
-        text = (f"A bank transfer of {entry.amount} {entry.currency} names this order, whose total is "
-                f"{row.total} {row.currency}; it was not marked paid.\n"
-                f"Payer: {entry.payer or '-'}\nText: {entry.remittance or '-'}\nReference: {entry.reference or '-'}")
+        """An internal note for the owner, in the shop's language as it is written (the log keeps text, not msgids)."""
+        text = Said("A bank transfer of %(amount)s %(currency)s names this order, whose total is "
+                    "%(total)s %(other)s; it was not marked paid.\n"
+                    "Payer: %(payer)s\nText: %(text)s\nReference: %(reference)s",
+                    amount=entry.amount, currency=entry.currency, total=row.total, other=row.currency,
+                    payer=entry.payer or "-", text=entry.remittance or "-", reference=entry.reference or "-")
+        subject = Said("Bank transfer: the amount differs")
         return orders.PerOrder(row.number, self._data(entry, 1) | {"amount_differs": True},
-                               Content(subject="Bank transfer: the amount differs", text=text))
+                               Content(subject=self._said(subject), text=self._said(text)))
+
+    def _said(self, text: Said) -> str:
+        return say(text, self.settings.shop.locale, self.settings.outbound.templates_dir)
 
     def _via(self) -> Via:
         return Via(author="system", now=self.now)
