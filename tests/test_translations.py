@@ -146,3 +146,10 @@ def test_a_shop_template_without_a_language_overrides_it_in_every_language(store
         mail = notify.compose(shop, OutboxMessage.select().order_by(OutboxMessage.id.desc()).first(), NOW)
         assert mail["Subject"] == {"de": "Bestellung", "nl": "Bestelling"}[lang] + f" {number}!"
         assert f"{hello} Erika Mustermann, -- ours" in mail.get_body(("plain",)).get_content()
+
+
+def test_a_long_run_of_sentences_is_said_whole():
+    """An order's log of thousands of entries in a receipt: said in one piece, in the shop's language."""
+    text = translations.joined([translations.Said("paid")] * 5000, "\n")
+    assert text == "\n".join(["paid"] * 5000)
+    assert translations.say(text, "de", "") == "\n".join(["bezahlt"] * 5000)

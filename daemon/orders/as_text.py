@@ -19,6 +19,10 @@ KIND_WORDS = {"created": N_("created"), "paid": N_("paid"), "shipped": N_("shipp
               "system": N_("system"), "payment_reminder": N_("payment_reminder")}
 
 
+# Who wrote an event, as the order's log names them.
+AUTHOR_WORDS = {"owner": N_("owner"), "customer": N_("customer"), "system": N_("system")}
+
+
 def kind_word(kind: str) -> str:
     """The kind of an event as a Said (said in the shop's language), or as it is if unknown."""
     return Said(KIND_WORDS[kind]) if kind in KIND_WORDS else kind
@@ -68,7 +72,7 @@ def _event_lines(event: Event) -> str:
     if event.notified:
         marks.append(Said("customer notified"))
     head = Said("  %(when)s  %(kind)-14s by %(author)s", when=_when(event.created_at), kind=kind_word(event.kind),
-                author=event.author)
+                author=Said(AUTHOR_WORDS[event.author]) if event.author in AUTHOR_WORDS else event.author)
     if marks:
         head = joined([head, Said("  (%(marks)s)", marks=joined(marks, ", "))], "")
     body = [f"      {line}" for line in event.subject.splitlines()] if event.subject else []
