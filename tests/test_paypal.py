@@ -195,7 +195,7 @@ def test_an_answer_that_is_no_verdict_is_retried_not_taken(settings, store, orde
     assert Order.get().status_words()["paid"] is True
 
 
-def test_after_give_up_hours_the_owner_is_told_and_retry_takes_it_up_again(settings, store, order):
+def test_after_give_up_hours_the_owner_is_told_and_retry_takes_it_up_again(settings, store, order, capsys):
     port = free_port()
     pp_settings = with_paypal(settings, f"http://127.0.0.1:{port}{PATH}", give_up_after_hours=2)
     assert post_ipn(make_app(pp_settings, store), ipn_body()).status == 200
@@ -209,7 +209,8 @@ def test_after_give_up_hours_the_owner_is_told_and_retry_takes_it_up_again(setti
     assert Order.get().status_words()["paid"] is False
 
     with FakePayPal(["VERIFIED"], port=port):
-        paypal.retry(store, pp_settings, row.id)
+        assert run_cli(store, pp_settings, "payments", "ipn", "retry", str(row.id)) == 0
+        assert f"PayPal-Nachricht {row.id} wird jetzt erneut geprüft" in capsys.readouterr().out
         assert verify(pp_settings, store).settled == 1
     assert Order.get().status_words()["paid"] is True
 

@@ -73,8 +73,8 @@ def printable(text: str) -> str:
 
 def _retry(args, settings, store) -> int:
     row = paypal.retry(store, settings, args.id)
-    print(f"PayPal message {row.id} will be verified and settled again now (by the running daemon, "
-          "or 'ordermail jobs run paypal-ipn')")
+    print(_said(Said("PayPal message %(id)s will be verified and settled again now (by the running daemon, "
+                     "or 'ordermail jobs run paypal-ipn')", id=row.id), settings))
     return 0
 
 
