@@ -7,10 +7,12 @@ message in a group must not take the others with it.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import smtplib
+import time
 
 import pytest
 
@@ -22,9 +24,11 @@ from daemon.mail.addresses import token_address
 from daemon.intake.smtp import RecipientCache
 from daemon.intake.spool import store_message
 from daemon.errors import UnknownRecipient
-from daemon.store.models import Event, InboundMessage
-from daemonproc import Daemon, wait_until
+from daemon.outbound import outbox
+from daemon.store.models import Event, InboundMessage, OutboxMessage
+from daemonproc import Daemon, free_port, wait_until
 from mailbuilder import mail
+from test_outbox import order_with_mail, over_smtp, sink_factory  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -139,3 +143,57 @@ def test_a_stop_that_signals_every_process_at_once_ends_cleanly(store, settings,
     assert "starting it again" not in daemon.log_text() and "Traceback" not in daemon.log_text()
     wait_until(lambda: all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in workers))
     assert InboundMessage.select().count() == 1          # taken before the stop; handled now or at the next start
+
+
+# ---- starting while PostgreSQL does not answer yet ------------------------------------------
+
+@contextlib.contextmanager
+def database_not_answering(store):
+    """Every new connection of `store` refused, as while a PostgreSQL server
+    restarts ("the database system is not yet accepting connections")."""
+    if store.backend != "postgresql":
+        pytest.skip("SQLite opens a file: there is no server that could be starting up")
+    port = store.db.connect_params.get("port")
+    store.db.close()                                     # this thread connects anew, too
+    store.db.connect_params["port"] = free_port()        # nothing listens there
+    try:
+        yield
+    finally:
+        store.db.connect_params["port"] = port
+
+
+def test_an_inbound_worker_starting_while_the_database_restarts_waits_for_it(store, settings, reply_to):
+    with store.atomic():
+        message_id = store_message(mail(to=reply_to, body="Verwaist"), channel="smtp",
+                                   envelope_from="erika@example.org", recipients=[reply_to])
+    dead = _a_pid_that_is_not_running()
+    InboundMessage.update(state="processing", claimed_by=f"{inbound.claimant().rpartition(':')[0]}:{dead}").execute()
+    worker = inbound.InboundWorker(store, settings, idle_seconds=0.1)
+    with database_not_answering(store):
+        worker.start()                                   # a worker process crashed here before
+        time.sleep(0.5)
+        assert worker._thread.is_alive()
+    try:       # the database answers again: the dead process's claim is taken back and handled
+        wait_until(lambda: InboundMessage.get_by_id(message_id).state == "done", 15)
+        assert replies() == ["Verwaist"]
+    finally:
+        worker.stop()
+
+
+def test_an_outbox_worker_starting_while_the_database_restarts_sends_a_dead_workers_mail(
+        store, settings, sink_factory):  # noqa: F811
+    sink = sink_factory()
+    settings = over_smtp(settings, sink.port)
+    row = order_with_mail(store, settings)
+    dead = _a_pid_that_is_not_running()
+    OutboxMessage.update(state="sending", claimed_by=f"{inbound.claimant().rpartition(':')[0]}:{dead}").execute()
+    worker = outbox.OutboxWorker(store, settings, idle_seconds=0.1)
+    with database_not_answering(store):
+        worker.start()
+        time.sleep(0.5)
+        assert worker._thread.is_alive()
+    try:
+        wait_until(lambda: sink.message_ids() == [row.message_id], 15)
+    finally:
+        worker.stop()
+    assert OutboxMessage.get_by_id(row.id).state == "sent"

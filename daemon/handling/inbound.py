@@ -535,9 +535,9 @@ class InboundWorker:
         self._kept: set[int] = set()     # claims the store failed to take back
 
     def start(self) -> None:
-        released = release_dead_claims(self.store)
-        if released:
-            log.warning("took back %d message(s) claimed by a process that died", released)
+        # The claims of ended processes are looked for in the first round
+        # (`_now_and_then`), where a store still starting up is a warning
+        # and a retry, not a crash of the worker process.
         self._thread.start()
 
     def wake(self, *_ignored) -> None:

@@ -429,12 +429,10 @@ class OutboxWorker:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
+        self._dead_claims_checked = False     # rows a dead worker of this host had claimed, sent again
         self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)
 
     def start(self) -> None:
-        released = release_dead_claims(self.store)
-        if released:
-            log.warning("outbox: %d mail(s) claimed by a process that died are sent again", released)
         self._thread.start()
 
     def wake(self, *_ignored) -> None:
@@ -473,6 +471,11 @@ class OutboxWorker:
 
     async def _pass(self, transport, executor) -> None:
         try:
+            if not self._dead_claims_checked:     # first, once the store answers (it may be starting up)
+                released = await self._loop.run_in_executor(executor, release_dead_claims, self.store)
+                self._dead_claims_checked = True
+                if released:
+                    log.warning("outbox: %d mail(s) claimed by a process that died are sent again", released)
             await send_due_async(self.store, self.settings, None, transport, executor=executor,
                                  stopping=lambda: self._stopping, patience=WORKER_PATIENCE_SECONDS)
         except STORE_TROUBLE as exc:     # the store's next use reconnects (daemon/store/database.py)
