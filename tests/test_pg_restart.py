@@ -226,12 +226,26 @@ def burst_through(shop: Shop, trouble) -> list[Reply]:
     assert all(code in (250, 421, 451) for _, code, _ in sessions), Counter(s[:2] for s in sessions)
     taken = {r.message_id for r in burst.replies + fresh if r.taken}
     assert len(taken) == len(burst.replies) + len(fresh)
-    wait_until(lambda: taken <= set(shop.replies_logged()), LANDING_SECONDS - (time.monotonic() - back))
+    try:
+        wait_until(lambda: taken <= set(shop.replies_logged()), LANDING_SECONDS - (time.monotonic() - back))
+    except AssertionError:
+        raise AssertionError(landing_report(shop, taken)) from None
     logged = shop.replies_logged()
     assert {mid: n for mid, n in logged.items() if n != 1} == {}                  # exactly once
     assert not InboundMessage.select().where(InboundMessage.state == "quarantined").exists()
     assert "Traceback" not in shop.daemon.log_text()
     return burst.replies
+
+
+def landing_report(shop: Shop, taken: set[str]) -> str:
+    """What a reader of a failed run needs: where the replies that did not land are, and what the daemon said."""
+    missing = taken - set(shop.replies_logged())
+    states = Counter((m.state, m.claimed_by or "-") for m in InboundMessage.select()
+                     .where(InboundMessage.message_id.in_(sorted(missing))))
+    said = [line for line in shop.daemon.log_text().splitlines() if " WARNING " in line or " ERROR " in line]
+    return (f"{len(missing)} acknowledged replies not on their orders within {LANDING_SECONDS}s; "
+            f"their inbound rows by (state, claimed by): {dict(states)}; the daemon's warnings and errors, "
+            f"last 40:\n" + "\n".join(said[-40:]))
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
