@@ -30,7 +30,7 @@ import threading
 import time
 
 from daemon.config import LogSettings, Settings
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, StoreUnavailable
 from daemon.handling.inbound import InboundWorker, release_dead_claims
 from daemon.outbound import outbox
 from daemon.outbound.outbox import OutboxWorker
@@ -214,7 +214,11 @@ def _child_main(settings: Settings, reader, sends_outbox: bool, ready) -> None:
     os.nice(WORKER_NICENESS)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    store = open_store(settings.database.url, migrate=False, replayable=True)
+    try:
+        store = open_store(settings.database.url, migrate=False, replayable=True)
+    except StoreUnavailable as exc:     # e.g. PostgreSQL still recovering: the daemon starts us again
+        log.warning("worker process: %s; it ends and is started again", exc)
+        raise SystemExit(1) from None
     inbound = InboundWorker(store, settings)
     outbox = OutboxWorker(store, settings) if sends_outbox else None
     # PayPal's answers are awaited beside the outbox: both wait on the network, not the CPU.
